@@ -1,0 +1,72 @@
+"""The single `pumpctl` entry point.
+
+Each area registers its own commands from `pumpctl/commands/<area>.py`; this module only
+assembles them and turns the project's errors into one line on stderr and an exit code,
+so a user never sees a traceback for something they can fix.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+
+from pumpctl import __version__
+from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry
+from pumpctl.errors import PumpctlError
+
+app = typer.Typer(
+    name="pumpctl",
+    help="Infusion-pump controller companion and HIL test harness (Research Use Only).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
+
+
+for area in (plan, course, pump, sim, run, runs, telemetry):
+    area.register(app)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the pumpctl version."""
+    typer.echo(__version__)
+
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app, map errors to one line and an exit code."""
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except PumpctlError as exc:
+        _err.print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except TyperException as exc:  # bad arguments: the parser's own usage message
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _err.print(f"error: {exc}")
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except typer.Abort:
+        _err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Real and virtual time.
+
+Everything time-dependent (controller, safety monitor, simulators) reads time through a
+`Clock`, which is backed by the running asyncio loop. In production that loop is an ordinary
+one. In CI it is a `VirtualTimeLoop`: whenever every task is waiting and no I/O is ready, the
+loop jumps straight to the next timer instead of sleeping, so a 40-minute infusion finishes in
+a fraction of a second while the code under test still uses plain `asyncio.sleep`,
+`asyncio.timeout` and `wait_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import time
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """What time-dependent code needs: a monotonic reading, a wall reading, and sleep."""
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic scale (virtual seconds under a virtual loop)."""
+        ...
+
+    def wall(self) -> float:
+        """Unix epoch seconds consistent with `monotonic` (for journal timestamps)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """A clock read from the running event loop, so it is virtual exactly when the loop is.
+
+    The wall reading is anchored once at construction: wall = epoch_at_start + elapsed loop
+    time. Under a virtual loop that gives plausible timestamps that advance with the
+    simulation rather than with the host.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._epoch0 = time.time()
+        self._mono0: float | None = None
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop if self._loop is not None else asyncio.get_running_loop()
+
+    def monotonic(self) -> float:
+        return self._get_loop().time()
+
+    def wall(self) -> float:
+        now = self.monotonic()
+        if self._mono0 is None:
+            self._mono0 = now
+        return self._epoch0 + (now - self._mono0)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class _VirtualSelector(selectors.BaseSelector):
+    """Wraps the loop's real selector: never blocks on a timeout, advances virtual time instead.
+
+    Real file descriptors (a pty, a socket) still work: they are polled without waiting, and,
+    when any are registered besides the loop's own wake-up pipe, given a short real grace
+    period first, because bytes written to a pty reach the other end a moment later.
+    """
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._real = real
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def _has_external_fds(self) -> bool:
+        return len(self._real.get_map()) > 1  # the loop's self-pipe is always registered
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        events = self._real.select(0)
+        if events or timeout == 0:
+            return events
+        if self._has_external_fds():
+            grace = self._loop.io_grace_s if timeout is None else min(self._loop.io_grace_s, timeout)
+            events = self._real.select(grace)
+            if events:
+                return events
+        if timeout is None:
+            # Nothing scheduled at all: only outside I/O (another thread or process) can wake us.
+            return self._real.select(None)
+        self._loop.advance(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock only moves when everything is waiting."""
+
+    def __init__(self, io_grace_s: float = 0.002) -> None:
+        super().__init__()
+        self._virtual_now = 0.0
+        self.io_grace_s = io_grace_s
+        real = self._selector  # type: ignore[attr-defined]
+        self._selector = _VirtualSelector(real, self)
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        if seconds > 0:
+            self._virtual_now += seconds
+
+
+def run(main: Coroutine[Any, Any, T], *, virtual: bool = False, io_grace_s: float = 0.002) -> T:
+    """Run `main` to completion on a real or a virtual-time event loop."""
+    if not virtual:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=lambda: VirtualTimeLoop(io_grace_s=io_grace_s)) as runner:
+        return runner.run(main)
+
+
+async def wait_until(predicate: Awaitable[bool] | Any, clock: Clock, interval: float = 0.05,
+                     timeout: float = 10.0) -> bool:
+    """Poll `predicate()` on `clock` until true or `timeout` elapses; returns the last result."""
+    deadline = clock.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result or clock.monotonic() >= deadline:
+            return bool(result)
+        await clock.sleep(interval)

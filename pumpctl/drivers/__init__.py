@@ -1,0 +1,1 @@
+"""Pump drivers: one `PumpDriver` protocol, one implementation per wire protocol."""

@@ -1,0 +1,1 @@
+"""Dose plans: files, drug library, validation, compilation to rate programs, courses."""

@@ -1,0 +1,1 @@
+"""Software pumps that speak the same bytes as real ones, on an injectable clock."""
