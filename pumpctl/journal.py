@@ -1,0 +1,255 @@
+"""Run journal: one append-only JSONL file per run, written before anything else sees a record.
+
+Each record is one JSON object on one line (format in docs/journal.md). A record is written
+with a single `os.write` on an `O_APPEND` descriptor, so a killed process loses nothing it had
+written and never leaves half a line unless it dies inside that one call. Alarms, state
+changes, commands, segments and the header/summary are also `fsync`ed at once, so a host crash
+loses at most the status samples of the last real second (at most the last sample at the
+default 1 Hz poll). Samples are fsynced at most once per real second, which keeps a
+virtual-time run of thousands of samples fast.
+
+After the journal has a record, it is handed to each `RecordSink` (telemetry, the console).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pumpctl.clock import Clock
+from pumpctl.errors import PumpctlError
+
+RECORD_TYPES = ("header", "command", "sample", "segment", "alarm", "state", "monitoring",
+                "summary")
+# Records that mark something happening (not a periodic sample): durable at once.
+DURABLE_TYPES = frozenset(RECORD_TYPES) - {"sample"}
+JOURNAL_SUFFIX = ".jsonl"
+
+
+class JournalError(PumpctlError):
+    """A journal that cannot be found, read or written."""
+
+    exit_code = 2
+
+
+@runtime_checkable
+class RecordSink(Protocol):
+    """Receives every journal record after the journal has written it.
+
+    `emit` must be synchronous and must not block: a slow sink queues, it never stalls the
+    controller. `aclose` flushes what it can.
+    """
+
+    def emit(self, record: dict[str, Any]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def new_run_id(channel: str, wall: float | None = None) -> str:
+    """`YYYYmmdd-HHMMSS-<channel>-<4 hex>`: sortable by start, unique without coordination."""
+    stamp = datetime.fromtimestamp(time.time() if wall is None else wall).strftime("%Y%m%d-%H%M%S")
+    safe_channel = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel) or "pump"
+    return f"{stamp}-{safe_channel}-{secrets.token_hex(2)}"
+
+
+class Journal:
+    """Writes one run's records; numbers them and stamps them with the run's clock."""
+
+    def __init__(self, path: Path, *, run_id: str, channel: str, clock: Clock,
+                 sinks: Sequence[RecordSink] = (), sample_sync_s: float = 1.0) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.channel = channel
+        self._clock = clock
+        self._sinks = list(sinks)
+        self._seq = 0
+        self._t0 = clock.monotonic()
+        self._sample_sync_s = sample_sync_s
+        self._last_sync = time.monotonic()
+        self._unsynced = False
+        self.sink_errors = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL,
+                                           0o644)
+        except FileExistsError:
+            raise JournalError(f"journal {path} already exists: run ids must be unique") from None
+        except OSError as exc:
+            raise JournalError(f"cannot create journal {path}: {exc.strerror}") from None
+
+    @classmethod
+    def create(cls, runs_dir: Path | str, *, channel: str, clock: Clock,
+               run_id: str | None = None, sinks: Sequence[RecordSink] = ()) -> Journal:
+        rid = run_id or new_run_id(channel, clock.wall())
+        return cls(Path(runs_dir) / f"{rid}{JOURNAL_SUFFIX}", run_id=rid, channel=channel,
+                   clock=clock, sinks=sinks)
+
+    @property
+    def seq(self) -> int:
+        """Sequence number the next record will get."""
+        return self._seq
+
+    def elapsed(self) -> float:
+        return self._clock.monotonic() - self._t0
+
+    def write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
+        """Append one record (and hand it to the sinks); returns the record as written."""
+        if type_ not in RECORD_TYPES:
+            raise ValueError(f"unknown journal record type {type_!r}")
+        record: dict[str, Any] = {
+            "type": type_, "seq": self._seq, "t": round(self._clock.wall(), 6),
+            "elapsed_s": round(self.elapsed(), 6), "run_id": self.run_id, "channel": self.channel,
+        }
+        record.update(fields)
+        line = (json.dumps(record, separators=(",", ":"), default=_jsonable, allow_nan=False)
+                + "\n").encode()
+        self._append(line, durable=type_ in DURABLE_TYPES)
+        self._seq += 1
+        for sink in self._sinks:
+            try:
+                sink.emit(record)
+            except Exception:  # a broken sink must never stop a run; the journal has it
+                self.sink_errors += 1
+        return record
+
+    def _append(self, line: bytes, *, durable: bool) -> None:
+        if self._fd is None:
+            raise JournalError(f"journal {self.path} is closed")
+        try:
+            view = memoryview(line)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            now = time.monotonic()
+            if durable or now - self._last_sync >= self._sample_sync_s:
+                os.fsync(self._fd)
+                self._last_sync = now
+                self._unsynced = False
+            else:
+                self._unsynced = True
+        except OSError as exc:
+            raise JournalError(f"cannot write journal {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if self._unsynced:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _jsonable(value: Any) -> Any:
+    """Encode the few non-JSON types records carry (enums, dataclasses, paths)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "value"):
+        return value.value
+    raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+# -- reading -----------------------------------------------------------------------------
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """All records of a journal. A torn last line (crash mid-write) is dropped; any other
+    unreadable line is an error naming the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
+    lines = raw.split(b"\n")
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:  # no trailing newline: the write was cut short
+                break
+            raise JournalError(f"{path}:{i + 1}: not a JSON record") from None
+        if not isinstance(rec, dict) or "type" not in rec:
+            raise JournalError(f"{path}:{i + 1}: record without a 'type'")
+        out.append(rec)
+    return out
+
+
+def _journal_files(runs_dir: Path) -> Iterator[Path]:
+    if not runs_dir.is_dir():
+        return iter(())
+    return iter(sorted(runs_dir.glob(f"*{JOURNAL_SUFFIX}")))
+
+
+def find_run(runs_dir: Path | str, ref: str) -> Path:
+    """A run by id, unique id prefix, or journal path."""
+    direct = Path(ref)
+    if direct.suffix == JOURNAL_SUFFIX and direct.is_file():
+        return direct
+    runs_dir = Path(runs_dir)
+    exact = runs_dir / f"{ref}{JOURNAL_SUFFIX}"
+    if exact.is_file():
+        return exact
+    matches = [p for p in _journal_files(runs_dir) if p.stem.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise JournalError(f"run {ref!r}: no such run in {runs_dir}")
+    raise JournalError(f"run {ref!r}: ambiguous in {runs_dir} ({len(matches)} runs match)")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One line of `pumpctl runs list`."""
+
+    run_id: str
+    channel: str
+    plan: str
+    started: float | None
+    outcome: str  # completed | aborted | faulted | interrupted (no summary: the process died)
+    planned_volume_ml: float | None
+    delivered_volume_ml: float | None
+    alarms: int
+    path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize_run(path: Path) -> RunInfo:
+    records = read_records(path)
+    header = next((r for r in records if r.get("type") == "header"), {})
+    summary = next((r for r in reversed(records) if r.get("type") == "summary"), None)
+    last_sample = next((r for r in reversed(records) if r.get("type") == "sample"), None)
+    alarms = sum(1 for r in records if r.get("type") == "alarm")
+    delivered = summary.get("delivered_volume_ml") if summary else \
+        (last_sample.get("infused_ml") if last_sample else None)
+    return RunInfo(
+        run_id=str(header.get("run_id", path.stem)), channel=str(header.get("channel", "")),
+        plan=str(header.get("plan", "")), started=header.get("t"),
+        outcome=str(summary.get("outcome")) if summary else "interrupted",
+        planned_volume_ml=header.get("total_volume_ml"), delivered_volume_ml=delivered,
+        alarms=alarms, path=str(path))
+
+
+def list_runs(runs_dir: Path | str) -> list[RunInfo]:
+    """Every run in `runs_dir`, oldest first; unreadable journals are skipped."""
+    out: list[RunInfo] = []
+    for p in _journal_files(Path(runs_dir)):
+        try:
+            out.append(summarize_run(p))
+        except JournalError:
+            continue
+    return out

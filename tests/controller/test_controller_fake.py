@@ -1,0 +1,283 @@
+"""InfusionController on an in-test fake pump, in virtual time (the simulator tests are in
+hil_tests/)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pumpctl.clock import run as run_clock
+from pumpctl.controller import InfusionController, RunResult, floor_to_pump_format
+from pumpctl.drivers.base import AlarmKind, PumpState
+from pumpctl.fleet import run_channels
+from pumpctl.journal import read_records
+
+from .fakes import FakeDriver, FakePump, make_program
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.closed = False
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def drive(tmp_path: Path, steps: list[tuple[float, float]] | None = None, *,
+          during: Callable[[FakePump, InfusionController], Coroutine[Any, Any, None]] | None = None,
+          sinks: list[Any] | None = None, **kw: Any) -> tuple[RunResult, FakePump, list[dict]]:
+    async def main() -> tuple[RunResult, FakePump]:
+        pump = FakePump()
+        ctl = InfusionController(FakeDriver(pump), make_program(steps), journal_dir=tmp_path,
+                                 sinks=sinks or [], **kw)
+        task = asyncio.create_task(ctl.run())
+        if during is not None:
+            await during(pump, ctl)
+        return await task, pump
+
+    result, pump = run_clock(main(), virtual=True)
+    return result, pump, read_records(result.journal_path)
+
+
+def types(records: list[dict]) -> list[str]:
+    return [r["type"] for r in records]
+
+
+def states(records: list[dict]) -> list[str]:
+    return [r["state"] for r in records if r["type"] == "state"]
+
+
+def alarms(records: list[dict]) -> list[str]:
+    return [r["kind"] for r in records if r["type"] == "alarm"]
+
+
+def test_standard_plan_completes_and_journals_everything(tmp_path: Path) -> None:
+    sink = ListSink()
+    result, pump, recs = drive(tmp_path, sinks=[sink])
+    assert result.outcome == "completed", result.reason
+    assert result.delivered_volume_ml == pytest.approx(35.0, abs=0.001)
+    assert pump.state is PumpState.STOPPED and pump.vtbi == 35.0
+    assert recs[0]["type"] == "header" and recs[-1]["type"] == "summary"
+    assert [r["seq"] for r in recs] == list(range(len(recs)))
+    assert sink.records == recs  # every record, in order, after the journal
+    h = recs[0]
+    assert h["total_volume_ml"] == 35.0 and h["pump"]["model"] == "NE1000"
+    assert h["program"]["segments"][0]["rate_ml_h"] == 52.5
+    assert states(recs) == ["started", "stopping", "stopped", "completed"]
+    samples = [r for r in recs if r["type"] == "sample"]
+    assert 2390 <= len(samples) <= 2410  # 1 Hz over 40 min
+    assert all(s["infused_ml"] <= s["planned_ml"] + 0.1 for s in samples)
+    mid = samples[1199]
+    assert mid["dose_mg_per_kg"] == pytest.approx(mid["dose_mg"] / 70.0)
+    assert recs[-1]["outcome"] == "completed" and recs[-1]["delivered_volume_ml"] == 35.0
+
+
+def test_rate_changes_at_each_segment_boundary(tmp_path: Path) -> None:
+    result, pump, recs = drive(tmp_path, [(300.0, 120.0), (600.0, 60.0), (900.0, 30.0)])
+    assert result.outcome == "completed", result.reason
+    assert [r["rate_ml_h"] for r in recs if r["type"] == "segment"] == [120.0, 60.0, 30.0]
+    rates = [r["args"]["value"] for r in recs if r["type"] == "command" and r["op"] == "set_rate"]
+    assert rates == [120.0, 60.0, 30.0]
+    changes = [r for r in recs if r["type"] == "segment"]
+    assert changes[1]["elapsed_s"] == pytest.approx(changes[0]["elapsed_s"] + 300.0, abs=0.01)
+    assert result.delivered_volume_ml == pytest.approx(27.5, abs=0.001)
+
+
+def test_poll_interval_is_configurable(tmp_path: Path) -> None:
+    _, _, recs = drive(tmp_path, [(600.0, 60.0)], poll_s=5.0)
+    samples = [r for r in recs if r["type"] == "sample"]
+    assert 118 <= len(samples) <= 122
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), 1000])
+def test_bad_poll_interval_is_a_usage_error(tmp_path: Path, bad: float) -> None:
+    from pumpctl.errors import UsageError
+
+    async def main() -> None:
+        InfusionController(FakeDriver(FakePump()), make_program(), journal_dir=tmp_path,
+                           poll_s=bad)
+
+    with pytest.raises(UsageError, match="poll interval"):
+        run_clock(main(), virtual=True)
+
+
+async def _at(ctl: InfusionController, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def test_pause_and_resume_shift_the_schedule(tmp_path: Path) -> None:
+    async def during(pump: FakePump, ctl: InfusionController) -> None:
+        await asyncio.sleep(600)
+        ctl.request_pause("bathroom", "operator")
+        await asyncio.sleep(300)
+        assert pump.state is PumpState.PAUSED
+        ctl.request_resume("back", "mqtt:dashboard")
+
+    result, _, recs = drive(tmp_path, [(1200.0, 60.0), (600.0, 30.0)], during=during)
+    assert result.outcome == "completed", result.reason
+    st = [r for r in recs if r["type"] == "state"]
+    assert [(r["state"], r["sender"]) for r in st][:3] == [
+        ("started", "controller"), ("paused", "operator"), ("resumed", "mqtt:dashboard")]
+    seg1 = [r for r in recs if r["type"] == "segment"][1]
+    assert seg1["elapsed_s"] == pytest.approx(1200 + 300, abs=1.0)  # shifted by the pause
+    assert result.duration_s == pytest.approx(1800 + 300, abs=3.0)
+
+
+def test_operator_stop_aborts_and_stops_the_pump(tmp_path: Path) -> None:
+    async def during(pump: FakePump, ctl: InfusionController) -> None:
+        await asyncio.sleep(120)
+        ctl.request_stop("enough", "mqtt:lab-ui")
+
+    result, pump, recs = drive(tmp_path, during=during)
+    assert result.outcome == "aborted" and pump.state is PumpState.STOPPED
+    assert result.stop_confirmed
+    assert "remote_stop" in alarms(recs)
+    stopping = next(r for r in recs if r["type"] == "state" and r["state"] == "stopping")
+    assert stopping["sender"] == "mqtt:lab-ui" and stopping["reason"] == "enough"
+    assert 1.6 < result.delivered_volume_ml < 1.9
+
+
+def test_stop_before_start_never_runs_the_pump(tmp_path: Path) -> None:
+    async def main() -> tuple[RunResult, FakePump]:
+        pump = FakePump()
+        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl.request_stop("changed my mind", "operator")
+        return await ctl.run(), pump
+
+    result, pump = run_clock(main(), virtual=True)
+    assert result.outcome == "aborted" and "run" not in pump.log
+
+
+def test_cancellation_still_stops_the_pump(tmp_path: Path) -> None:
+    async def main() -> tuple[FakePump, Path]:
+        pump = FakePump()
+        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        task = asyncio.create_task(ctl.run())
+        await asyncio.sleep(60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pump, ctl.journal.path if ctl.journal else Path()
+
+    pump, path = run_clock(main(), virtual=True)
+    assert pump.state is PumpState.STOPPED
+    recs = read_records(path)
+    assert recs[-1]["type"] == "summary" and recs[-1]["outcome"] == "aborted"
+
+
+def _fault(tmp_path: Path, action: Callable[[FakePump], None], at: float = 600.0,
+           **kw: Any) -> tuple[RunResult, FakePump, list[dict]]:
+    async def during(pump: FakePump, ctl: InfusionController) -> None:
+        await asyncio.sleep(at)
+        action(pump)
+
+    return drive(tmp_path, during=during, **kw)
+
+
+def test_occlusion_is_under_infusion(tmp_path: Path) -> None:
+    result, pump, recs = _fault(tmp_path, lambda p: setattr(p, "flow_factor", 0.0))
+    assert result.outcome == "faulted" and pump.state is PumpState.STOPPED
+    assert alarms(recs)[0] == "under_infusion"
+    assert result.delivered_volume_ml < 35.0
+
+
+def test_free_flow_is_over_infusion_and_stops_at_once(tmp_path: Path) -> None:
+    result, pump, recs = _fault(tmp_path, lambda p: setattr(p, "flow_factor", 1.5))
+    assert result.outcome == "faulted" and pump.state is PumpState.STOPPED
+    assert alarms(recs)[0] == "over_infusion"
+    # Caught within a few polls of crossing the tolerance (~2 % of ~9 mL), far below 35 mL.
+    assert result.delivered_volume_ml < 10.0
+    assert result.breach_to_stop_s is not None and result.breach_to_stop_s < 1.0
+
+
+def test_pump_alarm_stops_and_is_journaled(tmp_path: Path) -> None:
+    result, pump, recs = _fault(tmp_path, lambda p: p.raise_alarm(AlarmKind.STALL))
+    assert result.outcome == "faulted"
+    a = next(r for r in recs if r["type"] == "alarm")
+    assert a["kind"] == "pump_alarm" and a["value"] == "stall" and a["source"] == "pump"
+    assert pump.state is not PumpState.INFUSING
+
+
+def test_silence_is_no_status(tmp_path: Path) -> None:
+    result, pump, recs = _fault(tmp_path, lambda p: setattr(p, "silent", True))
+    assert result.outcome == "faulted"
+    assert alarms(recs)[0] == "no_status"
+    assert pump.state is PumpState.STOPPED  # the stop command still got through
+    errors = [r for r in recs if r["type"] == "command" and r.get("error")]
+    assert len(errors) >= 3
+
+
+def test_rate_changed_behind_the_back(tmp_path: Path) -> None:
+    def meddle(p: FakePump) -> None:
+        p.rate = 80.0
+
+    result, pump, recs = _fault(tmp_path, meddle)
+    assert result.outcome == "faulted" and pump.state is PumpState.STOPPED
+    assert alarms(recs)[:2] == ["rate_exceeded", "readback_mismatch"]
+
+
+def test_unconfirmed_stop_is_an_alarm(tmp_path: Path) -> None:
+    def wedge(p: FakePump) -> None:
+        p.flow_factor = 2.0
+        p.ignore_stop = True
+
+    result, _, recs = _fault(tmp_path, wedge)
+    assert result.outcome == "faulted" and not result.stop_confirmed
+    assert alarms(recs)[-1] == "pump_error"
+    assert "watchdog" in [r for r in recs if r["type"] == "alarm"][-1]["message"]
+
+
+def test_hardware_stop_at_total_even_without_polls(tmp_path: Path) -> None:
+    """The pump's own volume-to-dispense is the remaining plan: the pump stops at the total
+    even when the controller polls rarely."""
+    result, pump, _ = drive(tmp_path, [(600.0, 60.0)], poll_s=60.0)
+    assert result.outcome == "completed"
+    assert pump.infused == pytest.approx(10.0)
+
+
+def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
+    async def main() -> list[RunResult]:
+        ctls = [InfusionController(FakeDriver(FakePump()), make_program([(600.0, 30.0 + i)]),
+                                   journal_dir=tmp_path, channel=f"pump{i}") for i in range(5)]
+        return await run_channels(ctls)
+
+    results = run_clock(main(), virtual=True)
+    assert [r.outcome for r in results] == ["completed"] * 5
+    assert [round(r.delivered_volume_ml, 3) for r in results] == [5.0, 5.166, 5.333, 5.5, 5.666]  # floored
+    assert all(r.duration_s < 620 for r in results)  # concurrent, not one after another
+
+
+def test_linked_channels_stop_together(tmp_path: Path) -> None:
+    async def main() -> tuple[list[RunResult], list[FakePump]]:
+        pumps = [FakePump(), FakePump()]
+        ctls = [InfusionController(FakeDriver(p), make_program(), journal_dir=tmp_path,
+                                   channel=name) for p, name in zip(pumps, ("active", "placebo"),
+                                                                    strict=True)]
+
+        async def occlude() -> None:
+            await asyncio.sleep(300)
+            pumps[0].flow_factor = 3.0
+
+        occ = asyncio.create_task(occlude())
+        res = await run_channels(ctls, stop_all_on_fault=True)
+        await occ
+        return res, pumps
+
+    results, pumps = run_clock(main(), virtual=True)
+    assert [r.outcome for r in results] == ["faulted", "aborted"]
+    assert all(p.state is PumpState.STOPPED for p in pumps)
+    assert results[1].reason.startswith("linked channel active faulted")
+
+
+@pytest.mark.parametrize(("v", "expected"), [(35.0, 35.0), (17.4567, 17.45), (0.12345, 0.123),
+                                             (123.456, 123.4), (0.0, 0.0)])
+def test_volume_is_floored_to_the_pump_format(v: float, expected: float) -> None:
+    assert floor_to_pump_format(v) == pytest.approx(expected)
