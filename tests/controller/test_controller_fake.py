@@ -81,7 +81,7 @@ def test_standard_plan_completes_and_journals_everything(tmp_path: Path) -> None
 
 
 def test_rate_changes_at_each_segment_boundary(tmp_path: Path) -> None:
-    result, pump, recs = drive(tmp_path, [(300.0, 120.0), (600.0, 60.0), (900.0, 30.0)])
+    result, _, recs = drive(tmp_path, [(300.0, 120.0), (600.0, 60.0), (900.0, 30.0)])
     assert result.outcome == "completed", result.reason
     assert [r["rate_ml_h"] for r in recs if r["type"] == "segment"] == [120.0, 60.0, 30.0]
     rates = [r["args"]["value"] for r in recs if r["type"] == "command" and r["op"] == "set_rate"]
@@ -251,7 +251,8 @@ def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
 
     results = run_clock(main(), virtual=True)
     assert [r.outcome for r in results] == ["completed"] * 5
-    assert [round(r.delivered_volume_ml, 3) for r in results] == [5.0, 5.166, 5.333, 5.5, 5.666]  # floored
+    floored = [5.0, 5.166, 5.333, 5.5, 5.666]  # volume to dispense floored to the pump format
+    assert [round(r.delivered_volume_ml, 3) for r in results] == floored
     assert all(r.duration_s < 620 for r in results)  # concurrent, not one after another
 
 
