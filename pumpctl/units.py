@@ -82,6 +82,10 @@ _EXAMPLE: dict[Kind, str] = {
     Kind.SPEED: "51 mm/min",
 }
 
+_MASS_KINDS = frozenset(
+    {Kind.DOSE, Kind.DOSE_PER_KG, Kind.DOSE_RATE, Kind.DOSE_RATE_PER_KG, Kind.CONCENTRATION}
+)
+
 _NUMBER = re.compile(
     r"^\s*(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf(?:inity)?))"
     r"\s*(?P<unit>.*?)\s*$",
@@ -127,6 +131,9 @@ def describe(value: Fraction | float, kind: Kind) -> str:
             if seconds >= size and (seconds / size).denominator == 1:
                 return f"{seconds / size} {unit}"
         return f"{format_number(seconds)} s"
+    if kind in _MASS_KINDS and 0 < abs(Fraction(value)) < Fraction(1, 10):
+        # 0.001 mg/kg reads better as 1 µg/kg (dexmedetomidine-sized doses)
+        return f"{format_number(Fraction(value) * 1000)} {kind.value.replace('mg', 'µg', 1)}"
     return f"{format_number(value)} {kind.value}"
 
 

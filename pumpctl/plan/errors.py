@@ -28,7 +28,7 @@ class Problem:
     def __str__(self) -> str:
         text = f"{self.field}: {self.message}" if self.field else self.message
         if self.severity == "soft":
-            text += " (soft limit)"
+            text += " (soft limit: needs an override)"
         elif self.limit:
             text += " (hard limit)"
         return text

@@ -42,7 +42,7 @@ class Breach:
         value, limit = describe(self.value, self.kind), describe(self.limit, self.kind)
         return Problem(
             field=self.field,
-            message=f"{self.label} {value} is {side} {self.severity} {word} {limit}",
+            message=f"{self.label + ' ' if self.label else ''}{value} is {side} {word} {limit}",
             value=value,
             limit=limit,
             severity=self.severity,
@@ -82,7 +82,7 @@ class LimitSet(StrictModel):
                 raise ValueError(f"{name_a} {a} is above {name_b} {b}")
         return self
 
-    def check(self, value: Fraction, field: str, label: str) -> list[Breach]:
+    def check(self, value: Fraction, field: str, label: str = "") -> list[Breach]:
         """Breaches of `value` (in this set's kind). A hard breach hides the soft one."""
         kind = self.kind
         if kind is None:
