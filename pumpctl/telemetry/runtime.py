@@ -1,0 +1,218 @@
+"""What `pumpctl run` plugs in: a `RecordSink` that spools every record and streams it over MQTT.
+
+    async with telemetry_for_run(url, site=..., pump_id=..., spool_dir=...) as sink:
+        controller = InfusionController(..., sinks=[sink])
+        await controller.run()
+
+`emit` only maps the record and appends it to the on-disk spool (no network, no await), so
+the controller never waits for the broker; a background task publishes in order. Leaving the
+context drains the spool for at most `drain_timeout_s`, publishes `offline` and disconnects;
+whatever could not be sent stays in `spool_dir` and goes out first on the next run that uses
+the same directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from pumpctl.telemetry.discovery import discovery_messages
+from pumpctl.telemetry.errors import TelemetryError
+from pumpctl.telemetry.mapping import MappingError, RecordMapper
+from pumpctl.telemetry.mqtt import MqttLink
+from pumpctl.telemetry.remote import ControllerHooks, RemoteCommands
+from pumpctl.telemetry.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
+from pumpctl.telemetry.topics import Topics
+from pumpctl.telemetry.urls import parse_mqtt_url
+
+log = logging.getLogger("pumpctl.telemetry")
+
+JournalNote = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SinkStats:
+    records: int = 0
+    unmapped: int = 0  # records that broke the journal contract (logged, not sent)
+    messages: int = 0
+
+
+class TelemetrySink:
+    """The `RecordSink` handed to the controller. Never raises from `emit`, never blocks."""
+
+    def __init__(self, mapper: RecordMapper, spool: Spool, link: MqttLink,
+                 *, drain_timeout_s: float, journal_note: JournalNote | None = None,
+                 commands: RemoteCommands | None = None) -> None:
+        self.mapper = mapper
+        self.spool = spool
+        self.link = link
+        self.commands = commands
+        self.stats = SinkStats()
+        self._drain_timeout_s = drain_timeout_s
+        self._journal_note = journal_note
+        self._closed = False
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self._closed:
+            log.warning("telemetry record after close ignored (type %r)", record.get("type"))
+            return
+        self.stats.records += 1
+        try:
+            for message in self.mapper.map(record):
+                self.spool.append(message)
+                self.stats.messages += 1
+        except MappingError as exc:
+            self.stats.unmapped += 1
+            log.warning("telemetry: record not sent: %s", exc)
+        except Exception:  # the controller must not fail because telemetry did
+            self.stats.unmapped += 1
+            log.exception("telemetry: record not sent")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until the broker has every spooled message; False if `timeout_s` ran out."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.spool.wait_empty()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        drained = await self.drain(self._drain_timeout_s)
+        await self.link.close()
+        self.spool.close()
+        summary = self.summary()
+        if not drained:
+            log.warning("telemetry: %d messages not yet sent stay in %s for the next run",
+                        self.spool.pending, self.spool.directory)
+        self._note(summary)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the journal: what was sent, dropped by the overflow policy, left over."""
+        spool = self.spool.stats
+        return {"type": "telemetry", "broker": self.link.target.display,
+                "topic_prefix": self.link.topics.base, "records": self.stats.records,
+                "unmapped": self.stats.unmapped, "published": self.link.stats.published,
+                "pending": self.spool.pending, "dropped_telemetry": spool.dropped_telemetry,
+                "dropped_events": spool.dropped_events, "recovered": spool.recovered,
+                "connects": self.link.stats.connects,
+                "disconnects": self.link.stats.disconnects}
+
+    def _note(self, record: dict[str, Any]) -> None:
+        if self._journal_note is None:
+            return
+        try:
+            self._journal_note(record)
+        except Exception:
+            log.exception("telemetry: journal note failed")
+
+
+def _check_qos(value: int) -> int:
+    if value not in (0, 1):
+        raise TelemetryError(f"--telemetry-qos {value}: must be 0 or 1 (events always use 1)")
+    return value
+
+
+def default_client_id(site: str, pump_id: str) -> str:
+    """Unique per process: a restarted controller must not take over (and silence) the old
+    connection's Last Will, and two runs must not kick each other off the broker."""
+    return f"pumpctl-{site}-{pump_id}-{os.getpid()}-{secrets.token_hex(3)}"[:64]
+
+
+@asynccontextmanager
+async def telemetry_for_run(
+    mqtt_url: str,
+    *,
+    site: str,
+    pump_id: str,
+    telemetry_qos: int = 0,
+    ha_discovery: bool = False,
+    remote_commands: bool = False,
+    spool_dir: Path,
+    password: str | None = None,
+    controller_hooks: object | None = None,
+    journal_note: JournalNote | None = None,
+    drain_timeout_s: float = 10.0,
+    spool_max_messages: int = DEFAULT_MAX_MESSAGES,
+    spool_max_bytes: int = DEFAULT_MAX_BYTES,
+) -> AsyncIterator[TelemetrySink]:
+    """Stream one pump's run to an MQTT broker; yields the sink for `InfusionController(sinks=)`.
+
+    CLI options of `pumpctl run` and the argument each maps to:
+
+    - `--mqtt URL` → `mqtt_url`: `mqtt://[user@]host[:port]` or `mqtts://user@host:8883`,
+      with optional `?ca=FILE&cert=FILE&key=FILE&client_id=ID&prefix=T&keepalive=S`
+      (`prefix` may use `{site}` and `{pump_id}`; default `pumpctl/{site}/{pump_id}`).
+      A password inside the URL is refused.
+    - `--mqtt-password-file FILE`, else env `PUMPCTL_MQTT_PASSWORD` → `password`: read them
+      with `pumpctl.telemetry.urls.read_password(file)`; the password is only given to the
+      MQTT client, never logged and never in a journal note.
+    - `--site S` → `site`; `--pump-id ID` → `pump_id` (topic levels: A-Z a-z 0-9 _ . -).
+    - `--telemetry-qos 0|1` → `telemetry_qos` (events, run and status are always QoS 1).
+    - `--ha-discovery` → `ha_discovery`: publish Home Assistant discovery configs.
+    - `--remote-commands` → `remote_commands`: accept stop/pause on `<prefix>/cmd/<user>`;
+      needs `controller_hooks` (the `InfusionController`: `request_stop`/`request_pause`)
+      and a username in the URL (the broker's ACL authenticates the sender level).
+
+    `spool_dir` is this pump's spool directory; reuse the same one across runs (for example
+    `<state dir>/spool/<site>/<pump_id>`) so anything left unsent after an outage is sent by
+    the next run. `journal_note(dict)` receives `{"type": "remote_command", ...}` for every
+    well-formed remote command and one `{"type": "telemetry", ...}` summary at close; the
+    caller journals them. Configuration errors raise `TelemetryError` before anything starts.
+    """
+    target = parse_mqtt_url(mqtt_url)
+    qos = _check_qos(telemetry_qos)
+    topics = Topics.for_pump(site, pump_id, target.prefix)
+    commands: RemoteCommands | None = None
+    if remote_commands:
+        if controller_hooks is None:
+            raise TelemetryError("--remote-commands needs the controller's stop/pause hooks")
+        if target.username is None:
+            raise TelemetryError(
+                "--remote-commands needs an authenticated connection: put the user in --mqtt "
+                "(mqtts://user@host) so the broker's ACL can vouch for each sender"
+            )
+        hooks: ControllerHooks = controller_hooks  # type: ignore[assignment]
+        commands = RemoteCommands(topics, hooks, journal_note)
+    tls_context = target.ssl_context()
+    spool = Spool(spool_dir, max_messages=spool_max_messages, max_bytes=spool_max_bytes).open()
+    mapper = RecordMapper(topics, site=site, pump_id=pump_id, telemetry_qos=qos)
+    on_command = None
+    if commands is not None:
+        handler = commands
+
+        def on_command(message: aiomqtt.Message) -> None:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            handler.handle(message.topic.value, payload, retained=message.retain)
+
+    link = MqttLink(
+        target, topics=topics, spool=spool,
+        client_id=target.client_id or default_client_id(site, pump_id),
+        password=password, tls_context=tls_context,
+        connect_messages=discovery_messages(topics, site, pump_id) if ha_discovery else (),
+        on_command=on_command,
+    )
+    sink = TelemetrySink(mapper, spool, link, drain_timeout_s=drain_timeout_s,
+                         journal_note=journal_note, commands=commands)
+    link.start()
+    try:
+        yield sink
+    finally:
+        await sink.aclose()
+
+
+def stats_dict(sink: TelemetrySink) -> Mapping[str, Any]:
+    """All counters in one mapping (for `--verbose` output and the benchmark)."""
+    return {**sink.summary(), "spool": asdict(sink.spool.stats), "link": asdict(sink.link.stats)}

@@ -1,0 +1,147 @@
+"""Fixtures: real Mosquitto brokers on free loopback ports, a test CA, users and an ACL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from tests.telemetry.broker import (
+    MOSQUITTO,
+    MOSQUITTO_PASSWD,
+    MOSQUITTO_SUB,
+    OPENSSL,
+    AuthFiles,
+    Mosquitto,
+    TlsFiles,
+    make_auth,
+    make_test_ca,
+)
+
+# Every tool the fixtures need must be there: a missing broker is a broken setup, not a skip.
+assert MOSQUITTO and MOSQUITTO_SUB and MOSQUITTO_PASSWD, "install mosquitto and mosquitto-clients"
+
+USERS = {"pump": "pump-secret", "alice": "alice-secret", "bob": "bob-secret",
+         "viewer": "viewer-secret"}
+
+# The pump publishes under pumpctl/ and reads its command topics; alice and bob are operators
+# who may each write only their own sender level; viewer may only read.
+ACL = """\
+user pump
+topic write pumpctl/#
+topic read pumpctl/+/+/cmd/+
+
+user alice
+topic read pumpctl/#
+topic write pumpctl/+/+/cmd/alice
+
+user bob
+topic read pumpctl/#
+topic write pumpctl/+/+/cmd/bob
+
+user viewer
+topic read pumpctl/#
+"""
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    started: list[Mosquitto] = []
+
+    def make(name: str = "broker", **kwargs: Any) -> Mosquitto:
+        broker = Mosquitto(tmp_path / name, **kwargs)
+        started.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(broker_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    return broker_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    assert OPENSSL, "openssl is needed to make the test CA"
+    return make_test_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def auth_files(tmp_path_factory: pytest.TempPathFactory) -> AuthFiles:
+    return make_auth(tmp_path_factory.mktemp("auth"), USERS, ACL)
+
+
+@pytest.fixture
+def secure_broker(broker_factory: Callable[..., Mosquitto], tls_files: TlsFiles,
+                  auth_files: AuthFiles) -> Mosquitto:
+    return broker_factory("secure", tls=tls_files, auth=auth_files)
+
+
+class Collector:
+    """An independent subscriber in the test's own loop, recording everything it receives."""
+
+    def __init__(self, broker: Mosquitto, topics: tuple[str, ...] = ("pumpctl/#",), *,
+                 qos: int = 1, **client_kwargs: Any) -> None:
+        self.broker = broker
+        self.topics = topics
+        self.qos = qos
+        self.client_kwargs = client_kwargs
+        self.messages: list[aiomqtt.Message] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+
+    async def __aenter__(self) -> Collector:
+        self._client = aiomqtt.Client("127.0.0.1", self.broker.port, **self.client_kwargs)
+        await self._client.__aenter__()
+        for topic in self.topics:
+            await self._client.subscribe(topic, qos=self.qos)
+        self._task = asyncio.create_task(self._read(self._client))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._client is not None:
+            try:
+                await self._client.__aexit__(None, None, None)
+            except aiomqtt.MqttError:
+                pass
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            async with self._changed:
+                self.messages.append(message)
+                self._changed.notify_all()
+
+    def on(self, suffix: str) -> list[aiomqtt.Message]:
+        return [m for m in self.messages if m.topic.value.endswith("/" + suffix)]
+
+    def json_on(self, suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.on(suffix)]  # type: ignore[arg-type]
+
+    async def wait_for(self, predicate: Callable[[Collector], bool],
+                       timeout: float | None = 20.0) -> None:
+        """Wait until `predicate(self)` holds (no timeout under virtual time: pass None)."""
+        async def until() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+
+        if timeout is None:
+            await until()
+        else:
+            await asyncio.wait_for(until(), timeout)
+
+
+@pytest.fixture
+def collector_factory() -> Callable[..., Collector]:
+    return Collector
