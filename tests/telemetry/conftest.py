@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,10 +113,8 @@ class Collector:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._client is not None:
-            try:
+            with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
-            except aiomqtt.MqttError:
-                pass
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -127,7 +126,7 @@ class Collector:
         return [m for m in self.messages if m.topic.value.endswith("/" + suffix)]
 
     def json_on(self, suffix: str) -> list[dict[str, Any]]:
-        return [json.loads(m.payload) for m in self.on(suffix)]  # type: ignore[arg-type]
+        return [json.loads(m.payload) for m in self.on(suffix)]
 
     async def wait_for(self, predicate: Callable[[Collector], bool],
                        timeout: float | None = 20.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -47,29 +48,29 @@ async def test_full_run_reaches_both_subscribers_in_order(
                 sink.emit(record)
         await live.wait_for(lambda c: len(c.messages) >= total)
 
-    telemetry = [TelemetryPayload.model_validate_json(m.payload)  # type: ignore[arg-type]
+    telemetry = [TelemetryPayload.model_validate_json(m.payload)
                  for m in live.on("telemetry")]
     assert len(telemetry) == n_telemetry
     seqs = [t.seq for t in telemetry]
     assert seqs == [r["seq"] for r in samples]
-    assert all(a < b for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(seqs))
     assert [t.ts for t in telemetry] == [round(r["t"] * 1000) for r in samples]
     assert telemetry[-1].volume_delivered_ml == samples[-1]["infused_ml"]
     assert telemetry[-1].drug_name == "ketamine"  # from the header, not the sample
 
-    events = [EventPayload.model_validate_json(m.payload).root  # type: ignore[arg-type]
+    events = [EventPayload.model_validate_json(m.payload).root
               for m in live.on("event")]
     assert [(e.seq, e.event) for e in events] == expected_events(script)
     assert all(m.qos == 1 for m in live.on("event"))
     assert all(m.qos == 1 for m in live.on("telemetry"))
 
     # Across topics too, messages arrive in journal order.
-    ordered = [json.loads(m.payload)["seq"] for m in live.messages  # type: ignore[arg-type]
+    ordered = [json.loads(m.payload)["seq"] for m in live.messages
                if not m.topic.value.endswith("/status")]
     assert ordered == sorted(ordered)
     assert [m.payload for m in live.on("status")] == [b"online", b"offline"]
 
-    runs = [RunPayload.model_validate_json(m.payload) for m in live.on("run")]  # type: ignore[arg-type]
+    runs = [RunPayload.model_validate_json(m.payload) for m in live.on("run")]
     assert [r.run_state for r in runs] == ["running", "completed"]
     assert runs[0].vtbi_ml == script[0][1]["total_volume_ml"]
     assert [p.kind for p in runs[0].monitoring] == ["vitals", "infusion_end"]
@@ -79,7 +80,7 @@ async def test_full_run_reaches_both_subscribers_in_order(
     assert sub.returncode == 0, err
     rows = parse_sub_output(out)
     assert [(t, p) for _, _, t, p in rows] == [
-        (m.topic.value, m.payload.decode()) for m in live.messages]  # type: ignore[union-attr]
+        (m.topic.value, m.payload.decode()) for m in live.messages]
 
     # A subscriber arriving afterwards gets the retained status and run, and nothing else.
     async with collector_factory(broker) as late:
@@ -88,7 +89,7 @@ async def test_full_run_reaches_both_subscribers_in_order(
             "status": True, "run": True}
         assert late.on("status")[0].payload == b"offline"
         assert RunPayload.model_validate_json(
-            late.on("run")[0].payload).outcome == "completed"  # type: ignore[arg-type]
+            late.on("run")[0].payload).outcome == "completed"
 
 
 async def test_telemetry_qos_zero_keeps_events_at_qos_one(
