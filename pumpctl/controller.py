@@ -39,6 +39,7 @@ from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances, counter_quantum_ml
+from pumpctl.sensors import VolumeSensor
 
 T = TypeVar("T")
 
@@ -128,7 +129,8 @@ class InfusionController:
                  watchdog_s: int | None = None, resume: ResumePoint | None = None,
                  run_id: str | None = None, operator: str | None = None,
                  header_extra: dict[str, Any] | None = None,
-                 stop_timeout_s: float = 3.0, stop_attempts: int = 3) -> None:
+                 stop_timeout_s: float = 3.0, stop_attempts: int = 3,
+                 volume_sensor: VolumeSensor | None = None) -> None:
         if not (isinstance(poll_s, int | float) and math.isfinite(poll_s) and 0 < poll_s <= 60):
             raise UsageError(f"poll interval {poll_s} s: must be > 0 and <= 60 s")
         self.driver = driver
@@ -150,6 +152,8 @@ class InfusionController:
         self.header_extra = dict(header_extra or {})
         self.stop_timeout_s = stop_timeout_s
         self.stop_attempts = max(1, stop_attempts)
+        self.volume_sensor = volume_sensor
+        self._measured: float | None = None
         self.baseline_ml = resume.baseline_ml if resume else 0.0
         self.offset_s = resume.plan_offset_s if resume else 0.0
         self.journal: Journal | None = None
@@ -313,6 +317,8 @@ class InfusionController:
         await self._checked("clear_counters", None, d.clear_counters,
                             {"infused_before_ml": status.infused_ml,
                              "withdrawn_before_ml": status.withdrawn_ml})
+        if self.volume_sensor is not None:
+            await self.volume_sensor.zero()
         cleared = await self._cmd("status", {}, d.status)
         if cleared.infused_ml > counter_quantum_ml(0.0):
             self._raise(Breach(BreachKind.READBACK_MISMATCH,
@@ -475,12 +481,14 @@ class InfusionController:
             if silent is not None:
                 self._raise(silent)
             return False
+        measured = await self._read_sensor()
         now = self._now()
         self._last_status = st
         delivered = self.baseline_ml + st.infused_ml
         self._delivered = delivered
         plan_t = self._plan_t(now)
-        breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now)
+        breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now,
+                                             measured_ml=measured)
         self._write_sample(st, delivered, plan_t, breaches)
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first
@@ -498,6 +506,20 @@ class InfusionController:
                                delivered, self.monitor.cap_ml))
         return False
 
+    async def _read_sensor(self) -> float | None:
+        if self.volume_sensor is None:
+            return None
+        try:
+            value = self.baseline_ml + await self.volume_sensor.read_ml()
+        except Exception as exc:  # a sensor we rely on has failed: that is doubt, so stop
+            self._raise(Breach(BreachKind.SENSOR_ERROR, f"volume sensor failed: {exc}",
+                               source="controller"))
+        if not math.isfinite(value):
+            self._raise(Breach(BreachKind.SENSOR_ERROR, f"volume sensor read {value}",
+                               source="controller"))
+        self._measured = value
+        return value
+
     def _write_sample(self, st: PumpStatus, delivered: float, plan_t: float,
                       breaches: list[Breach]) -> None:
         p = self.program
@@ -507,6 +529,7 @@ class InfusionController:
         self._j().write(
             "sample", state=st.state.value, rate_ml_h=st.rate_ml_h, infused_ml=round(delivered, 6),
             withdrawn_ml=st.withdrawn_ml, counter_ml=st.infused_ml,
+            measured_ml=None if self._measured is None else round(self._measured, 6),
             planned_ml=round(self.monitor.plan.volume_at(plan_t), 6),
             vtbi_ml=self._vtbi_total,
             remaining_ml=round(max(0.0, self.monitor.cap_ml - delivered), 6),
@@ -554,6 +577,7 @@ class InfusionController:
             delivered_volume_ml=round(final, 6), planned_dose_mg=self.program.total_dose_mg,
             delivered_dose_mg=round(final * conc, 6), duration_s=round(duration, 3),
             alarms=len(self._alarms), stop_confirmed=confirmed, reason=reason,
+            measured_volume_ml=None if self._measured is None else round(self._measured, 6),
             baseline_ml=self.baseline_ml)
         b2s = None
         if self._first_breach_at is not None and self._stopped_at is not None:

@@ -34,6 +34,7 @@ class BreachKind(StrEnum):
     PUMP_ALARM = "pump_alarm"
     PUMP_ERROR = "pump_error"  # a command that failed on the wire: the outcome is in doubt
     COMMAND_REFUSED = "command_refused"
+    SENSOR_ERROR = "sensor_error"  # the delivered-volume sensor failed or read nonsense
     CONTROLLER_ERROR = "controller_error"
 
 
@@ -77,6 +78,7 @@ class SafetyTolerances:
     no_status_s: float = 5.0  # no valid status for this long → stop
     end_grace_rel: float = 0.02  # the pump may finish this fraction of the duration late
     end_grace_min_s: float = 5.0
+    sensor_abs_ml: float = 0.05  # extra allowance for a delivered-volume sensor (balance)
 
     @classmethod
     def for_pump_class(cls, pump_class: PumpClass, **overrides: float) -> SafetyTolerances:
@@ -210,7 +212,7 @@ class SafetyMonitor:
         tol = self.tolerances
         self.end_grace_s = max(tol.end_grace_min_s, tol.end_grace_rel * self.plan.end_s)
         self.expect = _Expectation()
-        self._under_since: float | None = None
+        self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
         self._last_delivered: float | None = None
 
@@ -300,7 +302,7 @@ class SafetyMonitor:
         if op == "run":
             self.expect.moving = True
             self.expect.started = True
-            self._under_since = None
+            self._under_since.clear()
         elif op in ("pause", "stop"):
             self.expect.moving = False
         return None
@@ -322,8 +324,13 @@ class SafetyMonitor:
         return None
 
     def check_sample(self, status: PumpStatus, *, delivered_ml: float, plan_t: float,
-                     now: float) -> list[Breach]:
-        """Every reason this sample gives to stop, most serious first (empty: carry on)."""
+                     now: float, measured_ml: float | None = None) -> list[Breach]:
+        """Every reason this sample gives to stop, most serious first (empty: carry on).
+
+        `delivered_ml` is the pump's own counter (its step count); `measured_ml`, when a
+        sensor such as a balance is fitted, is what actually left the line. Only the sensor
+        can see a motor that counts steps without moving, or flow the motor did not push.
+        """
         self._last_valid_at = now
         out: list[Breach] = []
         moving = status.state.is_moving
@@ -336,6 +343,12 @@ class SafetyMonitor:
         over = self._check_over(delivered_ml, dose, plan_t)
         if over is not None:
             out.append(over)
+        if measured_ml is not None:
+            extra = self.tolerances.sensor_abs_ml
+            m_over = self._check_over(measured_ml, measured_ml * self.concentration, plan_t,
+                                      what="measured", extra=extra)
+            if m_over is not None and (over is None or over.kind is not m_over.kind):
+                out.append(m_over)
         if moving:
             r = self._check_rate("pump rate", status.rate_ml_h, plan_t)
             if r is not None:
@@ -372,6 +385,11 @@ class SafetyMonitor:
         under = self._check_under(delivered_ml, plan_t, now)
         if under is not None:
             out.append(under)
+        if measured_ml is not None:
+            m_under = self._check_under(measured_ml, plan_t, now, what="measured",
+                                        extra=self.tolerances.sensor_abs_ml)
+            if m_under is not None and under is None:
+                out.append(m_under)
         out.sort(key=_severity)
         return out
 
@@ -411,40 +429,39 @@ class SafetyMonitor:
                           vtbi, round(remaining, 6))
         return None
 
-    def _check_over(self, delivered: float, dose: float, plan_t: float) -> Breach | None:
-        q = self.quantum(self.cap_ml)
+    def _check_over(self, delivered: float, dose: float, plan_t: float, *,
+                    what: str = "delivered", extra: float = 0.0) -> Breach | None:
+        q = self.quantum(self.cap_ml) + extra
         if delivered > self.cap_ml + q:
             return Breach(BreachKind.OVER_INFUSION,
-                          f"delivered {delivered:.4g} mL above the planned total "
-                          f"{self.cap_ml:.4g} mL",
-                          delivered, self.cap_ml)
+                          f"{what} {delivered:.4g} mL above the planned total "
+                          f"{self.cap_ml:.4g} mL", delivered, self.cap_ml)
         if dose > self.cap_dose_mg + q * self.concentration:
             return Breach(BreachKind.DOSE_EXCEEDED,
-                          f"delivered dose {dose:.4g} mg above the planned "
-                          f"{self.cap_dose_mg:.4g} mg",
-                          dose, self.cap_dose_mg)
+                          f"{what} dose {dose:.4g} mg above the planned "
+                          f"{self.cap_dose_mg:.4g} mg", dose, self.cap_dose_mg)
         planned = self.plan.volume_at(plan_t + self.tolerances.timing_slack_s)
-        limit = planned + self.volume_tolerance(planned)
+        limit = planned + self.volume_tolerance(planned) + extra
         if delivered > limit:
             return Breach(BreachKind.OVER_INFUSION,
-                          f"delivered {delivered:.4g} mL above planned-so-far {planned:.4g} mL "
+                          f"{what} {delivered:.4g} mL above planned-so-far {planned:.4g} mL "
                           f"+ tolerance at t={plan_t:.1f} s", delivered, round(limit, 6))
         return None
 
-    def _check_under(self, delivered: float, plan_t: float, now: float) -> Breach | None:
+    def _check_under(self, delivered: float, plan_t: float, now: float, *,
+                     what: str = "delivered", extra: float = 0.0) -> Breach | None:
         if not self.expect.started:
             return None
         planned = self.plan.volume_at(plan_t - self.tolerances.timing_slack_s)
-        limit = planned - self.volume_tolerance(planned)
+        limit = planned - self.volume_tolerance(planned) - extra
         if delivered >= limit:
-            self._under_since = None
+            self._under_since.pop(what, None)
             return None
-        if self._under_since is None:
-            self._under_since = now
-        lasted = now - self._under_since
+        since = self._under_since.setdefault(what, now)
+        lasted = now - since
         if lasted >= self.tolerances.under_window_s:
             return Breach(BreachKind.UNDER_INFUSION,
-                          f"delivered {delivered:.4g} mL below planned-so-far {planned:.4g} mL "
+                          f"{what} {delivered:.4g} mL below planned-so-far {planned:.4g} mL "
                           f"- tolerance for {lasted:.0f} s (occlusion or stuck motor?)",
                           delivered, round(limit, 6))
         return None
@@ -453,7 +470,8 @@ class SafetyMonitor:
 _ORDER = [BreachKind.OVER_INFUSION, BreachKind.DOSE_EXCEEDED, BreachKind.RATE_EXCEEDED,
           BreachKind.PUMP_ALARM, BreachKind.UNEXPECTED_STATE, BreachKind.READBACK_MISMATCH,
           BreachKind.UNDER_INFUSION, BreachKind.VOLUME_LIMIT, BreachKind.COMMAND_REFUSED,
-          BreachKind.NO_STATUS, BreachKind.PUMP_ERROR, BreachKind.CONTROLLER_ERROR,
+          BreachKind.NO_STATUS, BreachKind.PUMP_ERROR, BreachKind.SENSOR_ERROR,
+          BreachKind.CONTROLLER_ERROR,
           BreachKind.TOTAL_REACHED]
 
 
