@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, RunResult
+from pumpctl.controller import InfusionController, ResumePoint, RunResult
 from pumpctl.drivers.base import PumpState
-from pumpctl.resume import ResumeRefused, load_journal_state, reconcile
+from pumpctl.resume import JournalState, ResumeRefused, load_journal_state, reconcile
 
 from .fakes import FakeDriver, FakePump, make_program
 
@@ -33,8 +33,8 @@ def crashed_run(tmp_path: Path, at_s: float = 900.0) -> tuple[Path, float]:
     return result.journal_path, json.loads(lines[last_sample])["infused_ml"]
 
 
-def reconcile_with(path: Path, pump: FakePump):  # type: ignore[no-untyped-def]
-    async def main():  # type: ignore[no-untyped-def]
+def reconcile_with(path: Path, pump: FakePump) -> tuple[JournalState, ResumePoint]:
+    async def main() -> tuple[JournalState, ResumePoint]:
         state = load_journal_state(path.parent, path.stem)
         return state, await reconcile(state, FakeDriver(pump))
 
@@ -74,7 +74,7 @@ def _pump_with(counter_ml: float) -> FakePump:
 @pytest.mark.parametrize("delta", [-1.0, +3.0])
 def test_counter_disagreeing_with_the_journal_is_refused(tmp_path: Path, delta: float) -> None:
     path, journaled = crashed_run(tmp_path)
-    with pytest.raises(ResumeRefused, match="pump counter says .* journal says"):
+    with pytest.raises(ResumeRefused, match=r"pump counter says .* journal says"):
         reconcile_with(path, _pump_with(journaled + delta))
 
 
