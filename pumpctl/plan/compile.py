@@ -197,6 +197,8 @@ def _compile(
                     "--weight KG or `weight:` in the plan")
         )
     if problems or conc is None:
+        if weight is not None:  # report a bad weight together with the other problems
+            problems += [b.problem() for b in ctx.library.subject_weight.check(weight, "weight")]
         raise PlanError(problems)
 
     steps = delivery_steps(plan.steps, weight, conc)
