@@ -1,0 +1,253 @@
+"""One New Era serial line shared by several pumps: one request in flight, replies matched.
+
+The bus owns the byte stream (a serial port, pty or TCP socket via pyserial-asyncio-fast, or
+an in-memory pipe in tests). A reader task splits incoming bytes into frames; the one request
+in flight gets the frame from its address, and anything else is either an unsolicited alarm
+packet (safe mode sends one when an alarm occurs) or a stale reply that arrived after its
+request timed out. Timeouts are asyncio timeouts, so they run in virtual time under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from pumpctl.clock import Clock, LoopClock
+from pumpctl.drivers.base import Alarm, PumpError, PumpProtocolError, PumpTimeout
+from pumpctl.drivers.newera import codec
+from pumpctl.drivers.newera.codec import Frame, Reply
+
+if TYPE_CHECKING:
+    from pumpctl.drivers.newera.driver import NewEraDriver
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 1.0
+# After a timeout, a late reply may still be on its way: wait this long and drop it.
+LATE_REPLY_GRACE_S = 0.1
+
+
+class Framing(Enum):
+    """Which reply framing a request accepts."""
+
+    BASIC = "basic"
+    SAFE = "safe"
+    EITHER = "either"  # mode probes and SAF commands, whose reply framing depends on the pump
+
+
+@dataclass
+class _InFlight:
+    address: int
+    request: str
+    framing: Framing
+    future: asyncio.Future[Reply]
+
+
+AlarmListener = Callable[[int, Alarm], None]
+
+
+class NewEraBus:
+    """A connection to a New Era line; `pump(address)` gives a driver for one pump on it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 retries: int = 1) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.clock: Clock = clock or LoopClock()
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._parser = codec.ReplyParser()
+        self._lock = asyncio.Lock()
+        self._in_flight: _InFlight | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._eof = False
+        self._after_timeout = False
+        self._dup_guard: dict[int, tuple[str, float]] = {}
+        self._alarm_listeners: list[AlarmListener] = []
+        self._drivers: dict[int, object] = {}
+        self.last_sent_at: dict[int, float] = {}
+        self.stale_replies = 0
+        self.garbled = 0
+        self.requests = 0
+
+    @classmethod
+    def from_streams(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                     clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                     retries: int = 1) -> NewEraBus:
+        return cls(reader, writer, clock=clock, timeout_s=timeout_s, retries=retries)
+
+    def pump(self, address: int, *, safe_s: int | None = None) -> NewEraDriver:
+        """The driver for the pump at `address` (one per address; `safe_s` arms the watchdog
+        at `open()`, None leaves the pump's mode as found)."""
+        from pumpctl.drivers.newera.driver import NewEraDriver
+
+        if not 0 <= address <= codec.MAX_ADDRESS:
+            raise codec.PumpOutOfRange(f"address {address} is outside 0-{codec.MAX_ADDRESS}")
+        driver = self._drivers.get(address)
+        if driver is None:
+            driver = NewEraDriver(self, address, safe_s=safe_s)
+            self._drivers[address] = driver
+        assert isinstance(driver, NewEraDriver)
+        return driver
+
+    def add_alarm_listener(self, listener: AlarmListener) -> None:
+        """Called with (address, alarm) for alarm packets nobody asked for."""
+        self._alarm_listeners.append(listener)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._eof
+
+    async def close(self) -> None:
+        """Stop every driver's heartbeat and close the stream (does not touch the pumps)."""
+        if self._closed:
+            return
+        from pumpctl.drivers.newera.driver import NewEraDriver
+
+        for driver in list(self._drivers.values()):
+            if isinstance(driver, NewEraDriver):
+                await driver.stop_heartbeat()
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    async def transact(self, address: int, command: str, data: str = "", *, safe: bool,
+                       framing: Framing | None = None, reply_address: int | None = None,
+                       timeout_s: float | None = None) -> Reply:
+        """Send one request and wait for its reply frame (no retries here)."""
+        wire = codec.encode_request(address, command, data, safe=safe)
+        request = codec.request_payload(address, command, data).decode()
+        expect = framing or (Framing.SAFE if safe else Framing.BASIC)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        async with self._lock:
+            if self.closed:
+                raise PumpProtocolError(f"connection closed; cannot send {request!r}")
+            self._ensure_reader()
+            if self._after_timeout:
+                # A reply that missed its deadline may still arrive: let it, then drop it.
+                await asyncio.sleep(min(LATE_REPLY_GRACE_S, timeout))
+                self._after_timeout = False
+            self._parser.reset()
+            future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            target = address if reply_address is None else reply_address
+            self._in_flight = _InFlight(target, request, expect, future)
+            self.requests += 1
+            try:
+                self._writer.write(wire)
+                self.last_sent_at[address] = self.clock.monotonic()
+                async with asyncio.timeout(timeout):
+                    return await future
+            except TimeoutError:
+                self._after_timeout = True
+                raise PumpTimeout(
+                    f"no reply from pump {target} to {request!r} within {timeout:g} s") from None
+            finally:
+                self._in_flight = None
+
+    # ---- receiving --------------------------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._read_loop(),
+                                                                name="newera-bus-reader")
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                data = await self._reader.read(4096)
+            except (OSError, ConnectionError) as exc:
+                self._lost(f"connection lost: {exc}")
+                return
+            if not data:
+                self._lost("connection closed by the other end")
+                return
+            for item in self._parser.feed(data):
+                self._on_item(item)
+
+    def _lost(self, why: str) -> None:
+        self._eof = True
+        flight = self._in_flight
+        if flight is not None and not flight.future.done():
+            flight.future.set_exception(PumpProtocolError(f"{why} while waiting for "
+                                                          f"{flight.request!r}"))
+
+    def _fail_in_flight(self, error: PumpError) -> None:
+        flight = self._in_flight
+        if flight is not None and not flight.future.done():
+            flight.future.set_exception(error)
+        else:
+            self.garbled += 1
+            log.debug("garbled bytes with no request waiting: %s", error)
+
+    def _on_item(self, item: Frame | PumpError) -> None:
+        if isinstance(item, PumpError):
+            self._fail_in_flight(item)
+            return
+        try:
+            reply = codec.parse_reply(item.payload, safe=item.safe)
+        except PumpError as exc:
+            self._fail_in_flight(exc)
+            return
+        now = self.clock.monotonic()
+        if reply.alarm is not None:
+            guard = self._dup_guard.pop(reply.address, None)
+            if guard is not None and guard[0] == reply.alarm.code and now <= guard[1]:
+                return  # the second copy of an alarm (auto packet and reply crossed)
+        flight = self._in_flight
+        if flight is not None and not flight.future.done() and reply.address == flight.address:
+            if flight.framing is Framing.SAFE and not item.safe:
+                flight.future.set_exception(PumpProtocolError(
+                    f"basic-framed reply {item.payload!r} to {flight.request!r} in safe mode"))
+                return
+            if flight.framing is Framing.BASIC and item.safe:
+                flight.future.set_exception(PumpProtocolError(
+                    f"safe-framed reply {item.payload!r} to {flight.request!r} in basic mode"))
+                return
+            if reply.alarm is not None and item.safe:
+                # In safe mode the pump also sends the alarm on its own; if that packet and
+                # this reply crossed, the other copy follows: drop it when it comes.
+                self._dup_guard[reply.address] = (reply.alarm.code, now + self.timeout_s)
+            flight.future.set_result(reply)
+            return
+        if reply.alarm is not None:
+            for listener in list(self._alarm_listeners):
+                listener(reply.address, reply.alarm)
+            return
+        self.stale_replies += 1
+        log.debug("dropped a reply nobody was waiting for: %r", item.payload)
+
+    # ---- line-wide operations ---------------------------------------------------------------
+
+    async def scan(self, addresses: range | list[int] = range(codec.MAX_ADDRESS + 1), *,
+                   timeout_s: float = 0.1, attempts: int = 1) -> list[int]:
+        """Addresses that answer a safe-framed `SAF` query (a harmless read in either mode).
+
+        `attempts=2` also finds units that ignore the first command after power-up, at twice
+        the cost for every silent address."""
+        found = []
+        for address in addresses:
+            for _ in range(attempts):
+                try:
+                    await self.transact(address, "SAF", safe=True, framing=Framing.EITHER,
+                                        timeout_s=timeout_s)
+                except PumpTimeout:
+                    continue
+                except PumpError:
+                    pass  # something answered, even if garbled
+                found.append(address)
+                break
+        return found

@@ -1,0 +1,428 @@
+"""New Era RS-232 codec: pure functions from values to bytes and back, no I/O.
+
+The host side of the protocol in `docs/newera.md` / `shared/protocols/newera.md`:
+requests are framed either as basic text (`<addr><cmd><data>` CR) or as safe-mode packets
+(STX, length, payload, CRC-16/XModem high byte first, ETX); replies arrive as STX
+`<2-digit addr><status>[data]` ETX, or safe-framed. Numbers must fit the pump's display
+(at most 4 digits, at most 3 after the point), so anything that cannot be written exactly is
+refused here instead of being truncated on the way to the pump.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pumpctl.drivers.base import (
+    Alarm,
+    AlarmKind,
+    PumpChecksumError,
+    PumpError,
+    PumpNotApplicable,
+    PumpOutOfRange,
+    PumpProtocolError,
+    PumpState,
+)
+
+STX = 0x02
+ETX = 0x03
+CR = 0x0D
+
+MAX_ADDRESS = 99
+MAX_DIGITS = 4
+MAX_DECIMALS = 3
+# A safe-mode length byte counts itself, the payload, two CRC bytes and ETX.
+SAFE_OVERHEAD = 4
+# Replies are short ("00I35.00W0.000ML" is the longest we know); anything longer is noise.
+MAX_REPLY_PAYLOAD = 60
+
+
+class CommandIgnored(PumpNotApplicable):
+    """`?IGN`: the pump ignored the command because a new phase started at that moment."""
+
+
+class CommandNotRecognised(PumpProtocolError):
+    """`?`: the pump did not recognise the command."""
+
+
+class RateUnit(StrEnum):
+    """Rate units as the pump spells them, each with its size in mL/h."""
+
+    UL_MIN = "UM"
+    ML_MIN = "MM"
+    UL_H = "UH"
+    ML_H = "MH"
+
+    @property
+    def ml_h(self) -> float:
+        return _RATE_UNIT_ML_H[self]
+
+    @property
+    def label(self) -> str:
+        return _RATE_UNIT_LABEL[self]
+
+
+_RATE_UNIT_ML_H = {
+    RateUnit.UL_MIN: 0.06,
+    RateUnit.ML_MIN: 60.0,
+    RateUnit.UL_H: 0.001,
+    RateUnit.ML_H: 1.0,
+}
+_RATE_UNIT_LABEL = {
+    RateUnit.UL_MIN: "µL/min",
+    RateUnit.ML_MIN: "mL/min",
+    RateUnit.UL_H: "µL/h",
+    RateUnit.ML_H: "mL/h",
+}
+# Preference when several units express a rate exactly: the unit people read most easily.
+RATE_UNIT_PREFERENCE = (RateUnit.ML_H, RateUnit.UL_H, RateUnit.UL_MIN, RateUnit.ML_MIN)
+
+
+class VolumeUnit(StrEnum):
+    UL = "UL"
+    ML = "ML"
+
+    @property
+    def ml(self) -> float:
+        return 0.001 if self is VolumeUnit.UL else 1.0
+
+
+STATUS_STATES: dict[str, PumpState] = {
+    "I": PumpState.INFUSING,
+    "W": PumpState.WITHDRAWING,
+    "S": PumpState.STOPPED,
+    "P": PumpState.PAUSED,
+    "T": PumpState.TIMED_PAUSE,
+    "U": PumpState.WAITING_TRIGGER,
+    "X": PumpState.PURGING,
+}
+ALARM_STATUS = "A"
+
+ALARM_KINDS: dict[str, tuple[AlarmKind, str]] = {
+    "R": (AlarmKind.POWER_RESET, "power was interrupted"),
+    "S": (AlarmKind.STALL, "motor stalled"),
+    "T": (AlarmKind.WATCHDOG, "safe-mode communication timeout"),
+    "E": (AlarmKind.PROGRAM_ERROR, "pumping program error"),
+    "O": (AlarmKind.PHASE_OUT_OF_RANGE, "pumping program phase out of range"),
+}
+
+ERROR_CODES = ("", "NA", "OOR", "COM", "IGN")
+
+
+def alarm_from_letter(letter: str) -> Alarm:
+    kind, message = ALARM_KINDS.get(letter, (AlarmKind.UNKNOWN, f"unknown alarm {letter!r}"))
+    return Alarm(kind=kind, code=letter, message=message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing
+
+
+def crc16(payload: bytes) -> int:
+    """CRC-16/CCITT with initial value 0 (the XModem variant New Era uses)."""
+    return binascii.crc_hqx(payload, 0)
+
+
+def frame_basic(payload: bytes) -> bytes:
+    return payload + bytes([CR])
+
+
+def frame_safe(payload: bytes) -> bytes:
+    if len(payload) + SAFE_OVERHEAD > 0xFF:
+        raise PumpOutOfRange(
+            f"safe-mode payload of {len(payload)} bytes exceeds the 251-byte limit")
+    return (
+        bytes([STX, len(payload) + SAFE_OVERHEAD])
+        + payload
+        + crc16(payload).to_bytes(2, "big")
+        + bytes([ETX])
+    )
+
+
+def request_payload(address: int, command: str, data: str = "") -> bytes:
+    """The text of a request. System commands (`*ADR`) go without an address prefix."""
+    if not 0 <= address <= MAX_ADDRESS:
+        raise PumpOutOfRange(f"address {address} is outside 0-{MAX_ADDRESS}")
+    prefix = "" if command.startswith("*") else str(address)
+    return f"{prefix}{command}{data}".encode("ascii")
+
+
+def encode_request(address: int, command: str, data: str = "", *, safe: bool = False) -> bytes:
+    payload = request_payload(address, command, data)
+    return frame_safe(payload) if safe else frame_basic(payload)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+
+
+def format_number(value: float, *, field: str = "value") -> str:
+    """Write `value` as the pump reads it, exactly, or refuse.
+
+    At most 4 digits in all (a leading "0." counts its zero) and at most 3 after the point.
+    A value that would need more is refused with the limit in the message, never rounded.
+    """
+    if not math.isfinite(value) or value < 0:
+        raise PumpOutOfRange(f"{field} {value!r} is not a non-negative finite number")
+    for decimals in range(MAX_DECIMALS + 1):
+        scaled = value * 10**decimals
+        whole = round(scaled)
+        if abs(scaled - whole) <= 1e-9 * max(1.0, abs(scaled)):
+            integer_part, fraction = divmod(whole, 10**decimals)
+            digits = len(str(integer_part)) + decimals
+            if digits > MAX_DIGITS:
+                break
+            if decimals == 0:
+                return str(integer_part)
+            return f"{integer_part}.{fraction:0{decimals}d}"
+    raise PumpOutOfRange(
+        f"{field} {value:g} cannot be written in {MAX_DIGITS} digits with at most "
+        f"{MAX_DECIMALS} decimals (0.001 to 9999)"
+    )
+
+
+def is_expressible(value: float) -> bool:
+    try:
+        format_number(value)
+    except PumpOutOfRange:
+        return False
+    return True
+
+
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)")
+
+
+def parse_number(text: str, *, field: str = "number") -> float:
+    if not _NUMBER.fullmatch(text):
+        raise PumpProtocolError(f"{field}: expected a number, pump sent {text!r}")
+    return float(text)
+
+
+def encode_rate(ml_h: float, *, units: RateUnit | None = None,
+                prefer: RateUnit | None = None) -> tuple[str, RateUnit]:
+    """Choose units in which `ml_h` can be written exactly; `units` forces one (while pumping
+    the pump refuses a change of units). `prefer` is tried first (the units already set)."""
+    if not math.isfinite(ml_h) or ml_h <= 0:
+        raise PumpOutOfRange(f"rate {ml_h!r} mL/h must be a positive number")
+    candidates: tuple[RateUnit, ...]
+    if units is not None:
+        candidates = (units,)
+    elif prefer is not None:
+        candidates = (prefer, *(u for u in RATE_UNIT_PREFERENCE if u is not prefer))
+    else:
+        candidates = RATE_UNIT_PREFERENCE
+    for unit in candidates:
+        value = ml_h / unit.ml_h
+        if is_expressible(value) and value > 0:
+            return format_number(value, field="rate"), unit
+    where = f"in {units.label} (units cannot change while pumping)" if units else (
+        "in any of mL/h, µL/h, µL/min, mL/min")
+    raise PumpOutOfRange(
+        f"rate {ml_h:g} mL/h cannot be written {where} with at most {MAX_DIGITS} digits")
+
+
+def encode_volume(ml: float, *, prefer: VolumeUnit | None = None) -> tuple[str, VolumeUnit]:
+    if not math.isfinite(ml) or ml < 0:
+        raise PumpOutOfRange(f"volume {ml!r} mL must be zero or positive")
+    order: tuple[VolumeUnit, ...] = (VolumeUnit.ML, VolumeUnit.UL)
+    if prefer is not None:
+        order = (prefer, *(u for u in order if u is not prefer))
+    for unit in order:
+        value = ml / unit.ml
+        if is_expressible(value):
+            return format_number(value, field="volume"), unit
+    raise PumpOutOfRange(
+        f"volume {ml:g} mL cannot be written in mL or µL with at most {MAX_DIGITS} digits")
+
+
+def parse_rate(data: str) -> tuple[float, RateUnit]:
+    """`52.50MH` -> (52.5 mL/h, MH)."""
+    match = re.fullmatch(r"([\d.]+)(UM|MM|UH|MH)", data)
+    if not match:
+        raise PumpProtocolError(f"rate reply {data!r} is not <number><UM|MM|UH|MH>")
+    unit = RateUnit(match[2])
+    return parse_number(match[1], field="rate") * unit.ml_h, unit
+
+
+def parse_volume(data: str) -> tuple[float, VolumeUnit]:
+    match = re.fullmatch(r"([\d.]+)(UL|ML)", data)
+    if not match:
+        raise PumpProtocolError(f"volume reply {data!r} is not <number><UL|ML>")
+    unit = VolumeUnit(match[2])
+    return parse_number(match[1], field="volume") * unit.ml, unit
+
+
+def parse_dispensed(data: str) -> tuple[float, float]:
+    """`I35.00W0.000ML` -> (infused mL, withdrawn mL)."""
+    match = re.fullmatch(r"I([\d.]+)W([\d.]+)(UL|ML)", data)
+    if not match:
+        raise PumpProtocolError(f"dispensed reply {data!r} is not I<n>W<n><UL|ML>")
+    unit = VolumeUnit(match[3])
+    return (parse_number(match[1], field="infused") * unit.ml,
+            parse_number(match[2], field="withdrawn") * unit.ml)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One framed reply as it came off the wire."""
+
+    payload: bytes
+    safe: bool
+
+
+@dataclass(frozen=True)
+class Reply:
+    address: int
+    status: str  # one of STATUS_STATES or "A"
+    data: str = ""
+    alarm: Alarm | None = None
+    error: str | None = None  # "", "NA", "OOR", "COM", "IGN" after a "?"
+    safe: bool = False
+
+    @property
+    def state(self) -> PumpState:
+        return PumpState.ALARM if self.alarm else STATUS_STATES[self.status]
+
+
+def parse_reply(payload: bytes, *, safe: bool = False) -> Reply:
+    """Decode the text between the framing bytes, e.g. `00A?S` or `01I52.50MH`."""
+    try:
+        text = payload.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise PumpProtocolError(
+            f"reply {payload!r} contains a non-ASCII byte at {exc.start}") from None
+    if len(text) < 3 or not text[:2].isdigit() or not text[:2].isascii():
+        raise PumpProtocolError(f"reply {text!r} does not start with a 2-digit address")
+    address, status, rest = int(text[:2]), text[2], text[3:]
+    if status == ALARM_STATUS:
+        if len(rest) != 2 or rest[0] != "?" or not rest[1].isalpha():
+            raise PumpProtocolError(f"alarm reply {text!r} is not A?<letter>")
+        return Reply(address, status, alarm=alarm_from_letter(rest[1]), safe=safe)
+    if status not in STATUS_STATES:
+        raise PumpProtocolError(f"reply {text!r} has unknown status character {status!r}")
+    if rest.startswith("?"):
+        code = rest[1:]
+        if code not in ERROR_CODES:
+            raise PumpProtocolError(f"reply {text!r} has unknown error code {code!r}")
+        return Reply(address, status, error=code, safe=safe)
+    if not rest.isprintable():
+        raise PumpProtocolError(f"reply {text!r} contains control characters")
+    return Reply(address, status, data=rest, safe=safe)
+
+
+def error_for(reply: Reply, request: str) -> PumpError | None:
+    """The exception a `?...` reply stands for, naming the request it answered."""
+    if reply.error is None:
+        return None
+    where = f"pump {reply.address} refused {request!r}"
+    if reply.error == "OOR":
+        return PumpOutOfRange(f"{where}: data out of range (?OOR)")
+    if reply.error == "NA":
+        return PumpNotApplicable(f"{where}: not applicable in state {reply.state.value} (?NA)")
+    if reply.error == "COM":
+        return PumpChecksumError(f"{where}: the pump received a corrupted packet (?COM)")
+    if reply.error == "IGN":
+        return CommandIgnored(f"{where}: ignored as a new phase started (?IGN)")
+    return CommandNotRecognised(f"{where}: command not recognised (?)")
+
+
+class ReplyParser:
+    """Incremental splitter of a host-side byte stream into reply frames.
+
+    Basic and safe framing are told apart by the byte after STX: a basic reply starts with
+    an address digit, while a safe length byte is at least 7 and, for the short replies a
+    pump sends, never an ASCII digit (that would need a 44-53 byte payload, which exceeds
+    `MAX_REPLY_PAYLOAD` only from 57 on, so the digit test is decisive for real replies).
+    Bytes outside frames are counted as noise and dropped. Broken frames come back as
+    error values, not raised, so one bad frame does not lose the good ones after it.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.noise_bytes = 0
+
+    def reset(self) -> None:
+        self.noise_bytes += len(self._buf)
+        self._buf.clear()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame | PumpError]:
+        self._buf += data
+        out: list[Frame | PumpError] = []
+        while True:
+            item = self._next()
+            if item is None:
+                return out
+            out.append(item)
+
+    def _drop(self, n: int) -> None:
+        self.noise_bytes += n
+        del self._buf[:n]
+
+    def _next(self) -> Frame | PumpError | None:
+        buf = self._buf
+        start = buf.find(STX)
+        if start < 0:
+            self._drop(len(buf))
+            return None
+        if start:
+            self._drop(start)
+        if len(buf) < 2:
+            return None
+        if 0x30 <= buf[1] <= 0x39:
+            return self._next_basic()
+        return self._next_safe()
+
+    def _next_basic(self) -> Frame | PumpError | None:
+        buf = self._buf
+        end = buf.find(ETX, 1)
+        restart = buf.find(STX, 1)
+        if restart >= 0 and (end < 0 or restart < end):
+            bad = bytes(buf[:restart])
+            self._drop(restart)
+            return PumpProtocolError(f"incomplete reply {bad!r} cut off by a new STX")
+        if end < 0:
+            if len(buf) > MAX_REPLY_PAYLOAD + 2:
+                bad = bytes(buf[:16])
+                self._drop(1)
+                return PumpProtocolError(f"reply starting {bad!r} has no ETX within "
+                                         f"{MAX_REPLY_PAYLOAD} bytes")
+            return None
+        payload = bytes(buf[1:end])
+        del buf[: end + 1]
+        if not all(0x20 <= b < 0x7F for b in payload):
+            return PumpProtocolError(f"reply {payload!r} contains non-printable bytes")
+        return Frame(payload, safe=False)
+
+    def _next_safe(self) -> Frame | PumpError | None:
+        buf = self._buf
+        length = buf[1]
+        if not SAFE_OVERHEAD + 3 <= length <= SAFE_OVERHEAD + MAX_REPLY_PAYLOAD:
+            self._drop(1)
+            top = SAFE_OVERHEAD + MAX_REPLY_PAYLOAD
+            return PumpProtocolError(
+                f"safe-mode length byte 0x{length:02X} outside 0x07-0x{top:02X}")
+        if len(buf) < 1 + length:
+            return None
+        frame = bytes(buf[: 1 + length])
+        if frame[-1] != ETX:
+            self._drop(1)
+            return PumpProtocolError(
+                f"safe-mode frame of length {length} ends with 0x{frame[-1]:02X}, not ETX")
+        del buf[: 1 + length]
+        payload = frame[2:-3]
+        sent = int.from_bytes(frame[-3:-1], "big")
+        if sent != crc16(payload):
+            return PumpChecksumError(
+                f"safe-mode reply {payload!r}: CRC 0x{sent:04X}, computed 0x{crc16(payload):04X}")
+        return Frame(payload, safe=True)

@@ -1,0 +1,301 @@
+"""Putting a simulator's line where a client can reach it: in memory, on a pty, on TCP.
+
+- `memory_link(sim)`: an asyncio stream pair wired straight to the simulator, for unit tests
+  and virtual-time runs (no OS resources, no per-byte cost).
+- `PtyServer(sim, link)`: a pseudo-terminal with a symlink to its slave, so anything that
+  opens a serial port by path (pyserial, nesp-lib, minicom) talks to the simulator.
+- `TcpServer(sim, host, port)`: a raw TCP port, as a serial device server would offer.
+- `embedded_newera(clock, ...)`: a simulator plus an opened `NewEraDriver` over a memory link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import tty
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pumpctl.clock import Clock
+from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, NewEraBus
+from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.errors import PumpctlError
+from simulators.faults import Fault
+from simulators.newera import NewEraSimulator, SimPumpConfig
+
+log = logging.getLogger(__name__)
+
+
+class SimulatorServeError(PumpctlError):
+    """The simulator cannot be served where it was asked to (link path, port)."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# In memory
+
+
+class _PipeTransport(asyncio.Transport):
+    """The client's write end: hands each chunk to the simulator on the next loop turn."""
+
+    def __init__(self, deliver: Callable[[bytes], None], on_close: Callable[[], None]) -> None:
+        super().__init__()
+        self._deliver = deliver
+        self._on_close = on_close
+        self._closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._closing:
+            self._deliver(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._on_close()
+
+    def abort(self) -> None:
+        self.close()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def memory_link(sim: NewEraSimulator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The client end of an in-process byte pipe to `sim` (started if it is not yet)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+
+    def to_client(data: bytes) -> None:
+        if not reader.at_eof():
+            reader.feed_data(data)
+
+    token = sim.connect(to_client)
+
+    def closed() -> None:
+        sim.disconnect(token)
+        loop.call_soon(protocol.connection_lost, None)
+
+    def to_sim(data: bytes) -> None:
+        loop.call_soon(sim.receive, data)
+
+    transport = _PipeTransport(to_sim, closed)
+    protocol.connection_made(transport)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    sim.ensure_started()
+    return reader, writer
+
+
+# ---------------------------------------------------------------------------------------------
+# Pseudo-terminal
+
+
+class PtyServer:
+    """Serve `sim` on a new pty, reachable through the symlink `link_path`.
+
+    Linux pty rules honoured here (see the facts file): the slave is raw (CRC bytes may be
+    CR, XON or XOFF); with no client holding the slave open, reading the master fails with
+    EIO and select keeps calling it readable, so we stop watching and look again every
+    `poll_s`; nothing is written while no client is attached (the kernel would queue it for
+    the next opener, which a real line never does); writes never block.
+    """
+
+    def __init__(self, sim: NewEraSimulator, link_path: str | Path, *,
+                 poll_s: float = 0.05) -> None:
+        self.sim = sim
+        self.link_path = Path(link_path)
+        self.poll_s = poll_s
+        self.pty_name = ""
+        self.client_attached = False
+        self.dropped_bytes = 0
+        self._master = -1
+        self._token: int | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> PtyServer:
+        self._loop = asyncio.get_running_loop()
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)
+            self.pty_name = os.ttyname(slave)
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._master = master
+        try:
+            self._make_link()
+        except BaseException:
+            os.close(master)
+            raise
+        self._token = self.sim.connect(self._write)
+        self.sim.ensure_started()
+        self._loop.add_reader(master, self._on_readable)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._master < 0:
+            return
+        if self._token is not None:
+            self.sim.disconnect(self._token)
+            self._token = None
+        if self._poll is not None:
+            self._poll.cancel()
+        if self._loop is not None:
+            self._loop.remove_reader(self._master)
+        os.close(self._master)
+        self._master = -1
+        with contextlib.suppress(OSError):
+            if os.readlink(self.link_path) == self.pty_name:
+                self.link_path.unlink()
+
+    def _make_link(self) -> None:
+        link = self.link_path
+        if link.is_symlink():
+            link.unlink()  # stale: left by a simulator that did not exit cleanly
+        elif link.exists():
+            raise SimulatorServeError(f"link path {link} exists and is not a symlink; "
+                                      "refusing to replace it")
+        if not link.parent.is_dir():
+            raise SimulatorServeError(f"link path {link}: directory {link.parent} does not exist")
+        os.symlink(self.pty_name, link)
+
+    def _on_readable(self) -> None:
+        self._read_some(watching=True)
+
+    def _read_some(self, *, watching: bool) -> None:
+        assert self._loop is not None
+        try:
+            data = os.read(self._master, 4096)
+        except BlockingIOError:
+            data = b""  # a client is there, it just has nothing to say
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            # No client holds the slave open: stop watching, look again a little later.
+            self.client_attached = False
+            if watching:
+                self._loop.remove_reader(self._master)
+            self._poll = self._loop.call_later(self.poll_s, self._read_some_polled)
+            return
+        self.client_attached = True
+        if not watching:
+            self._loop.add_reader(self._master, self._on_readable)
+        if data:
+            self.sim.receive(data)
+
+    def _read_some_polled(self) -> None:
+        self._poll = None
+        if self._master >= 0:
+            self._read_some(watching=False)
+
+    def _write(self, frame: bytes) -> None:
+        if not self.client_attached or self._master < 0:
+            self.dropped_bytes += len(frame)
+            return
+        try:
+            written = os.write(self._master, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            self.client_attached = False
+            written = 0
+        self.dropped_bytes += len(frame) - written
+
+
+# ---------------------------------------------------------------------------------------------
+# TCP
+
+
+class TcpServer:
+    """Serve `sim` on a TCP port (0: any free one, read `.port` after entering)."""
+
+    def __init__(self, sim: NewEraSimulator, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sim = sim
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> TcpServer:
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise SimulatorServeError(f"cannot listen on {self.host}:{self.port}: "
+                                      f"{exc.strerror or exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.sim.ensure_started()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        token = self.sim.connect(writer.write)
+        try:
+            while data := await reader.read(4096):
+                self.sim.receive(data)
+        except ConnectionError:
+            pass
+        finally:
+            self.sim.disconnect(token)
+            self._writers.discard(writer)
+            writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulator + driver in one process
+
+
+@contextlib.asynccontextmanager
+async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
+                          faults: Sequence[Fault] = (), safe_s: int = 0,
+                          syringe_volume_ml: float = 60.0, capacity_ml: float = 60.0,
+                          baud: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                          ) -> AsyncIterator[tuple[NewEraSimulator, NewEraDriver]]:
+    """An in-process simulated pump and an opened `NewEraDriver` talking to it in memory.
+
+    What `pumpctl run --sim` and the CI scenarios use. With `safe_s` > 0 the watchdog is armed
+    and the driver's heartbeat runs. Faults are scheduled relative to the simulator's start.
+    """
+    config = SimPumpConfig(diameter_mm=diameter_mm, capacity_ml=capacity_ml,
+                           syringe_volume_ml=syringe_volume_ml)
+    sim = NewEraSimulator(clock, [config], baud=baud)
+    async with sim:
+        for fault in faults:
+            sim.inject(fault)
+        reader, writer = memory_link(sim)
+        bus = NewEraBus.from_streams(reader, writer, clock=clock, timeout_s=timeout_s)
+        driver = bus.pump(0, safe_s=safe_s if safe_s else None)
+        try:
+            await driver.open()
+            yield sim, driver
+        finally:
+            await bus.close()
