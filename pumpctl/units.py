@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pint
@@ -127,8 +127,9 @@ def describe(value: Fraction | float, kind: Kind) -> str:
     """A value of `kind` as a person would write it (durations in min, h or d when whole)."""
     if kind is Kind.DURATION:
         seconds = Fraction(value)
-        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-            if seconds >= size and (seconds / size).denominator == 1:
+        # days only from a week up ("72 h" reads better than "3 d" on a monitoring sheet)
+        for unit, size, least in (("d", 86400, 7 * 86400), ("h", 3600, 3600), ("min", 60, 60)):
+            if seconds >= least and (seconds / size).denominator == 1:
                 return f"{seconds / size} {unit}"
         return f"{format_number(seconds)} s"
     if kind in _MASS_KINDS and 0 < abs(Fraction(value)) < Fraction(1, 10):
@@ -171,9 +172,14 @@ def _split_per_mass(unit: Any) -> tuple[Any, Any] | None:
     return rest, ureg.parse_units(per_mass[0])
 
 
-def _convert(value: Fraction, unit: Any, kind: Kind) -> Fraction | None:
-    """`value unit` in `kind`'s canonical unit, or None if the unit is of another kind."""
+@lru_cache(maxsize=512)
+def _unit_factor(unit_text: str, kind: Kind) -> Fraction | None:
+    """Factor from `unit_text` to `kind`'s canonical unit, or None if it is another kind.
+
+    Cached: plans use a handful of unit spellings and pint's parsing is the slow part.
+    """
     ureg = registry()
+    unit = ureg.parse_units(unit_text)
     if kind in _PER_KG_BASE:
         split = _split_per_mass(unit)
         if split is None:
@@ -182,13 +188,19 @@ def _convert(value: Fraction, unit: Any, kind: Kind) -> Fraction | None:
         base = _PER_KG_BASE[kind]
         if _dims(rest) != _dims(ureg.parse_units(base.value)):
             return None
-        return value * _factor(str(rest), base.value) / _factor(str(mass), "kg")
-    target = ureg.parse_units(kind.value)
-    if _dims(unit) != _dims(target):
+        return _factor(str(rest), base.value) / _factor(str(mass), "kg")
+    if _dims(unit) != _dims(ureg.parse_units(kind.value)):
         return None
-    if _dims(target) == _dims(ureg.dimensionless):  # pragma: no cover - no such kind today
-        return None
-    return value * _factor(str(unit), kind.value)
+    return _factor(str(unit), kind.value)
+
+
+@lru_cache(maxsize=512)
+def _known_unit(unit_text: str) -> bool:
+    try:
+        registry().parse_units(unit_text)
+    except (pint.errors.PintError, AttributeError, TypeError, ValueError, KeyError):
+        return False
+    return True
 
 
 def parse_quantity(raw: object, kinds: Kind | Sequence[Kind], field: str = "") -> Measured:
@@ -223,15 +235,13 @@ def parse_quantity(raw: object, kinds: Kind | Sequence[Kind], field: str = "") -
         raise UnitsError(field, f"{raw!r} has no unit; write it with one, e.g. {examples}")
     if not _UNIT_EXPR.match(unit_text):
         raise UnitsError(field, f"{raw!r}: cannot read unit {unit_text!r}, e.g. {examples}")
-    try:
-        unit = registry().parse_units(unit_text)
-    except (pint.errors.PintError, AttributeError, TypeError, ValueError, KeyError):
-        raise UnitsError(field, f"{raw!r}: unknown unit {unit_text!r}, e.g. {examples}") from None
+    if not _known_unit(unit_text):
+        raise UnitsError(field, f"{raw!r}: unknown unit {unit_text!r}, e.g. {examples}")
     value = Fraction(number)
     for kind in wanted:
-        converted = _convert(value, unit, kind)
-        if converted is not None:
-            return Measured(kind, converted)
+        factor = _unit_factor(unit_text, kind)
+        if factor is not None:
+            return Measured(kind, value * factor)
     raise UnitsError(field, f"{raw!r} has the wrong unit: expected {examples}")
 
 

@@ -22,6 +22,8 @@ from pumpctl.units import Kind, Measured, UnitsError, parse_quantity
 M = TypeVar("M", bound=BaseModel)
 
 _MAX_FILE_BYTES = 1_000_000
+# libyaml's safe loader when present (about 10x faster); same results and error marks.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class StrictModel(BaseModel):
@@ -127,7 +129,7 @@ def read_yaml(path: Path, error: type[PlanError] = ConfigError) -> Any:
 def parse_yaml_text(text: str, source: str, error: type[PlanError] = ConfigError) -> Any:
     """Parse YAML text; a syntax error becomes one line with its line and column."""
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)  # _LOADER is a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -137,6 +139,34 @@ def parse_yaml_text(text: str, source: str, error: type[PlanError] = ConfigError
         raise error([Problem("(file)", f"malformed YAML: {exc}")], source) from None
     except RecursionError:
         raise error([Problem("(file)", "malformed YAML: nested too deeply")], source) from None
+    if not _small_tree(data):
+        raise error(
+            [Problem("(file)", f"YAML too large or self-referencing (over {_MAX_NODES} values "
+                     f"or {_MAX_DEPTH} levels once aliases are expanded)")],
+            source,
+        )
+    return data
+
+
+_MAX_NODES = 20_000
+_MAX_DEPTH = 40
+
+
+def _small_tree(data: Any) -> bool:
+    """False for alias bombs and self-referencing anchors, which would stall validation."""
+    budget = [_MAX_NODES]
+
+    def walk(node: Any, depth: int) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > _MAX_DEPTH:
+            return False
+        if isinstance(node, dict):
+            return all(walk(k, depth + 1) and walk(v, depth + 1) for k, v in node.items())
+        if isinstance(node, list):
+            return all(walk(v, depth + 1) for v in node)
+        return True
+
+    return walk(data, 0)
 
 
 def validate(model: type[M], data: Any, source: str, error: type[PlanError] = ConfigError) -> M:
@@ -150,6 +180,30 @@ def validate(model: type[M], data: Any, source: str, error: type[PlanError] = Co
         raise error(problems_from_validation(exc), source) from None
     except RecursionError:
         raise error([Problem("(file)", "nested too deeply")], source) from None
+
+
+def load_cached(model: type[M], file: Path, error: type[PlanError] = ConfigError) -> M:
+    """`validate(model, read_yaml(file))`, reusing the result while the file is unchanged.
+
+    Library, syringe table and pump profile are read for every plan compiled; they are
+    frozen models, so sharing one instance is safe.
+    """
+    try:
+        st = file.stat()
+        key = (model, str(file.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return validate(model, read_yaml(file, error), str(file), error)
+    hit = _CACHE.get(key)
+    if isinstance(hit, model):
+        return hit
+    loaded = validate(model, read_yaml(file, error), str(file), error)
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    _CACHE[key] = loaded
+    return loaded
+
+
+_CACHE: dict[tuple[type[BaseModel], str, int, int], BaseModel] = {}
 
 
 def default_configs_dir() -> Path:

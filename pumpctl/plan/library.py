@@ -23,8 +23,7 @@ from pumpctl.plan.fields import (
     StrictModel,
     Volume,
     default_configs_dir,
-    read_yaml,
-    validate,
+    load_cached,
 )
 from pumpctl.plan.limits import (
     ConcentrationLimits,
@@ -80,7 +79,7 @@ def load_syringes(
     """id -> Syringe from `configs/syringes.yaml` (or `path`)."""
     base = configs_dir or default_configs_dir()
     file = Path(path) if path is not None else base / "syringes.yaml"
-    table = validate(SyringeTable, read_yaml(file), str(file))
+    table = load_cached(SyringeTable, file)
     return {key: syringe.model_copy(update={"id": key}) for key, syringe in table.syringes.items()}
 
 
@@ -171,7 +170,7 @@ def load_pump_profile(name_or_path: str | Path, *, configs_dir: Path | None = No
         if not file.exists():
             known = ", ".join(sorted(p.stem for p in pumps.glob("*.yaml"))) or "none"
             raise ConfigError([Problem("pump", f"unknown pump profile {name!r} (known: {known})")])
-    return validate(PumpProfile, read_yaml(file), str(file))
+    return load_cached(PumpProfile, file)
 
 
 DEFAULT_PUMP_PROFILE = "newera-ne1000"
@@ -243,4 +242,4 @@ def load_library(path: str | Path | None = None, *, configs_dir: Path | None = N
     """The drug library from `configs/drugs.yaml` (or `path`)."""
     base = configs_dir or default_configs_dir()
     file = Path(path) if path is not None else base / "drugs.yaml"
-    return validate(DrugLibrary, read_yaml(file), str(file))
+    return load_cached(DrugLibrary, file)
