@@ -1,10 +1,102 @@
-"""`pumpctl sim` commands."""
+"""`pumpctl sim newera`: serve simulated New Era pumps on a pty link and/or a TCP port.
+
+Prints exactly one line on stdout once the pumps can be reached ("ready ..."), so scripts and
+tests wait for it instead of sleeping, then serves until SIGINT or SIGTERM and removes the link.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from pumpctl.clock import LoopClock
+from pumpctl.drivers.open import BAUD_RATES
+from pumpctl.errors import UsageError
+from simulators.faults import Fault, parse_fault
+from simulators.newera import NewEraSimulator, SimPumpConfig
+from simulators.serve import PtyServer, TcpServer
+
+sim_app = typer.Typer(help="Software pumps that speak the real bytes (for benches and CI).",
+                      no_args_is_help=True)
+
+
+def _parse_tcp(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--tcp {text!r} must be HOST:PORT, e.g. 127.0.0.1:4001 (port 0-65535)")
+    return host, int(port)
+
+
+@sim_app.command("newera")
+def newera(
+    link: Annotated[Path | None, typer.Option(
+        "--link", help="Create a pty and a symlink PATH to it (e.g. /tmp/ne).")] = None,
+    tcp: Annotated[str | None, typer.Option(
+        "--tcp", metavar="HOST:PORT", help="Also (or instead) serve on TCP; port 0 = any.")] = None,
+    pumps: Annotated[int, typer.Option(
+        "--pumps", min=1, max=100, help="Pumps on the line, at addresses 0..N-1.")] = 1,
+    baud: Annotated[int, typer.Option(
+        "--baud", help="Line rate replies are paced at (300-19200); 0 = no pacing.")] = 19200,
+    diameter: Annotated[float, typer.Option(
+        "--diameter", help="Syringe inner diameter in mm loaded in every pump.")] = 26.59,
+    syringe_ml: Annotated[float, typer.Option(
+        "--syringe-ml", help="Volume in each syringe at start (mL).")] = 60.0,
+    fault: Annotated[list[str] | None, typer.Option(
+        "--fault", metavar="KIND@TIME",
+        help="Schedule a fault, e.g. occlusion@10m, power-reset@90s, "
+             "delay-replies@30s:delay=2,count=3 (repeatable; pump=N picks a pump).")] = None,
+) -> None:
+    """Serve simulated New Era pumps until SIGINT/SIGTERM."""
+    if link is None and tcp is None:
+        raise UsageError("give --link PATH and/or --tcp HOST:PORT")
+    if baud and baud not in BAUD_RATES:
+        raise UsageError(f"--baud {baud} is not one of {', '.join(map(str, BAUD_RATES))} (or 0)")
+    if not 0.1 <= diameter <= 80.0:
+        raise UsageError(f"--diameter {diameter} mm is outside 0.1-80 mm")
+    if not 0 <= syringe_ml <= 1000:
+        raise UsageError(f"--syringe-ml {syringe_ml} is outside 0-1000 mL")
+    faults = [parse_fault(text) for text in fault or []]
+    for item in faults:
+        if (item.pump_address or 0) >= pumps:
+            raise UsageError(f"--fault {item}: no pump at address {item.pump_address} "
+                             f"(--pumps {pumps})")
+    endpoint = _parse_tcp(tcp) if tcp else None
+    configs = [SimPumpConfig(address=i, diameter_mm=diameter, syringe_volume_ml=syringe_ml,
+                             capacity_ml=max(60.0, syringe_ml)) for i in range(pumps)]
+    asyncio.run(_serve(configs, link, endpoint, baud or None, faults))
+
+
+async def _serve(configs: list[SimPumpConfig], link: Path | None,
+                 endpoint: tuple[str, int] | None, baud: int | None,
+                 faults: list[Fault]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim = NewEraSimulator(LoopClock(), configs, baud=baud)
+    async with sim, contextlib.AsyncExitStack() as stack:
+        for item in faults:
+            sim.inject(item)
+        where = []
+        if link is not None:
+            pty = await stack.enter_async_context(PtyServer(sim, link))
+            where += [f"link={link}", f"pty={pty.pty_name}"]
+        if endpoint is not None:
+            server = await stack.enter_async_context(TcpServer(sim, *endpoint))
+            where.append(f"tcp={endpoint[0]}:{server.port}")
+        addresses = ",".join(str(p.address) for p in sim.pumps)
+        print(f"ready newera {' '.join(where)} addresses={addresses} "
+              f"baud={baud or 'unpaced'} faults={len(faults)}", flush=True)
+        await stop.wait()
+    print("stopped", file=sys.stderr, flush=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app (filled in by the area's issue)."""
-    del app
+    """Add `pumpctl sim ...` to the root app."""
+    app.add_typer(sim_app, name="sim")

@@ -138,10 +138,11 @@ async def open_bus(url: str | PumpUrl, *, clock: Clock | None = None) -> AsyncIt
 
 
 @contextlib.asynccontextmanager
-async def open_driver(url: str, *, clock: Clock | None = None) -> AsyncIterator[NewEraDriver]:
+async def open_driver(url: str | PumpUrl, *,
+                      clock: Clock | None = None) -> AsyncIterator[NewEraDriver]:
     """An opened driver for the pump named by `url`; closed (heartbeat stopped, port closed)
     on exit. The pump itself is not stopped here: that is the caller's decision."""
-    target = parse_pump_url(url)
+    target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
     async with open_bus(target, clock=clock) as bus:
         driver = bus.pump(target.address, safe_s=target.safe_s)
         await driver.open()
