@@ -139,7 +139,7 @@ class RecordMapper:
             pump_status=str(record["state"]),
             flow_rate_ml_h=float(record["rate_ml_h"]),
             volume_delivered_ml=float(record["infused_ml"]),
-            vtbi_ml=float(record["vtbi_ml"]),
+            vtbi_ml=_opt_float(record.get("vtbi_ml")),
             vtbi_remaining_ml=float(record["remaining_ml"]),
             time_remaining_s=float(record["remaining_s"]),
             planned_volume_ml=float(record["planned_ml"]),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from pumpctl.telemetry.realtime import real_timeout
 from pumpctl.telemetry.spool import MessageKind, OutMessage, Spool
 from pumpctl.telemetry.topics import Topics
 from pumpctl.telemetry.urls import MqttTarget
@@ -56,7 +57,7 @@ class MqttLink:
                  connect_messages: Sequence[OutMessage] = (),
                  on_command: Callable[[aiomqtt.Message], None] | None = None,
                  window: int = 16, backoff_initial_s: float = 0.5, backoff_max_s: float = 10.0,
-                 op_timeout_s: float = 10.0) -> None:
+                 op_timeout_s: float = 5.0) -> None:
         self.target = target
         self.topics = topics
         self.spool = spool
@@ -81,12 +82,12 @@ class MqttLink:
         self._task = asyncio.create_task(self.run(), name=f"mqtt-link {self.topics.base}")
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        """Say `offline` and disconnect if connected; give up after `timeout_s`."""
+        """Say `offline` and disconnect if connected; give up after `timeout_s` real seconds."""
         self._closing.set()
         if self._task is None:
             return
         try:
-            async with asyncio.timeout(timeout_s):
+            async with real_timeout(timeout_s):
                 await asyncio.shield(self._task)
         except TimeoutError:
             log.warning("MQTT link %s did not close within %.1f s", self.target.display,
@@ -114,44 +115,65 @@ class MqttLink:
                 self.stats.disconnects += 1
                 delay = self._backoff[0]
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with real_timeout(delay):
                     await self._closing.wait()
             delay = min(delay * 2, self._backoff[1])
 
     # -- one connection -------------------------------------------------------------------
 
     def _client(self) -> aiomqtt.Client:
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.target.host, self.target.port,
             username=self.target.username, password=self._password,
             identifier=self.client_id, keepalive=self.target.keepalive_s,
             will=aiomqtt.Will(self.topics.status, STATUS_OFFLINE, qos=1, retain=True),
-            tls_context=self._tls_context, timeout=self._op_timeout,
+            tls_context=self._tls_context,
+            timeout=math.inf,  # bounded below in real seconds instead of loop seconds
         )
+        client.pending_calls_threshold = self._window + 16  # a full window is normal
+        return client
 
     async def _session(self) -> None:
-        async with self._client() as client:
-            self.stats.connects += 1
-            self._outage_reported = False
-            log.info("MQTT connected to %s as %s (%d spooled messages to send)",
-                     self.target.display, self.client_id, self.spool.pending)
-            watcher = asyncio.create_task(self._watch(client))
-            worker = asyncio.create_task(self._work(client))
-            closer = asyncio.create_task(self._closing.wait())
-            tasks = (watcher, worker, closer)
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            self.connected.clear()
-            for task in (watcher, worker):
-                if task in done and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            if closer in done:
-                await client.publish(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
-                log.info("MQTT %s: offline, disconnecting", self.target.display)
+        client = self._client()
+        try:
+            async with real_timeout(self._op_timeout):
+                await client.__aenter__()
+        except TimeoutError:
+            await self._abandon(client)
+            raise aiomqtt.MqttError(f"no answer within {self._op_timeout:g} s") from None
+        try:
+            await self._connected_session(client)
+        finally:
+            await self._abandon(client)
+
+    async def _abandon(self, client: aiomqtt.Client) -> None:
+        """Disconnect (cleanly if still possible), without waiting long for a dead broker."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with real_timeout(min(self._op_timeout, 2.0)):
+                await client.__aexit__(None, None, None)
+
+    async def _connected_session(self, client: aiomqtt.Client) -> None:
+        self.stats.connects += 1
+        self._outage_reported = False
+        log.info("MQTT connected to %s as %s (%d spooled messages to send)",
+                 self.target.display, self.client_id, self.spool.pending)
+        watcher = asyncio.create_task(self._watch(client))
+        worker = asyncio.create_task(self._work(client))
+        closer = asyncio.create_task(self._closing.wait())
+        tasks = (watcher, worker, closer)
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.connected.clear()
+        for task in (watcher, worker):
+            if task in done and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if closer in done:
+            await client.publish(self.topics.status, STATUS_OFFLINE, qos=1, retain=True)
+            log.info("MQTT %s: offline, disconnecting", self.target.display)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
         """Deliver commands; raises MqttError as soon as the connection is lost."""

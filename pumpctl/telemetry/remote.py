@@ -44,9 +44,13 @@ class CommandDecision:
     detail: str
 
     def journal_record(self) -> dict[str, Any]:
-        """The note handed to the journal (the controller adds seq, t, run id)."""
-        return {"type": "remote_command", "accepted": self.accepted, "command": self.command,
-                "sender": self.sender, "reason": self.reason, "detail": self.detail}
+        """The note handed to the journal, shaped as a journal `command` record so that
+        `journal.write(note.pop("type"), **note)` stores it (the journal adds seq, t, run id).
+        """
+        outcome = {"result": "accepted"} if self.accepted else {"error": self.detail}
+        return {"type": "command", "op": "remote_command",
+                "args": {"command": self.command, "reason": self.reason},
+                "sender": self.sender, **outcome}
 
 
 class RemoteCommands:

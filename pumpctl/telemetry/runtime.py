@@ -13,7 +13,6 @@ the same directory.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
@@ -29,6 +28,7 @@ from pumpctl.telemetry.discovery import discovery_messages
 from pumpctl.telemetry.errors import TelemetryError
 from pumpctl.telemetry.mapping import MappingError, RecordMapper
 from pumpctl.telemetry.mqtt import MqttLink
+from pumpctl.telemetry.realtime import real_timeout
 from pumpctl.telemetry.remote import ControllerHooks, RemoteCommands
 from pumpctl.telemetry.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pumpctl.telemetry.topics import Topics
@@ -50,15 +50,13 @@ class TelemetrySink:
     """The `RecordSink` handed to the controller. Never raises from `emit`, never blocks."""
 
     def __init__(self, mapper: RecordMapper, spool: Spool, link: MqttLink,
-                 *, drain_timeout_s: float, journal_note: JournalNote | None = None,
-                 commands: RemoteCommands | None = None) -> None:
+                 *, drain_timeout_s: float, commands: RemoteCommands | None = None) -> None:
         self.mapper = mapper
         self.spool = spool
         self.link = link
         self.commands = commands
         self.stats = SinkStats()
         self._drain_timeout_s = drain_timeout_s
-        self._journal_note = journal_note
         self._closed = False
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -78,45 +76,42 @@ class TelemetrySink:
             log.exception("telemetry: record not sent")
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until the broker has every spooled message; False if `timeout_s` ran out."""
+        """Wait until the broker has every spooled message; False if `timeout_s` (real
+        seconds, also under a virtual-time loop) ran out."""
         try:
-            async with asyncio.timeout(timeout_s):
+            async with real_timeout(timeout_s):
                 await self.spool.wait_empty()
         except TimeoutError:
             return False
         return True
 
     async def aclose(self) -> None:
+        """Drain (bounded), say offline, disconnect, release the spool; log the counts."""
         if self._closed:
             return
         self._closed = True
         drained = await self.drain(self._drain_timeout_s)
         await self.link.close()
         self.spool.close()
-        summary = self.summary()
         if not drained:
             log.warning("telemetry: %d messages not yet sent stay in %s for the next run",
                         self.spool.pending, self.spool.directory)
-        self._note(summary)
+        counts = self.summary()
+        level = logging.WARNING if counts["dropped_telemetry"] or counts["dropped_events"] \
+            else logging.INFO
+        log.log(level, "telemetry summary: %s",
+                ", ".join(f"{k}={v}" for k, v in counts.items()))
 
     def summary(self) -> dict[str, Any]:
-        """Counts for the journal: what was sent, dropped by the overflow policy, left over."""
+        """Counts: what was sent, dropped by the overflow policy, left over, reconnects."""
         spool = self.spool.stats
-        return {"type": "telemetry", "broker": self.link.target.display,
-                "topic_prefix": self.link.topics.base, "records": self.stats.records,
-                "unmapped": self.stats.unmapped, "published": self.link.stats.published,
-                "pending": self.spool.pending, "dropped_telemetry": spool.dropped_telemetry,
+        return {"broker": self.link.target.display, "topic_prefix": self.link.topics.base,
+                "records": self.stats.records, "unmapped": self.stats.unmapped,
+                "published": self.link.stats.published, "pending": self.spool.pending,
+                "dropped_telemetry": spool.dropped_telemetry,
                 "dropped_events": spool.dropped_events, "recovered": spool.recovered,
                 "connects": self.link.stats.connects,
                 "disconnects": self.link.stats.disconnects}
-
-    def _note(self, record: dict[str, Any]) -> None:
-        if self._journal_note is None:
-            return
-        try:
-            self._journal_note(record)
-        except Exception:
-            log.exception("telemetry: journal note failed")
 
 
 def _check_qos(value: int) -> int:
@@ -168,9 +163,13 @@ async def telemetry_for_run(
 
     `spool_dir` is this pump's spool directory; reuse the same one across runs (for example
     `<state dir>/spool/<site>/<pump_id>`) so anything left unsent after an outage is sent by
-    the next run. `journal_note(dict)` receives `{"type": "remote_command", ...}` for every
-    well-formed remote command and one `{"type": "telemetry", ...}` summary at close; the
-    caller journals them. Configuration errors raise `TelemetryError` before anything starts.
+    the next run. `journal_note(dict)` is called for every well-formed remote command,
+    accepted or refused, with a journal `command` record body:
+    `{"type": "command", "op": "remote_command", "args": {"command", "reason"},
+    "sender": "mqtt:<user>", "result": "accepted"}` (or `"error": "refused: ..."`), so
+    `journal.write(note.pop("type"), **note)` stores it. Counts (published, dropped by the
+    overflow policy, left in the spool) are logged at close and available as
+    `sink.summary()`. Configuration errors raise `TelemetryError` before anything starts.
     """
     target = parse_mqtt_url(mqtt_url)
     qos = _check_qos(telemetry_qos)
@@ -205,7 +204,7 @@ async def telemetry_for_run(
         on_command=on_command,
     )
     sink = TelemetrySink(mapper, spool, link, drain_timeout_s=drain_timeout_s,
-                         journal_note=journal_note, commands=commands)
+                         commands=commands)
     link.start()
     try:
         yield sink

@@ -45,7 +45,9 @@ class TelemetryPayload(Stamp):
     flow_rate_ml_h: float = _mdc("MDC_FLOW_FLUID_PUMP", "Current flow rate, mL/h")
     volume_delivered_ml: float = _mdc("MDC_VOL_FLUID_DELIV_TOTAL",
                                       "Volume infused so far in this run, mL")
-    vtbi_ml: float = _mdc("MDC_VOL_FLUID_TBI", "Programmed total volume to be infused, mL")
+    vtbi_ml: float | None = _mdc("MDC_VOL_FLUID_TBI",
+                                 "Volume to be infused programmed into the pump, mL "
+                                 "(null until it is set)")
     vtbi_remaining_ml: float = _mdc("MDC_VOL_FLUID_TBI_REMAIN", "Volume still to infuse, mL")
     time_remaining_s: float = _mdc("MDC_TIME_PD_REMAIN", "Time until the programme ends, s")
     planned_volume_ml: float = Field(description="Volume the plan calls for by now, mL")

@@ -144,3 +144,46 @@ class Collector:
 @pytest.fixture
 def collector_factory() -> Callable[..., Collector]:
     return Collector
+
+
+class ReconnectingCollector(Collector):
+    """A persistent-session subscriber (clean_session off) that reconnects after a broker
+    restart, so QoS 1 messages published while it was away are delivered to it afterwards."""
+
+    def __init__(self, broker: Mosquitto, client_id: str = "watcher",
+                 topics: tuple[str, ...] = ("pumpctl/#",)) -> None:
+        super().__init__(broker, topics, qos=1, identifier=client_id, clean_session=False)
+        self.sessions = 0
+
+    async def __aenter__(self) -> Collector:
+        self._task = asyncio.create_task(self._loop())
+        await self.wait_for(lambda c: self.sessions > 0, timeout=None)
+        return self
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client("127.0.0.1", self.broker.port,
+                                          **self.client_kwargs) as client:
+                    for topic in self.topics:
+                        await client.subscribe(topic, qos=self.qos)
+                    async with self._changed:
+                        self.sessions += 1
+                        self._changed.notify_all()
+                    await self._read(client)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)  # broker away: retry (virtual seconds under a VTL)
+
+
+def prepare_session(broker: Mosquitto, client_id: str = "watcher",
+                    topics: tuple[str, ...] = ("pumpctl/#",)) -> None:
+    """Register a persistent subscription for `client_id` and make the broker save it, so the
+    broker queues messages for that subscriber even after being killed and restarted."""
+    async def subscribe_once() -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=client_id,
+                                  clean_session=False) as client:
+            for topic in topics:
+                await client.subscribe(topic, qos=1)
+
+    asyncio.run(subscribe_once())
+    broker.save_db()

@@ -135,6 +135,15 @@ def expected_counts(script: list[tuple[float, dict[str, Any]]]) -> tuple[int, in
     return telemetry, events
 
 
+def message_count(records: list[dict[str, Any]]) -> int:
+    """How many MQTT messages these records become (a header is the run plus its overrides,
+    a summary an event plus the updated run, a command nothing)."""
+    per_type = {"header": 1, "sample": 1, "state": 1, "segment": 1, "alarm": 1,
+                "monitoring": 1, "summary": 2}
+    return sum(per_type.get(r["type"], 0) + (len(r["overrides"]) if r["type"] == "header"
+                                             else 0) for r in records)
+
+
 async def play(script: list[tuple[float, dict[str, Any]]], emit: Callable[[dict[str, Any]], None],
                *, on_tick: Callable[[dict[str, Any]], None] | None = None) -> list[float]:
     """Emit each record at its elapsed time on the running loop's clock, like the controller.
