@@ -45,6 +45,9 @@ def check_library(
 
     doses = [s for s in steps if not s.is_rate]
     rates = [s for s in steps if s.is_rate]
+    problems += _unit_mismatches(drug_key, drug, steps)
+    if problems:  # limits in another unit would only add noise
+        return problems, breaches
     if doses:
         if drug.intermittent is None:
             problems.append(
@@ -58,7 +61,7 @@ def check_library(
             if total is not None:
                 breaches += drug.intermittent.dose.check(total, _group_field(doses))
             breaches += drug.intermittent.duration.check(
-                sum_of(d.duration_s for d in doses), _group_field(doses, "over"), "duration"
+                sum_of(d.duration_s for d in doses), _group_field(doses, "over")
             )
     if rates:
         if drug.continuous is None:
@@ -80,6 +83,31 @@ def check_library(
                     sum_of(r.duration_s for r in rates), _group_field(rates, "over")
                 )
     return problems, breaches
+
+
+def _unit_mismatches(drug_key: str, drug: Drug, steps: list[DeliveryStep]) -> list[Problem]:
+    """A step must be written in the library's dosing unit for the drug.
+
+    "0.5 mg" for a drug the library doses in mg/kg is far more likely a slip than a choice
+    (it is 70 times less for a 70 kg subject), so it is refused rather than converted.
+    """
+    problems = []
+    for step in steps:
+        limits = drug.continuous.dose_rate if step.is_rate and drug.continuous else (
+            drug.intermittent.dose if not step.is_rate and drug.intermittent else None
+        )
+        expected = limits.kind if limits is not None else None
+        if expected is not None and step.amount_kind != expected:
+            problems.append(
+                Problem(
+                    f"steps[{step.index}].{step.amount_key}",
+                    f"{step.amount_text} is not in the library's dosing unit for {drug_key} "
+                    f"({expected.value}); write it in {expected.value}",
+                    step.amount_text,
+                    expected.value,
+                )
+            )
+    return problems
 
 
 def sum_of(values: Iterable[Fraction]) -> Fraction:

@@ -25,6 +25,8 @@ class DeliveryStep:
     duration_s: Fraction
     dose_mg: Fraction
     volume_ml: Fraction
+    amount_kind: Kind
+    amount_text: str  # the amount as given, for messages
 
     @property
     def rate_ml_h(self) -> Fraction:
@@ -58,6 +60,8 @@ def delivery_steps(
                 duration_s=duration,
                 dose_mg=dose_mg,
                 volume_ml=volume_ml,
+                amount_kind=step.amount.kind,
+                amount_text=str(step.amount),
             )
         )
         start += duration

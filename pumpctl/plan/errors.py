@@ -31,7 +31,7 @@ class Problem:
             text += " (soft limit: needs an override)"
         elif self.limit:
             text += " (hard limit)"
-        return text
+        return " ".join(text.split())  # one line, whatever the message carried
 
 
 class PlanError(PumpctlError):
