@@ -168,10 +168,8 @@ def compile_plan(
             plan, weight_kg, concentration, syringe, override_reason, configs_dir, pump
         )
     except PlanError as exc:
-        if source and not exc.source and type(exc) is PlanError:
-            raise PlanError(exc.problems, source) from None
-        if source and not exc.source and isinstance(exc, SoftLimitOverrideRequired):
-            raise SoftLimitOverrideRequired(exc.problems, source) from None
+        if source and not exc.source:  # name the plan file in the one-line message
+            raise type(exc)(exc.problems, source) from None
         raise
 
 

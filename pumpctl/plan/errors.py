@@ -38,34 +38,25 @@ class PlanError(PumpctlError):
     """A plan (or library, syringe table, pump profile, course) that cannot be used."""
 
     exit_code = 2
+    hint = ""  # appended to the one-line message
 
     def __init__(self, problems: Iterable[Problem], source: str = "") -> None:
         self.problems: list[Problem] = list(problems)
         self.source = source
-        lines = "; ".join(str(p) for p in self.problems) or "invalid"
-        super().__init__(f"{source}: {lines}" if source else lines)
+        message = "; ".join(str(p) for p in self.problems) or "invalid"
+        if source:
+            message = f"{source}: {message}"
+        if self.hint:
+            message = f"{message}; {self.hint}"
+        super().__init__(message)
 
 
 class SoftLimitOverrideRequired(PlanError):
     """Only soft limits are breached: the plan compiles with --override-soft-limits REASON."""
 
     exit_code = 3
-
-    def __init__(self, problems: Iterable[Problem], source: str = "") -> None:
-        super().__init__(problems, source)
-        self.args = (
-            f"{self.args[0]}; compile only with --override-soft-limits \"REASON\"",
-        )
-
-    def __str__(self) -> str:
-        return str(self.args[0])
+    hint = 'compile only with --override-soft-limits "REASON"'
 
 
 class ConfigError(PlanError):
     """A configuration file (library, syringes, pump profile) that cannot be loaded."""
-
-
-def problem_from_exc(field: str, exc: Exception) -> Problem:
-    """A `Problem` for an error raised while reading one field."""
-    message = getattr(exc, "message", None) or str(exc)
-    return Problem(field=field, message=message)
