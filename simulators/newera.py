@@ -120,8 +120,11 @@ class NewEraSimulator:
                 pump.service(now)
             deadlines = [d for d in (p.next_deadline() for p in self.pumps) if d is not None]
             timeout = max(0.0, min(deadlines) - self.clock.monotonic()) if deadlines else None
+            # asyncio.timeout rather than wait_for: on 3.11, wait_for swallows a cancellation
+            # that lands just as the event is set, and aclose() would then wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     # ---- the line ---------------------------------------------------------------------------
 

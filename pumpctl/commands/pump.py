@@ -265,7 +265,8 @@ def watch(ctx: typer.Context,
                         else:
                             live.update(_watch_table(status), refresh=True)
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(done.wait(), interval)
+                            async with asyncio.timeout(interval):
+                                await done.wait()
             finally:
                 if started:
                     await d.stop()

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 1.0
-# After a timeout, a late reply may still be on its way: wait this long and drop it.
-LATE_REPLY_GRACE_S = 0.1
 
 
 class Framing(Enum):
@@ -138,8 +136,10 @@ class NewEraBus:
                 raise PumpProtocolError(f"connection closed; cannot send {request!r}")
             self._ensure_reader()
             if self._after_timeout:
-                # A reply that missed its deadline may still arrive: let it, then drop it.
-                await asyncio.sleep(min(LATE_REPLY_GRACE_S, timeout))
+                # The protocol has no sequence numbers: a reply that missed its deadline and
+                # came during the next request would be taken as that request's answer. So
+                # after a timeout, give the late reply one more timeout to arrive, and drop it.
+                await asyncio.sleep(self.timeout_s)
                 self._after_timeout = False
             self._parser.reset()
             future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()

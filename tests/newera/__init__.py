@@ -1,0 +1,1 @@
+"""New Era driver, codec, simulator wiring and CLI tests."""
