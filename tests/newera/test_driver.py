@@ -8,6 +8,7 @@ import pytest
 
 from pumpctl.clock import LoopClock
 from pumpctl.drivers.base import (
+    Alarm,
     AlarmKind,
     Direction,
     PumpAlarmError,
@@ -184,7 +185,7 @@ def test_watchdog_does_not_fire_while_driver_lives_and_fires_when_it_dies() -> N
     async def main() -> None:
         clock = LoopClock()
         async with embedded_newera(clock, safe_s=3) as (sim, d):
-            seen = []
+            seen: list[Alarm] = []
             d.add_alarm_listener(seen.append)
             await d.set_rate(52.5)
             await d.run()

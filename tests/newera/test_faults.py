@@ -8,6 +8,7 @@ import pytest
 
 from pumpctl.clock import LoopClock
 from pumpctl.drivers.base import (
+    Alarm,
     AlarmKind,
     PumpAlarmError,
     PumpChecksumError,
@@ -55,7 +56,7 @@ def test_syringe_empty_stalls_the_motor() -> None:
     async def main() -> None:
         faults = [Fault(FaultKind.SYRINGE_EMPTY, 30.0)]
         async with embedded_newera(LoopClock(), faults=faults, safe_s=10) as (sim, d):
-            seen = []
+            seen: list[Alarm] = []
             d.add_alarm_listener(seen.append)
             await _running(d)
             await asyncio.sleep(31)

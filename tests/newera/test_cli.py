@@ -1,0 +1,92 @@
+"""End to end as a bench engineer does it: `pumpctl sim newera` in one process, `pumpctl pump`
+commands in others, over a pty link."""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PUMPCTL = [sys.executable, "-m", "pumpctl.cli"]
+
+
+def _ready_line(proc: subprocess.Popen[str], timeout: float = 15.0) -> str:
+    """The simulator's one ready line, waited for (not slept for)."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError("simulator printed no ready line")
+    return proc.stdout.readline()
+
+
+@pytest.fixture
+def sim_link(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    proc = subprocess.Popen([*PUMPCTL, "sim", "newera", "--link", "ne", "--pumps", "2"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = _ready_line(proc)
+        yield tmp_path, line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert not (tmp_path / "ne").exists()  # the link is removed on exit
+
+
+def pump(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PUMPCTL, "pump", "--port", "ne", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_bench_session_rate_run_dispensed(sim_link: tuple[Path, str]) -> None:
+    cwd, ready = sim_link
+    assert ready.startswith("ready newera link=ne pty=/dev/pts/") and "addresses=0,1" in ready
+    result = pump(cwd, "rate", "52.5", "mL/h")
+    assert result.returncode == 0, result.stderr
+    assert "rate_ml_h: 52.5" in result.stdout
+    result = pump(cwd, "run")
+    assert result.returncode == 0 and "state: infusing" in result.stdout
+    result = pump(cwd, "--json", "dispensed")
+    assert result.returncode == 0
+    dispensed = json.loads(result.stdout)
+    assert 0 < dispensed["infused_ml"] < 1 and dispensed["withdrawn_ml"] == 0
+    status = json.loads(pump(cwd, "--json", "status").stdout)
+    assert status["state"] == "infusing" and status["rate_ml_h"] == 52.5
+    result = pump(cwd, "--address", "1", "stop")
+    assert result.returncode == 0 and "state: stopped" in result.stdout
+    found = json.loads(pump(cwd, "--json", "scan", "--last", "3").stdout)
+    assert [p["address"] for p in found["pumps"]] == [0, 1]
+
+
+def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str]) -> None:
+    cwd, _ = sim_link
+    for args, exit_code, text in [
+        (("rate", "5000", "mL/h"), 4, "?OOR"),  # above what a 26.59 mm syringe allows
+        (("rate", "52.5"), 2, "no unit"),
+        (("direction", "sideways"), 2, "infuse or withdraw"),
+    ]:
+        result = pump(cwd, *args)
+        assert result.returncode == exit_code, (args, result.stderr)
+        assert text in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+    status = json.loads(pump(cwd, "--json", "status").stdout)
+    assert status["state"] == "stopped"  # nothing was started by a refused command
+    result = subprocess.run([*PUMPCTL, "pump", "--port", "newera://x?baud=1234", "status"],
+                            cwd=cwd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "baud=1234" in result.stderr
+
+
+def test_sim_rejects_bad_fault_spec(tmp_path: Path) -> None:
+    result = subprocess.run([*PUMPCTL, "sim", "newera", "--link", "ne", "--fault", "jam@10m"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "fault kind 'jam'" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "ne").exists()

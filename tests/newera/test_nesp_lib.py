@@ -1,0 +1,124 @@
+"""An unmodified third-party client (nesp-lib 2.0.0) drives the simulator over a real pty.
+
+nesp-lib is synchronous (pyserial, blocking reads without a timeout, a heartbeat thread), so it
+runs in a worker thread while the simulator serves the pty from this test's event loop, in
+real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import nesp_lib
+import pytest
+
+from pumpctl.clock import LoopClock
+from simulators.faults import Fault, FaultKind
+from simulators.newera import NewEraSimulator
+from simulators.serve import PtyServer
+
+
+async def test_nesp_lib_identifies_configures_runs_reads_and_stops(tmp_path: Path) -> None:
+    link = tmp_path / "ne"
+    sim = NewEraSimulator(LoopClock(), 1)
+    async with sim, PtyServer(sim, link):
+
+        def client() -> dict[str, object]:
+            seen: dict[str, object] = {}
+            with nesp_lib.Port(str(link), baud_rate=19200) as port:
+                # its constructor sends SAF0 safe-framed, expects the power-up alarm, retries
+                pump = nesp_lib.Pump(port)
+                seen["model"] = pump.model_number
+                seen["firmware"] = pump.firmware_version
+                pump.syringe_diameter_mm = 26.59
+                pump.pumping_direction = nesp_lib.PumpingDirection.INFUSE
+                pump.pumping_volume_ml = 5.0
+                pump.pumping_rate_ml_per_min = 0.875  # 52.5 mL/h, sent as 875 µL/min
+                seen["diameter"] = pump.syringe_diameter_mm
+                seen["volume"] = pump.pumping_volume_ml
+                seen["rate"] = pump.pumping_rate_ml_per_min
+                seen["direction"] = pump.pumping_direction
+                pump.run(wait_while_running=False)
+                seen["running"] = pump.status
+                time.sleep(0.3)
+                seen["infused"] = pump.volume_infused_ml
+                pump.stop()  # first STP pauses: nesp waits until not running
+                seen["after_stop"] = pump.status
+                pump.stop()
+                seen["after_second_stop"] = pump.status
+                pump.volume_infused_clear()
+                seen["cleared"] = pump.volume_infused_ml
+            return seen
+
+        seen = await asyncio.to_thread(client)
+    assert seen["model"] == 1000 and seen["firmware"] == (3, 928)
+    assert seen["diameter"] == 26.59
+    assert seen["volume"] == 5.0
+    assert seen["rate"] == pytest.approx(0.875)
+    assert seen["direction"] is nesp_lib.PumpingDirection.INFUSE
+    assert seen["running"] is nesp_lib.Status.INFUSING
+    infused = seen["infused"]
+    assert isinstance(infused, float) and 0.001 < infused < 0.1  # 52.5 mL/h for ~0.3 s
+    assert seen["after_stop"] is nesp_lib.Status.PAUSED
+    assert seen["after_second_stop"] is nesp_lib.Status.STOPPED
+    assert seen["cleared"] == 0.0
+    assert sim.pump(0).model.rate_ml_h == pytest.approx(52.5)
+
+
+async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -> None:
+    link = tmp_path / "ne"
+    loop = asyncio.get_running_loop()
+    sim = NewEraSimulator(LoopClock(), 1)
+    thread_errors: list[BaseException] = []
+    old_hook = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:  # nesp's heartbeat thread may see it too
+        if args.exc_value is not None:
+            thread_errors.append(args.exc_value)
+
+    threading.excepthook = hook
+    try:
+        async with sim, PtyServer(sim, link):
+
+            def client() -> dict[str, object]:
+                seen: dict[str, object] = {}
+                with nesp_lib.Port(str(link), baud_rate=19200) as port:
+                    pump = nesp_lib.Pump(port)
+                    pump.pumping_rate_ml_per_min = 1.0
+                    pump.safe_mode_timeout_s = 2  # safe mode; nesp's heartbeat runs every 1 s
+                    seen["safe"] = pump.safe_mode_timeout_s
+                    pump.run(wait_while_running=False)
+                    time.sleep(3.5)  # longer than the watchdog: only the heartbeat feeds it
+                    seen["alive"] = pump.status
+                    # The client hangs: one reply is lost and nesp-lib waits for it forever,
+                    # holding its port lock, so its heartbeat stops too. The pump's watchdog
+                    # fires and its auto-alarm packet is what the blocked read finally gets.
+                    loop.call_soon_threadsafe(
+                        sim.pump(0).apply, Fault(FaultKind.DROP_REPLIES, params={"count": 1}))
+                    try:
+                        pump.status  # noqa: B018 - the property sends a status query
+                    except nesp_lib.StatusAlarmException as exc:
+                        seen["alarm"] = exc.alarm_status
+                    # The auto packet does not acknowledge the alarm: the next command is
+                    # answered with it (and acknowledges it), then the pump is plainly stopped.
+                    try:
+                        pump.status  # noqa: B018
+                    except nesp_lib.StatusAlarmException as exc:
+                        seen["acknowledged"] = exc.alarm_status
+                    seen["after"] = pump.status
+                    pump.safe_mode_timeout_s = 0
+                return seen
+
+            seen = await asyncio.wait_for(asyncio.to_thread(client), 30)
+    finally:
+        threading.excepthook = old_hook
+    assert seen["safe"] == 2
+    assert seen["alive"] is nesp_lib.Status.INFUSING
+    alarms = [seen.get("alarm")] + [getattr(e, "alarm_status", None) for e in thread_errors]
+    assert nesp_lib.AlarmStatus.TIMEOUT in alarms
+    assert seen["acknowledged"] is nesp_lib.AlarmStatus.TIMEOUT
+    assert seen["after"] is nesp_lib.Status.STOPPED
+    assert [a for _, a in sim.pump(0).alarm_log] == ["R", "T"]
