@@ -104,7 +104,7 @@ class SyringePumpModel:
         self._occluded = False
         self._stuck = False
         self._free_flow_factor = 1.0
-        self.stall: StallReason | None = None
+        self._stall: StallReason | None = None
         self.events: list[ModelEvent] = []
         self._listeners: list[Callable[[ModelEvent], None]] = []
         self._syncing = False  # listeners may read the model while an event is being handled
@@ -169,7 +169,7 @@ class SyringePumpModel:
 
     def start(self) -> None:
         self._sync()
-        self.stall = None
+        self._stall = None
         self._running = True
         if self._slack_motion is not self._motion:
             # Reversing (or the first start) means the backlash has to be taken up again.
@@ -216,6 +216,12 @@ class SyringePumpModel:
         self._contents_ml = 0.0
 
     # ---- readings -------------------------------------------------------------------------
+
+    @property
+    def stall(self) -> StallReason | None:
+        """Why the motor last stalled (cleared by the next start)."""
+        self._sync()
+        return self._stall
 
     @property
     def running(self) -> bool:
@@ -275,7 +281,8 @@ class SyringePumpModel:
         self._sync()
 
     def next_event_at(self) -> float | None:
-        """Clock time of the next discrete event if nothing changes, or None."""
+        """Clock time at which the model next changes course if nobody intervenes (an event,
+        or an internal breakpoint such as the slack being taken up), or None."""
         self._sync()
         dt, _ = self._next_event_dt()
         return None if dt is None else self._t + dt
@@ -409,7 +416,7 @@ class SyringePumpModel:
     def _stall_now(self, reason: StallReason) -> None:
         self._running = False
         self._phase_ml = 0.0
-        self.stall = reason
+        self._stall = reason
         self._emit(ModelEvent(EventKind.STALLED, self._t, reason))
 
     def _emit(self, event: ModelEvent) -> None:

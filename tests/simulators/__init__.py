@@ -1,0 +1,1 @@
+"""Simulator physics and fault-spec tests."""
