@@ -1,0 +1,97 @@
+"""Round trip of one New Era request over a pty, against the time the bytes take on a real line.
+
+Method. The simulator runs as its own process (`pumpctl sim newera --link ... --baud B`), as a
+pump would be its own device, and this process talks to it through the pty with the project's
+driver (pyserial-asyncio-fast underneath). A pty moves bytes instantly, so on its own it would
+say nothing about a serial line; the simulator therefore models the line rate: it handles a
+request only when its last byte would have arrived at B baud, and releases each reply when its
+last byte would have left. The ideal round trip is then exactly the wire time,
+(request bytes + reply bytes) x 10 bits / B (8N1: start, 8 data, stop), and the printed ratio
+measured / wire shows what the software adds on both ends (event loops, pty, parsing).
+Target: <= 1.2x at 9600 and 19200 baud.
+
+The request is a dispensed-volume read (`0DIS` CR, 5 bytes; reply STX `00SI0.000W0.000ML` ETX,
+19 bytes): the query a controller sends most. A third run with pacing off (`--baud 0`) gives
+the raw request rate the software sustains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pumpctl.drivers.open import open_driver
+
+REQUEST_BYTES = len(b"0DIS\r")
+REPLY_BYTES = len(b"\x0200SI0.000W0.000ML\x03")
+ROUNDS = {9600: 150, 19200: 250, 0: 2000}
+
+
+def start_simulator(link: Path, baud: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpctl.cli", "sim", "newera", "--link", str(link),
+         "--baud", str(baud)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(20):
+            proc.kill()
+            raise SystemExit("simulator printed no ready line")
+    proc.stdout.readline()
+    return proc
+
+
+async def measure(link: Path, baud: int, rounds: int) -> list[float]:
+    line_baud = baud or 19200  # the client's own setting does not matter on a pty
+    async with open_driver(f"newera://{link}?baud={line_baud}") as driver:
+        for _ in range(20):  # warm up
+            await driver.dispensed()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            await driver.dispensed()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def run_one(baud: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        link = Path(tmp) / "ne"
+        proc = start_simulator(link, baud)
+        try:
+            return asyncio.run(measure(link, baud, ROUNDS[baud]))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+
+
+def main() -> None:
+    print("New Era round trip over a pty, simulator in its own process")
+    print(f"request {REQUEST_BYTES} B + reply {REPLY_BYTES} B per round trip, 10 bits a byte")
+    worst = 0.0
+    for baud in (9600, 19200):
+        times = run_one(baud)
+        wire = (REQUEST_BYTES + REPLY_BYTES) * 10 / baud
+        median = statistics.median(times)
+        p95 = sorted(times)[int(0.95 * len(times))]
+        ratio = median / wire
+        worst = max(worst, ratio)
+        print(f"{baud:>6} baud: wire {wire * 1e3:6.2f} ms | measured median {median * 1e3:6.2f} ms"
+              f" p95 {p95 * 1e3:6.2f} ms | ratio {ratio:.3f}x (p95 {p95 / wire:.3f}x)"
+              f" over {len(times)} requests")
+    times = run_one(0)
+    total = sum(times)
+    print(f"no baud limit: {len(times) / total:,.0f} requests/s "
+          f"(median {statistics.median(times) * 1e6:.0f} µs per round trip)")
+    print(f"worst paced ratio {worst:.3f}x: {'within' if worst <= 1.2 else 'ABOVE'} the 1.2x target")
+
+
+if __name__ == "__main__":
+    main()
