@@ -90,7 +90,8 @@ def main() -> None:
     total = sum(times)
     print(f"no baud limit: {len(times) / total:,.0f} requests/s "
           f"(median {statistics.median(times) * 1e6:.0f} µs per round trip)")
-    print(f"worst paced ratio {worst:.3f}x: {'within' if worst <= 1.2 else 'ABOVE'} the 1.2x target")
+    verdict = "within" if worst <= 1.2 else "ABOVE"
+    print(f"worst paced ratio {worst:.3f}x: {verdict} the 1.2x target")
 
 
 if __name__ == "__main__":
