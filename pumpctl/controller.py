@@ -44,6 +44,10 @@ from pumpctl.sensors import VolumeSensor
 T = TypeVar("T")
 
 OUTCOMES = ("completed", "aborted", "faulted")
+# Deadlines this close are due now. The event loop runs timers within its clock resolution
+# early without advancing time, so waiting for a remainder that small would spin forever on
+# a virtual-time loop.
+_DUE_S = 1e-6
 REMOTE_PREFIXES = ("mqtt:", "remote:")
 
 
@@ -397,14 +401,14 @@ class InfusionController:
             if self._paused_at is None:
                 plan_t = self._plan_t()
                 while (self._seg_index + 1 < len(segs)
-                       and plan_t >= segs[self._seg_index + 1].start_s):
+                       and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
                     self._seg_index += 1
                     await self._enter_segment(segs[self._seg_index])
                 self._emit_monitoring(plan_t)
             now = self._now()
-            if now >= next_poll:
+            if now >= next_poll - _DUE_S:
                 self._lateness.append(now - next_poll)
-                while next_poll <= now:
+                while next_poll <= now + _DUE_S:
                     next_poll += self.poll_s
                 if await self._poll():
                     return
@@ -422,7 +426,7 @@ class InfusionController:
         if self._requests:
             return
         self._wake.clear()
-        if seconds <= 0:
+        if seconds <= _DUE_S:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)

@@ -1,0 +1,107 @@
+"""What `pumpctl run` shows while it runs: a `RecordSink` that renders journal records.
+
+The display only ever sees what the journal already has, so what the operator watches and
+what is recorded cannot diverge. Alarms are printed as lines as they happen (they stay in the
+scroll-back); the live table shows the latest sample of each channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from pumpctl.controller import RunResult
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{sec:02d}"
+
+
+class RunDisplay:
+    """Collects the latest state of each channel from records; renders a rich table."""
+
+    def __init__(self, console: Console, *, print_alarms: bool = True) -> None:
+        self.console = console
+        self.print_alarms = print_alarms
+        self.headers: dict[str, dict[str, Any]] = {}
+        self.samples: dict[str, dict[str, Any]] = {}
+        self.states: dict[str, str] = {}
+        self.alarms: list[dict[str, Any]] = []
+
+    # RecordSink
+    def emit(self, record: dict[str, Any]) -> None:
+        ch = str(record.get("channel", ""))
+        kind = record.get("type")
+        if kind == "header":
+            self.headers[ch] = record
+        elif kind == "sample":
+            self.samples[ch] = record
+        elif kind == "state":
+            self.states[ch] = str(record.get("state"))
+            if (self.print_alarms and record.get("sender") != "controller"
+                    and record.get("state") in ("paused", "resumed", "stopping")):
+                self.console.print(f"[cyan]{ch}[/] {record['state']}: {record.get('reason', '')}"
+                                   f" ({record.get('sender', '')})", highlight=False)
+        elif kind == "alarm":
+            self.alarms.append(record)
+            if self.print_alarms:
+                self.console.print(
+                    f"[bold red]ALARM[/] [cyan]{ch}[/] {record.get('kind')}: "
+                    f"{record.get('message')} (t={record.get('elapsed_s', 0):.1f} s)",
+                    highlight=False)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __rich__(self) -> RenderableType:
+        table = Table(title="pumpctl run (Research Use Only)", expand=False)
+        for col in ("channel", "state", "rate mL/h", "delivered / plan mL", "dose mg",
+                    "mg/kg", "elapsed", "remaining", "alarms"):
+            table.add_column(col, justify="right" if col != "channel" else "left")
+        for ch, header in self.headers.items():
+            s = self.samples.get(ch, {})
+            n_alarms = sum(1 for a in self.alarms if a.get("channel") == ch)
+            per_kg = s.get("dose_mg_per_kg")
+            table.add_row(
+                ch, self.states.get(ch, "preparing") if not s else
+                (s.get("state", "") + (" (paused)" if s.get("paused") else "")),
+                f"{s.get('rate_ml_h', 0.0):.4g}" if s else "-",
+                f"{s.get('infused_ml', 0.0):.3f} / {header.get('total_volume_ml', 0.0):.3f}",
+                f"{s.get('dose_mg', 0.0):.3f}" if s else "-",
+                f"{per_kg:.4f}" if per_kg is not None else "-",
+                _fmt_s(s.get("elapsed_s")), _fmt_s(s.get("remaining_s")),
+                Text(str(n_alarms), style="bold red" if n_alarms else ""))
+        return table
+
+
+def summary_table(results: list[RunResult]) -> RenderableType:
+    """One column per channel, one row per figure: readable in 80 columns."""
+    table = Table(title="run summary", show_header=len(results) > 1)
+    table.add_column("")
+    for r in results:
+        table.add_column(r.channel)
+    rows: list[tuple[str, list[RenderableType]]] = [
+        ("outcome", [Text(r.outcome, style={"completed": "green", "aborted": "yellow"}
+                          .get(r.outcome, "bold red")) for r in results]),
+        ("volume mL (delivered / planned)",
+         [f"{r.delivered_volume_ml:.3f} / {r.planned_volume_ml:.3f}" for r in results]),
+        ("dose mg (delivered / planned)",
+         [f"{r.delivered_dose_mg:.3f} / {r.planned_dose_mg:.3f}" for r in results]),
+        ("duration", [_fmt_s(r.duration_s) for r in results]),
+        ("alarms", [", ".join(str(a.get("kind")) for a in r.alarms) or "none" for r in results]),
+        ("pump stopped", ["confirmed" if r.stop_confirmed else "NOT CONFIRMED" for r in results]),
+        ("run id", [r.run_id for r in results]),
+        ("journal", [str(r.journal_path) for r in results]),
+    ]
+    for name, cells in rows:
+        table.add_row(name, *cells)
+    notes = [Text(f"{r.channel}: {r.reason}") for r in results if r.outcome != "completed"]
+    return Group(table, *notes)
