@@ -76,12 +76,11 @@ class NewEraSimulator:
         raise KeyError(f"no simulated pump at address {address}")
 
     def inject(self, fault: Fault) -> None:
-        """Schedule `fault` at its time after start (now, if that has passed)."""
-        self.pump(fault.pump_address or 0)  # fail early on a wrong address
-        for pump in self.pumps:
-            if pump.address == (fault.pump_address or 0):
-                base = self.started_at if self.started_at is not None else self.clock.monotonic()
-                pump.schedule(base + fault.at_s, fault)
+        """Schedule `fault` for the pump its `pump` parameter names (default address 0), at
+        its time after start; one whose time has passed applies at once."""
+        pump = self.pump(fault.pump_address or 0)
+        base = self.started_at if self.started_at is not None else self.clock.monotonic()
+        pump.schedule(base + fault.at_s, fault)
 
     # ---- lifecycle --------------------------------------------------------------------------
 

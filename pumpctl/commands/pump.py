@@ -24,10 +24,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pumpctl.drivers.base import Direction, PumpStatus
+from pumpctl.drivers.base import Direction, PumpOutOfRange, PumpStatus
+from pumpctl.drivers.newera.codec import ValueRefused
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import PumpUrl, open_bus, open_driver, parse_pump_url
-from pumpctl.errors import UsageError
+from pumpctl.errors import PumpctlError, UsageError
+from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
 from pumpctl.units import Kind, parse_quantity
 
 pump_app = typer.Typer(help="Query and drive one pump (New Era protocol; real or simulated).",
@@ -91,6 +93,19 @@ def _print(opts: _Options, result: dict[str, Any]) -> None:
         _out.print(f"{key}: {value}")
 
 
+async def _rate_limit_error(d: NewEraDriver, ml_h: float, exc: ValueRefused) -> PumpOutOfRange:
+    """The pump's bare `?OOR`, completed with the range it allows for the loaded syringe
+    (from the pump profile the simulator and the plan compiler share)."""
+    diameter = await d.diameter()
+    try:
+        low, high = load_pump_profile(DEFAULT_PUMP_PROFILE).rate_limits_ml_h(diameter)
+    except PumpctlError:
+        return exc
+    return PumpOutOfRange(f"rate {ml_h:g} mL/h refused by pump {d.address} (?OOR): with a "
+                          f"{diameter:g} mm syringe it allows {low:.4g}-{high:.4g} mL/h "
+                          f"({DEFAULT_PUMP_PROFILE} profile)")
+
+
 def _status_dict(status: PumpStatus) -> dict[str, Any]:
     return {
         "state": status.state.value,
@@ -145,7 +160,10 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if ml_h is not None:
-            await d.set_rate(ml_h)
+            try:
+                await d.set_rate(ml_h)
+            except ValueRefused as exc:
+                raise await _rate_limit_error(d, ml_h, exc) from None
         read, units = await d.rate()
         return {"rate_ml_h": read, "units": units.label}
     _with_pump(ctx, action)

@@ -68,7 +68,7 @@ def test_bench_session_rate_run_dispensed(sim_link: tuple[Path, str]) -> None:
 def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str]) -> None:
     cwd, _ = sim_link
     for args, exit_code, text in [
-        (("rate", "5000", "mL/h"), 4, "?OOR"),  # above what a 26.59 mm syringe allows
+        (("rate", "5000", "mL/h"), 4, "26.59 mm syringe it allows 0.02337-1699 mL/h"),
         (("rate", "52.5"), 2, "no unit"),
         (("direction", "sideways"), 2, "infuse or withdraw"),
     ]:
@@ -82,6 +82,27 @@ def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str]) -> N
     result = subprocess.run([*PUMPCTL, "pump", "--port", "newera://x?baud=1234", "status"],
                             cwd=cwd, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "baud=1234" in result.stderr
+
+
+def test_watch_run_then_ctrl_c_stops_the_pump_it_started(sim_link: tuple[Path, str]) -> None:
+    cwd, _ = sim_link
+    assert pump(cwd, "rate", "30", "mL/h").returncode == 0
+    watch = subprocess.Popen([*PUMPCTL, "pump", "--port", "ne", "--json", "watch", "--run",
+                              "--interval", "0.2"], cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(50):  # live lines until some volume shows (4 digits: from 1 µL)
+            line = json.loads(_ready_line(watch))
+            assert line["state"] == "infusing"
+            if line["infused_ml"] > 0:
+                break
+        else:
+            raise AssertionError("watch never showed a dispensed volume")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=15) == 0
+    status = json.loads(pump(cwd, "--json", "status").stdout)
+    assert status["state"] == "stopped" and status["infused_ml"] > 0
 
 
 def test_sim_rejects_bad_fault_spec(tmp_path: Path) -> None:

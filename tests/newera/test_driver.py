@@ -269,3 +269,16 @@ def test_scan_finds_the_addresses_on_the_line() -> None:
         async with driver_line(configs) as (_, bus):
             assert await bus.scan() == [3, 42]
     vrun(main())
+
+
+def test_set_address_moves_the_pump() -> None:
+    async def main() -> None:
+        async with driver_line() as (sim, bus):
+            d = bus.pump(0)
+            await d.open()
+            await d.set_address(7)
+            assert d.address == 7 and sim.pump(7).address == 7
+            assert await d.diameter() == 26.59  # now spoken to at 7
+            with pytest.raises(PumpOutOfRange, match="address 100"):
+                await d.set_address(100)
+    vrun(main())

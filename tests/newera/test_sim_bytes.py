@@ -73,6 +73,27 @@ def test_error_replies() -> None:
     vrun(main())
 
 
+def test_direction_reverse_and_counter_clearing() -> None:
+    async def main() -> None:
+        # half full: withdrawing into a full syringe would stall (tested with the physics)
+        async with raw_line([SimPumpConfig(syringe_volume_ml=30)]) as (_, c):
+            assert await c.ask(b"0DIRREV\r") == basic("00S")
+            assert await c.ask(b"0DIR\r") == basic("00SWDR")
+            await c.ask(b"0RAT60MH\r")
+            assert await c.ask(b"0RUN\r") == basic("00W")
+            await asyncio.sleep(60)
+            assert await c.ask(b"0CLDWDR\r") == basic("00W?NA")  # not while pumping
+            await c.ask(b"0STP\r")
+            await c.ask(b"0STP\r")
+            assert await c.ask(b"0DIS\r") == basic("00SI0.000W1.000ML")
+            assert await c.ask(b"0CLDINF\r") == basic("00S")
+            assert await c.ask(b"0DIS\r") == basic("00SI0.000W1.000ML")
+            assert await c.ask(b"0CLDWDR\r") == basic("00S")
+            assert await c.ask(b"0DIS\r") == basic("00SI0.000W0.000ML")
+            assert await c.ask(b"0CLD\r") == basic("00S?OOR")
+    vrun(main())
+
+
 def test_rate_changed_while_running_is_not_stored() -> None:
     async def main() -> None:
         async with raw_line() as (sim, c):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -32,11 +33,9 @@ class ManualClock:
         self.now += seconds
 
 
-def model(clock: ManualClock, **kw: float) -> SyringePumpModel:
-    params = PhysicsParams(**{k: v for k, v in kw.items() if k in PhysicsParams.__annotations__})
-    contents = kw.get("contents", 60.0)
+def model(clock: ManualClock, *, contents: float = 60.0, **params: Any) -> SyringePumpModel:
     return SyringePumpModel(clock, diameter_mm=26.59, capacity_ml=60.0, contents_ml=contents,
-                            params=params)
+                            params=PhysicsParams(**params))
 
 
 def test_counter_follows_commanded_rate_in_whole_steps() -> None:

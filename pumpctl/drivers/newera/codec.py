@@ -44,6 +44,10 @@ class CommandIgnored(PumpNotApplicable):
     """`?IGN`: the pump ignored the command because a new phase started at that moment."""
 
 
+class ValueRefused(PumpOutOfRange):
+    """`?OOR`: the pump itself refused the value (outside what it allows right now)."""
+
+
 class CommandNotRecognised(PumpProtocolError):
     """`?`: the pump did not recognise the command."""
 
@@ -323,7 +327,7 @@ def error_for(reply: Reply, request: str) -> PumpError | None:
         return None
     where = f"pump {reply.address} refused {request!r}"
     if reply.error == "OOR":
-        return PumpOutOfRange(f"{where}: data out of range (?OOR)")
+        return ValueRefused(f"{where}: data out of range (?OOR)")
     if reply.error == "NA":
         return PumpNotApplicable(f"{where}: not applicable in state {reply.state.value} (?NA)")
     if reply.error == "COM":
