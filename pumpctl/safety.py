@@ -373,10 +373,15 @@ class SafetyMonitor:
                               f"{delivered_ml:.4g} mL", delivered_ml, self._last_delivered))
         self._last_delivered = delivered_ml if self._last_delivered is None else \
             max(self._last_delivered, delivered_ml)
-        if moving and delivered_ml >= self.cap_ml:  # the pump's own stop should have acted
+        # The pump's own stop should act at the total. Half a display step of margin: a
+        # counter shown rounded to 4 digits can read the total a moment before it is there.
+        half_q = self.quantum(self.cap_ml) / 2
+        if moving and (delivered_ml >= self.cap_ml + half_q
+                       or dose >= self.cap_dose_mg + half_q * self.concentration):
             out.append(Breach(BreachKind.TOTAL_REACHED,
-                              f"planned total {self.cap_ml:.4g} mL reached, pump still running",
-                              delivered_ml, self.cap_ml, fault=False))
+                              f"planned total {self.cap_ml:.4g} mL / {self.cap_dose_mg:.4g} mg "
+                              "reached, pump still running", delivered_ml, self.cap_ml,
+                              fault=False))
         if self.expect.moving and not moving and not out and not self.is_complete(delivered_ml):
             out.append(Breach(BreachKind.UNEXPECTED_STATE,
                               f"pump {status.state.value} before the planned total "

@@ -238,7 +238,9 @@ def test_counter_going_backwards_is_a_mismatch() -> None:
 
 def test_total_reached_while_running_is_a_stop_but_not_a_fault() -> None:
     m = started_monitor()
-    bs = m.check_sample(running(52.5, 35.0), delivered_ml=35.0, plan_t=2400, now=2400)
+    # Exactly the total on a rounded display while running: the pump is about to stop itself.
+    assert m.check_sample(running(52.5, 35.0), delivered_ml=35.0, plan_t=2399, now=2399) == []
+    bs = m.check_sample(running(52.5, 35.01), delivered_ml=35.01, plan_t=2400, now=2400)
     assert kinds(bs) == [BreachKind.TOTAL_REACHED] and not bs[0].fault
     m = started_monitor()
     done = m.check_sample(running(52.5, 35.0, PumpState.STOPPED), delivered_ml=35.0, plan_t=2400,
