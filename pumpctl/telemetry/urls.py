@@ -73,7 +73,8 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         parts = urlsplit(text)
         port_value = parts.port
     except ValueError as exc:
-        raise TelemetryError(f"--mqtt {url!r}: {exc} (port must be 1..65535)") from None
+        hint = " (port must be 1..65535)" if "port" in str(exc).lower() else ""
+        raise TelemetryError(f"--mqtt {url!r}: {exc}{hint}") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise TelemetryError(
