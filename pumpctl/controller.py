@@ -334,6 +334,7 @@ class InfusionController:
         extra: dict[str, Any] = {
             "poll_s": self.poll_s, "watchdog_s": self.watchdog_s,
             "tolerances": self.monitor.tolerances.__dict__,
+            "pump_alarm_at_open": _alarm_kind(getattr(self.driver, "alarm_at_open", None)),
             "checked_total_ml": self.monitor.cap_ml,
             "checked_total_dose_mg": self.monitor.cap_dose_mg,
         }
@@ -628,6 +629,12 @@ class InfusionController:
             if counter >= self._delivered - counter_quantum_ml(self._delivered):
                 self._delivered = max(self._delivered, counter)
         return self._delivered
+
+
+def _alarm_kind(alarm: object) -> str | None:
+    """What the pump was showing when the driver took over (e.g. the watchdog's `T`)."""
+    kind = getattr(alarm, "kind", None)
+    return None if kind is None else str(getattr(kind, "value", kind))
 
 
 def _whoami() -> str:
