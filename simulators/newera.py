@@ -55,13 +55,14 @@ class NewEraSimulator:
         limits = rate_limits if rate_limits is not None else profile_rate_limits(profile)
         self.baud = baud
         self.pumps = [SimulatedPump(clock, cfg, rate_limits=limits, emit=self.send,
-                                    wake=self._poke) for cfg in configs]
+                                    wake=self._poke, time_base=self._time_base)
+                      for cfg in configs]
         self._framer = RequestFramer()
         self._sinks: dict[int, Sink] = {}
         self._next_sink = 0
+        self.started_at: float | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.started_at: float | None = None
         self._rx_free_at = 0.0  # when the line from host to pumps is idle again
         self._tx_free_at = 0.0  # when the line from pumps to host is idle again
         self.bytes_in = 0
@@ -78,9 +79,11 @@ class NewEraSimulator:
     def inject(self, fault: Fault) -> None:
         """Schedule `fault` for the pump its `pump` parameter names (default address 0), at
         its time after start; one whose time has passed applies at once."""
-        pump = self.pump(fault.pump_address or 0)
-        base = self.started_at if self.started_at is not None else self.clock.monotonic()
-        pump.schedule(base + fault.at_s, fault)
+        self.pump(fault.pump_address or 0).inject(fault)
+
+    def _time_base(self) -> float:
+        """Fault times count from start(), or from now if not started yet."""
+        return self.started_at if self.started_at is not None else self.clock.monotonic()
 
     # ---- lifecycle --------------------------------------------------------------------------
 

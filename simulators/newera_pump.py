@@ -51,8 +51,11 @@ class SimulatedPump:
     """The pump behind one address. `emit` puts unsolicited bytes (auto-alarms) on the line."""
 
     def __init__(self, clock: Clock, config: SimPumpConfig, *, rate_limits: RateLimits | None,
-                 emit: Callable[[bytes], None], wake: Callable[[], None]) -> None:
+                 emit: Callable[[bytes], None], wake: Callable[[], None],
+                 time_base: Callable[[], float] | None = None) -> None:
         self.clock = clock
+        created = clock.monotonic()
+        self._time_base = time_base or (lambda: created)
         self.config = config
         self.address = config.address
         self._emit = emit
@@ -107,7 +110,13 @@ class SimulatedPump:
 
     # ---- time-driven behaviour --------------------------------------------------------------
 
+    def inject(self, fault: Fault) -> None:
+        """Schedule `fault` at `fault.at_s` seconds after the simulator started (at once if
+        that time has passed)."""
+        self.schedule(self._time_base() + fault.at_s, fault)
+
     def schedule(self, at: float, fault: Fault) -> None:
+        """Apply `fault` at clock time `at`."""
         self._scheduled.append((at, fault))
         self._scheduled.sort(key=lambda item: item[0])
         self._wake()

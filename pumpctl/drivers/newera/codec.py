@@ -36,8 +36,10 @@ MAX_DIGITS = 4
 MAX_DECIMALS = 3
 # A safe-mode length byte counts itself, the payload, two CRC bytes and ETX.
 SAFE_OVERHEAD = 4
-# Replies are short ("00I35.00W0.000ML" is the longest we know); anything longer is noise.
-MAX_REPLY_PAYLOAD = 60
+# Replies are short ("00SI35.00W0.000ML", 17 bytes, is the longest we know); anything longer
+# is noise. Kept below 44 so that a safe-mode length byte (payload + 4) is never an ASCII
+# digit, which is what tells a safe frame from a basic one.
+MAX_REPLY_PAYLOAD = 40
 
 
 class CommandIgnored(PumpNotApplicable):
@@ -341,9 +343,8 @@ class ReplyParser:
     """Incremental splitter of a host-side byte stream into reply frames.
 
     Basic and safe framing are told apart by the byte after STX: a basic reply starts with
-    an address digit, while a safe length byte is at least 7 and, for the short replies a
-    pump sends, never an ASCII digit (that would need a 44-53 byte payload, which exceeds
-    `MAX_REPLY_PAYLOAD` only from 57 on, so the digit test is decisive for real replies).
+    an address digit (0x30-0x39), a safe one with its length byte, 7 to 44 for the replies
+    accepted here, so never a digit.
     Bytes outside frames are counted as noise and dropped. Broken frames come back as
     error values, not raised, so one bad frame does not lose the good ones after it.
     """
