@@ -69,8 +69,8 @@ def test_active_and_placebo_stop_together_on_a_fault(tmp_path: Path) -> None:
             buses = [NewEraBus.from_streams(*memory_link(s), clock=clock) for s in sims]
             try:
                 ctls = []
-                for name, bus, sim, program in zip(("active", "placebo"), buses, sims,
-                                                   (active, placebo), strict=True):
+                for name, bus, program in zip(("active", "placebo"), buses, (active, placebo),
+                                              strict=True):
                     driver = bus.pump(0)
                     await driver.open()
                     ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
