@@ -46,13 +46,14 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, *, port: int | None = None, tls: TlsFiles | None = None,
                  auth: AuthFiles | None = None, persistence: bool = False,
-                 extra_conf: str = "") -> None:
+                 extra_conf: str = "", raw_conf: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.tls = tls
         self.auth = auth
         self.persistence = persistence
         self.extra_conf = extra_conf
+        self.raw_conf = raw_conf  # a complete configuration instead of the generated one
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: list[str] = []
         self._cond = threading.Condition()
@@ -67,6 +68,8 @@ class Mosquitto:
         return self.workdir / "mosquitto.db"
 
     def config_text(self) -> str:
+        if self.raw_conf is not None:
+            return self.raw_conf
         lines = [f"user {getpass.getuser()}",  # as root, do not drop to the mosquitto user
                  f"listener {self.port} 127.0.0.1",
                  "log_dest stderr",

@@ -27,27 +27,14 @@ from tests.telemetry.broker import (
 # Every tool the fixtures need must be there: a missing broker is a broken setup, not a skip.
 assert MOSQUITTO and MOSQUITTO_SUB and MOSQUITTO_PASSWD, "install mosquitto and mosquitto-clients"
 
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_ACL = REPO / "configs" / "mosquitto" / "pumpctl.acl"
+
+# The accounts of the example ACL (the tests use that very file): the pump publishes under
+# pumpctl/ and reads its command topics; alice and bob are operators who may each write only
+# their own sender level; dashboard may only read.
 USERS = {"pump": "pump-secret", "alice": "alice-secret", "bob": "bob-secret",
-         "viewer": "viewer-secret"}
-
-# The pump publishes under pumpctl/ and reads its command topics; alice and bob are operators
-# who may each write only their own sender level; viewer may only read.
-ACL = """\
-user pump
-topic write pumpctl/#
-topic read pumpctl/+/+/cmd/+
-
-user alice
-topic read pumpctl/#
-topic write pumpctl/+/+/cmd/alice
-
-user bob
-topic read pumpctl/#
-topic write pumpctl/+/+/cmd/bob
-
-user viewer
-topic read pumpctl/#
-"""
+         "dashboard": "dashboard-secret"}
 
 
 @pytest.fixture
@@ -77,7 +64,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 @pytest.fixture(scope="session")
 def auth_files(tmp_path_factory: pytest.TempPathFactory) -> AuthFiles:
-    return make_auth(tmp_path_factory.mktemp("auth"), USERS, ACL)
+    return make_auth(tmp_path_factory.mktemp("auth"), USERS, EXAMPLE_ACL.read_text())
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -16,8 +17,8 @@ import pytest
 from pumpctl.telemetry.remote import MAX_COMMAND_BYTES, RemoteCommands
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run
 from pumpctl.telemetry.topics import Topics
-from tests.telemetry.broker import Mosquitto, TlsFiles
-from tests.telemetry.conftest import USERS
+from tests.telemetry.broker import AuthFiles, Mosquitto, TlsFiles, free_port
+from tests.telemetry.conftest import EXAMPLE_ACL, USERS
 
 CMD = "pumpctl/lab/p1/cmd"
 
@@ -101,10 +102,10 @@ async def test_the_acl_keeps_out_viewers_and_impostors(
         secure_broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path) -> None:
     hooks, notes = FakeHooks(), list[dict[str, Any]]()
     async with pump_with_commands(secure_broker, tls_files, tmp_path, hooks, notes), \
-            as_user(secure_broker, tls_files, "viewer") as viewer, \
+            as_user(secure_broker, tls_files, "dashboard") as viewer, \
             as_user(secure_broker, tls_files, "bob") as bob:
         stop = json.dumps({"command": "stop"})
-        await viewer.publish(f"{CMD}/viewer", stop, qos=1)  # may read, may not command
+        await viewer.publish(f"{CMD}/dashboard", stop, qos=1)  # may read, may not command
         await bob.publish(f"{CMD}/alice", stop, qos=1)  # may not speak for alice
         await bob.publish(f"{CMD}/bob", json.dumps({"command": "pause"}), qos=1)  # barrier
         await hooks.wait_calls(1)
@@ -140,7 +141,7 @@ async def test_viewer_reads_what_the_pump_publishes(
         secure_broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path) -> None:
     hooks, notes = FakeHooks(), list[dict[str, Any]]()
     async with pump_with_commands(secure_broker, tls_files, tmp_path, hooks, notes), \
-            as_user(secure_broker, tls_files, "viewer") as viewer:
+            as_user(secure_broker, tls_files, "dashboard") as viewer:
         await viewer.subscribe("pumpctl/lab/p1/status", qos=1)
         message = await asyncio.wait_for(anext(aiter(viewer.messages)), 10)
         assert (message.payload, message.retain) == (b"online", True)
@@ -193,3 +194,40 @@ def test_handler_ignores_foreign_topics_and_bad_fields(caplog: pytest.LogCapture
                              retained=False)
     assert decision is not None and not decision.accepted and "200" in decision.detail
     assert hooks.calls == [] and len(notes) == 2 and remote.ignored == 3
+
+
+async def test_the_example_lab_broker_config_works(
+        tmp_path: Path, tls_files: TlsFiles, auth_files: AuthFiles) -> None:
+    """configs/mosquitto/pumpctl-lab.conf, with only paths and ports swapped for test ones."""
+    text = (EXAMPLE_ACL.parent / "pumpctl-lab.conf").read_text()
+    tls_port, plain_port = free_port(), free_port()
+    swaps = {
+        "listener 8883": f"listener {tls_port} 127.0.0.1",
+        "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
+        "/etc/mosquitto/certs/lab-ca.pem": str(tls_files.ca),
+        "/etc/mosquitto/certs/broker.pem": str(tls_files.cert),
+        "/etc/mosquitto/certs/broker.key": str(tls_files.key),
+        "/etc/mosquitto/pumpctl.passwd": str(auth_files.password_file),
+        "/etc/mosquitto/pumpctl.acl": str(auth_files.acl_file),
+        "/var/lib/mosquitto/": f"{tmp_path}/",
+        "log_dest syslog": "log_dest stderr\nlog_type information",
+    }
+    for old, new in swaps.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    broker = Mosquitto(tmp_path, port=tls_port, raw_conf=f"user {getpass.getuser()}\n{text}")
+    broker.start()
+    try:
+        async with as_user(broker, tls_files, "pump") as pump:
+            await pump.publish("pumpctl/lab/p1/status", b"online", qos=1, retain=True)
+        local = aiomqtt.Client("127.0.0.1", plain_port, username="dashboard",
+                               password=USERS["dashboard"], timeout=10)
+        async with local:
+            await local.subscribe("pumpctl/#", qos=1)
+            message = await asyncio.wait_for(anext(aiter(local.messages)), 10)
+            assert (message.topic.value, message.payload) == ("pumpctl/lab/p1/status", b"online")
+        with pytest.raises(aiomqtt.MqttCodeError):
+            async with aiomqtt.Client("127.0.0.1", plain_port, timeout=10):
+                pass
+    finally:
+        broker.stop()
