@@ -203,3 +203,16 @@ def test_ignore_first_command_quirk_is_tolerated_at_open() -> None:
         async with embedded_newera(LoopClock(), faults=faults) as (_, d):
             assert d.identity is not None and d.identity.model == "NE-1000"
     vrun(main())
+
+
+def test_inject_times_count_from_simulator_start() -> None:
+    async def main() -> None:
+        async with embedded_newera(LoopClock()) as (sim, d):
+            await _running(d, 60)
+            await asyncio.sleep(10)
+            sim.pump(0).inject(Fault(FaultKind.STUCK_MOTOR, 30.0))  # 30 s after start, not now
+            await asyncio.sleep(40)
+            # moved for about 30 s (less the start-up slack), then stuck
+            assert sim.pump(0).model.delivered_ml == pytest.approx(0.5, abs=0.01)
+            assert (await d.status()).infused_ml == pytest.approx(50 / 60, abs=0.01)
+    vrun(main())
