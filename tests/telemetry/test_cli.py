@@ -98,7 +98,7 @@ async def test_flush_sends_what_a_dead_run_left_behind(
         n = message_count(records)
         assert result.stdout.strip() == f"sent {n} of {n} spooled messages"
         await witness.wait_for(lambda c: len(c.on("telemetry")) == 5)
-    assert [json.loads(x.payload)["seq"] for x in witness.on("telemetry")] == [  # type: ignore[arg-type]
+    assert [json.loads(x.payload)["seq"] for x in witness.on("telemetry")] == [
         r["seq"] for r in records if r["type"] == "sample"]
     assert list(spool_dir.glob("seg-*.jsonl")) == []
 
