@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pumpctl.drivers.base import Direction, PumpOutOfRange, PumpStatus
+from pumpctl.drivers.base import Direction, PumpAlarmError, PumpOutOfRange, PumpStatus
 from pumpctl.drivers.newera.codec import ValueRefused
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import PumpUrl, open_bus, open_driver, parse_pump_url
@@ -209,6 +209,10 @@ def run(ctx: typer.Context) -> None:
     With safe mode armed the pump stops itself when this command's process has gone for
     longer than the watchdog time: use `watch --run` to keep it running."""
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        if d.alarm is not None:
+            raise PumpAlarmError(d.alarm, f"pump {d.address} is in alarm "
+                                 f"({d.alarm.kind.value}: {d.alarm.message}); check it, then "
+                                 "'pumpctl pump clear' acknowledges it")
         await d.run()
         return _status_dict(await d.status())
     _with_pump(ctx, action)

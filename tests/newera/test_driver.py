@@ -282,3 +282,21 @@ def test_set_address_moves_the_pump() -> None:
             with pytest.raises(PumpOutOfRange, match="address 100"):
                 await d.set_address(100)
     vrun(main())
+
+
+def test_stall_found_at_open_stays_sticky_but_power_up_does_not() -> None:
+    async def main() -> None:
+        async with driver_line(2) as (sim, bus):
+            sim.pump(1).alarm = "S"  # left stalled before this session
+            a, b = bus.pump(0), bus.pump(1)
+            await a.open()
+            await b.open()
+            assert a.alarm is None and a.alarm_at_open is not None
+            assert b.alarm is not None and b.alarm.kind is AlarmKind.STALL
+            with pytest.raises(PumpAlarmError):
+                await b.run()
+            await b.acknowledge_alarm()
+            await b.set_rate(5)
+            await b.run()
+            assert sim.pump(1).model.running
+    vrun(main())

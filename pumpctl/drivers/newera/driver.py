@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from pumpctl.drivers.base import (
     Alarm,
+    AlarmKind,
     Direction,
     PumpAlarmError,
     PumpChecksumError,
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 DIAMETER_RANGE_MM = (0.1, 80.0)
 MAX_WATCHDOG_S = 255
 _RETRYABLE = (PumpTimeout, PumpChecksumError, PumpProtocolError)
+# Alarms a pump is expected to hold when a session starts: it was powered up, or the previous
+# controller's watchdog stopped it. Either way it is stopped and nothing needs deciding.
+_BENIGN_AT_OPEN = (AlarmKind.POWER_RESET, AlarmKind.WATCHDOG)
 
 
 def _same(a: float, b: float) -> bool:
@@ -93,14 +97,18 @@ class NewEraDriver:
                                       f"(two safe-framed SAF queries, {self.bus.timeout_s:g} s "
                                       "each)") from None
         assert reply is not None
-        if reply.alarm is not None:
-            self.alarm_at_open = reply.alarm  # acknowledged by that query; the pump is stopped
+        found = reply.alarm
+        if found is not None:
+            self.alarm_at_open = found  # acknowledged at the pump by that query
             reply = await self.bus.transact(self.address, "SAF", safe=True,
                                             framing=Framing.EITHER)
         self._note(reply)
         self._safe = reply.safe
         self.safe_s = self._parse_int(reply, "SAF")
         self._opened = True
+        if found is not None and found.kind not in _BENIGN_AT_OPEN:
+            # A stall or program error from before we came: it needs an explicit decision.
+            self.alarm = found
         self.identity = await self.identify()
         if self._want_safe_s is not None and self._want_safe_s != self.safe_s:
             await self.set_watchdog(self._want_safe_s)
@@ -137,7 +145,7 @@ class NewEraDriver:
 
     def _record_alarm(self, alarm: Alarm) -> None:
         if self._opened and self.alarm is None:
-            log.warning("pump %d alarm: %s", self.address, alarm.message)
+            log.info("pump %d alarm: %s", self.address, alarm.message)
         if not self._opened:
             self.alarm_at_open = alarm
             return
@@ -409,5 +417,5 @@ class NewEraDriver:
                 self.heartbeat_error = None
             except PumpError as exc:
                 self.heartbeat_error = exc
-                log.warning("heartbeat to pump %d failed: %s", self.address, exc)
+                log.info("heartbeat to pump %d failed: %s", self.address, exc)
                 await asyncio.sleep(period)
