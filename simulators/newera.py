@@ -160,7 +160,6 @@ class NewEraSimulator:
     def _handle(self, data: bytes) -> None:
         for packet in self._framer.feed(data, self.clock.monotonic()):
             self._dispatch(packet)
-        self._poke()
 
     def _dispatch(self, packet: Packet) -> None:
         command = split_command(packet.text)

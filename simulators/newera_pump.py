@@ -238,6 +238,8 @@ class SimulatedPump:
         if packet.safe:
             if not packet.valid:
                 return self._send(f"{self._prefix()}?COM", self.safe_mode)
+            if self._last_valid_at is None and self.safe_mode:
+                self._wake()  # the watchdog starts now: the service task must know
             self._last_valid_at = now
         elif self.safe_mode:
             return None  # a pump in safe mode ignores plain CR-terminated commands
@@ -247,6 +249,10 @@ class SimulatedPump:
             return self._send(f"{self.address:02d}A?{letter}", self.safe_mode)
         assert command is not None
         text = self.execute(command)
+        if command.data or command.name in ("RUN", "STP"):
+            # Something changed that may bring the next event (stall, target, watchdog)
+            # closer; plain queries, the bulk of the traffic, need no wake-up.
+            self._wake()
         return self._send(text, self.safe_mode)
 
     def _send(self, text: str, safe: bool) -> tuple[bytes, float] | None:
