@@ -55,6 +55,16 @@ def test_injected_fault_stops_the_pump(fault: str, expected: tuple[str, ...], st
     assert first["elapsed_s"] < TEN_MIN + 120, first
 
 
+def test_power_reset_keeps_the_delivered_volume(standard: RateProgram, tmp_path: Path) -> None:
+    """The reset clears the pump's counter; the summary keeps what was journaled before."""
+    run = run_scenario(standard, tmp_path, faults=[parse_fault("power-reset@10m")])
+    assert_safe_end(run, standard, "pump_alarm")
+    assert run.infused_ml == 0.0  # the simulated pump lost its counter
+    before = [r["infused_ml"] for r in run.records if r["type"] == "sample"]
+    assert run.result.delivered_volume_ml == pytest.approx(max(before))
+    assert run.result.delivered_volume_ml == pytest.approx(run.delivered_ml, abs=0.02)
+
+
 def test_syringe_empty_alarm_names_the_cause(standard: RateProgram, tmp_path: Path) -> None:
     run = run_scenario(standard, tmp_path, faults=[parse_fault("syringe-empty@10m")])
     first = next(rec for rec in run.records if rec["type"] == "alarm")

@@ -501,7 +501,8 @@ class InfusionController:
         now = self._now()
         self._last_status = st
         delivered = self.baseline_ml + st.infused_ml
-        self._delivered = delivered
+        # A counter that went backwards (power reset) must not erase what was delivered.
+        self._delivered = max(self._delivered, delivered)
         plan_t = self._plan_t(now)
         breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now,
                                              measured_ml=measured)

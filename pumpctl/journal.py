@@ -5,8 +5,8 @@ with a single `os.write` on an `O_APPEND` descriptor, so a killed process loses 
 written and never leaves half a line unless it dies inside that one call. Alarms, state
 changes, commands, segments and the header/summary are also `fsync`ed at once, so a host crash
 loses at most the status samples of the last real second (at most the last sample at the
-default 1 Hz poll). Samples are fsynced at most once per real second, which keeps a
-virtual-time run of thousands of samples fast.
+default 1 Hz poll). Samples are fsynced at most once per real second, on a worker thread, which
+keeps a virtual-time run of thousands of samples fast and a fleet's event loop unblocked.
 
 After the journal has a record, it is handed to each `RecordSink` (telemetry, the console).
 """
@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -128,8 +130,12 @@ class Journal:
                 n = os.write(self._fd, view)
                 view = view[n:]
             now = time.monotonic()
-            if durable or now - self._last_sync >= self._sample_sync_s:
+            if durable:
                 os.fsync(self._fd)
+                self._last_sync = now
+                self._unsynced = False
+            elif now - self._last_sync >= self._sample_sync_s:
+                _background_fsync(self._fd)  # a slow disk must not stall the event loop
                 self._last_sync = now
                 self._unsynced = False
             else:
@@ -146,6 +152,37 @@ class Journal:
         finally:
             os.close(self._fd)
             self._fd = None
+
+
+_sync_queue: queue.SimpleQueue[int] | None = None
+_sync_lock = threading.Lock()
+
+
+def _sync_worker(q: queue.SimpleQueue[int]) -> None:
+    while True:
+        fd = q.get()
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # the durable records that follow will fsync (and report) synchronously
+        finally:
+            os.close(fd)
+
+
+def _background_fsync(fd: int) -> None:
+    """fsync a duplicate of `fd` on a worker thread (the duplicate outlives a close of `fd`).
+
+    fsync usually takes well under a millisecond but now and then hundreds of milliseconds
+    (a filesystem journal commit); with many pumps on one event loop those stalls would make
+    every controller late. Samples are allowed to be lost on a host crash, events are not.
+    """
+    global _sync_queue
+    with _sync_lock:
+        if _sync_queue is None:
+            _sync_queue = queue.SimpleQueue()
+            threading.Thread(target=_sync_worker, args=(_sync_queue,), name="journal-fsync",
+                             daemon=True).start()
+    _sync_queue.put(os.dup(fd))
 
 
 def _jsonable(value: Any) -> Any:
