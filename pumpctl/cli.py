@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 import typer
-from typer.exceptions import TyperException
 from rich.console import Console
+from typer.exceptions import TyperException
 
 from pumpctl import __version__
 from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry

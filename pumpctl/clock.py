@@ -11,9 +11,10 @@ a fraction of a second while the code under test still uses plain `asyncio.sleep
 from __future__ import annotations
 
 import asyncio
+import inspect
 import selectors
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -100,7 +101,9 @@ class _VirtualSelector(selectors.BaseSelector):
         if events or timeout == 0:
             return events
         if self._has_external_fds():
-            grace = self._loop.io_grace_s if timeout is None else min(self._loop.io_grace_s, timeout)
+            grace = self._loop.io_grace_s
+            if timeout is not None:
+                grace = min(grace, timeout)
             events = self._real.select(grace)
             if events:
                 return events
@@ -118,7 +121,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self._virtual_now = 0.0
         self.io_grace_s = io_grace_s
-        real = self._selector  # type: ignore[attr-defined]
+        real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
         self._selector = _VirtualSelector(real, self)
 
     def time(self) -> float:
@@ -137,14 +140,21 @@ def run(main: Coroutine[Any, Any, T], *, virtual: bool = False, io_grace_s: floa
         return runner.run(main)
 
 
-async def wait_until(predicate: Awaitable[bool] | Any, clock: Clock, interval: float = 0.05,
-                     timeout: float = 10.0) -> bool:
-    """Poll `predicate()` on `clock` until true or `timeout` elapses; returns the last result."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    clock: Clock,
+    interval: float = 0.05,
+    timeout: float = 10.0,
+) -> bool:
+    """Poll `predicate()` on `clock` until true or `timeout` elapses; returns the last result.
+
+    For conditions that have no event to wait on (a pump's physical state, a broker's view);
+    under a virtual loop each poll costs no wall time.
+    """
     deadline = clock.monotonic() + timeout
     while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
+        outcome = predicate()
+        result = await outcome if inspect.isawaitable(outcome) else outcome
         if result or clock.monotonic() >= deadline:
             return bool(result)
         await clock.sleep(interval)

@@ -101,7 +101,8 @@ class PumpAlarmError(PumpError):
     """The pump is in alarm; the alarm must be acknowledged before it can run."""
 
     def __init__(self, alarm: Alarm, message: str | None = None) -> None:
-        super().__init__(message or f"pump alarm {alarm.kind.value} ({alarm.code}) {alarm.message}".strip())
+        default = f"pump alarm {alarm.kind.value} ({alarm.code}) {alarm.message}".strip()
+        super().__init__(message or default)
         self.alarm = alarm
 
 
