@@ -25,6 +25,7 @@ class FaultKind(StrEnum):
     DROP_REPLIES = "drop-replies"  # the next `count` replies are not sent
     DELAY_REPLIES = "delay-replies"  # the next `count` replies are sent `delay` s late
     CORRUPT_BYTES = "corrupt-bytes"  # one byte of each of the next `count` replies is flipped
+    # (with inbound=1: of the next `count` packets the pump receives)
     POWER_RESET = "power-reset"  # power lost for `off` s: stops, R alarm at power-up
     STUCK_MOTOR = "stuck-motor"  # steps are counted but nothing moves
     FREE_FLOW = "free-flow"  # delivered flow is `factor` times the plunger flow
@@ -37,7 +38,7 @@ FAULT_PARAMS: dict[FaultKind, dict[str, float]] = {
     FaultKind.SYRINGE_EMPTY: {},
     FaultKind.DROP_REPLIES: {"count": 1},  # count -1 = every reply from then on
     FaultKind.DELAY_REPLIES: {"count": 1, "delay": 2.0},
-    FaultKind.CORRUPT_BYTES: {"count": 1, "index": 1, "mask": 0x40},
+    FaultKind.CORRUPT_BYTES: {"count": 1, "index": 1, "mask": 0x40, "inbound": 0},
     FaultKind.POWER_RESET: {"off": 0.0},
     FaultKind.STUCK_MOTOR: {},
     FaultKind.FREE_FLOW: {"factor": 1.5},
@@ -115,5 +116,6 @@ def parse_fault(text: str) -> Fault:
             raise FaultSpecError(f"fault parameter {key}={value!r} in {text!r} is not finite")
         if key == "pump" and not (number.is_integer() and 0 <= number <= 99):
             raise FaultSpecError(f"fault parameter pump={value} in {text!r} is not an address 0-99")
-        params[key] = int(number) if key in ("pump", "count", "index", "mask") else number
+        integral = ("pump", "count", "index", "mask", "inbound")
+        params[key] = int(number) if key in integral else number
     return Fault(kind, at_s, params)

@@ -82,6 +82,7 @@ class SimulatedPump:
         self._delay_left = 0
         self._delay_s = 0.0
         self._corrupt_left = 0
+        self._corrupt_in_left = 0  # received packets damaged "on the wire" to the pump
         self._corrupt_index = 1
         self._corrupt_mask = 0x40
         self._scheduled: list[tuple[float, Fault]] = []
@@ -194,7 +195,10 @@ class SimulatedPump:
             self._delay_left = int(fault.param("count"))
             self._delay_s = fault.param("delay")
         elif kind is FaultKind.CORRUPT_BYTES:
-            self._corrupt_left = int(fault.param("count"))
+            if fault.param("inbound"):
+                self._corrupt_in_left = int(fault.param("count"))
+            else:
+                self._corrupt_left = int(fault.param("count"))
             self._corrupt_index = int(fault.param("index"))
             self._corrupt_mask = int(fault.param("mask")) or 0x40
         elif kind is FaultKind.POWER_RESET:
@@ -235,6 +239,11 @@ class SimulatedPump:
         if self._ignore_next:
             self._ignore_next = False
             return None
+        if self._corrupt_in_left and packet.valid:
+            self._corrupt_in_left -= 1 if self._corrupt_in_left > 0 else 0
+            if not packet.safe:
+                return self._send(f"{self._prefix()}?", self.safe_mode)  # garbled text
+            packet = Packet(packet.text, safe=True, valid=False)  # its CRC no longer matches
         if packet.safe:
             if not packet.valid:
                 return self._send(f"{self._prefix()}?COM", self.safe_mode)

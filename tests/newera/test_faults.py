@@ -216,3 +216,14 @@ def test_inject_times_count_from_simulator_start() -> None:
             assert sim.pump(0).model.delivered_ml == pytest.approx(0.5, abs=0.01)
             assert (await d.status()).infused_ml == pytest.approx(50 / 60, abs=0.01)
     vrun(main())
+
+
+def test_corrupted_request_gets_com_and_is_a_checksum_error() -> None:
+    async def main() -> None:
+        async with embedded_newera(LoopClock(), safe_s=30) as (sim, d):
+            fault = parse_fault("corrupt-bytes@0s:inbound=1,count=2")
+            sim.pump(0).apply(fault)
+            with pytest.raises(PumpChecksumError, match=r"\?COM"):
+                await d.diameter()  # both attempts arrive damaged; the pump says so
+            assert await d.diameter() == 26.59
+    vrun(main())

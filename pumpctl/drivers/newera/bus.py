@@ -95,6 +95,12 @@ class NewEraBus:
         assert isinstance(driver, NewEraDriver)
         return driver
 
+    def moved(self, driver: NewEraDriver, old: int, new: int) -> None:
+        """A driver's pump took a new address (`*ADR`): `pump(new)` now returns it."""
+        if self._drivers.get(old) is driver:
+            del self._drivers[old]
+        self._drivers[new] = driver
+
     def add_alarm_listener(self, listener: AlarmListener) -> None:
         """Called with (address, alarm) for alarm packets nobody asked for."""
         self._alarm_listeners.append(listener)

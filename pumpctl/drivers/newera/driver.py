@@ -158,20 +158,23 @@ class NewEraDriver:
             self._record_alarm(alarm)
 
     async def _query(self, command: str, data: str = "") -> Reply:
-        """A read: retried on timeout or garbled reply; an alarm reply (which the pump used
-        to answer instead of executing) is recorded and the read repeated."""
+        """A read: retried on timeout, a garbled reply or `?COM` (our packet was damaged on
+        the way); an alarm reply (which the pump used to answer instead of executing) is
+        recorded and the read repeated."""
         last: PumpError | None = None
         for _ in range(1 + self.bus.retries):
             try:
                 reply = await self._send(command, data)
+                if reply.alarm is not None:
+                    reply = await self._send(command, data)
+                    if reply.alarm is not None:
+                        raise PumpAlarmError(reply.alarm)
+                error = codec.error_for(reply, f"{command}{data}")
+                if isinstance(error, PumpChecksumError):
+                    raise error
             except _RETRYABLE as exc:
                 last = exc
                 continue
-            if reply.alarm is not None:
-                reply = await self._send(command, data)
-                if reply.alarm is not None:
-                    raise PumpAlarmError(reply.alarm)
-            error = codec.error_for(reply, f"{command}{data}")
             if error is not None:
                 raise error
             return reply
@@ -343,6 +346,7 @@ class NewEraDriver:
         if not 0 <= new <= codec.MAX_ADDRESS:
             raise PumpOutOfRange(f"address {new} is outside 0-{codec.MAX_ADDRESS}")
         await self._send("*ADR", str(new), reply_address=new)
+        self.bus.moved(self, self.address, new)
         self.address = new
 
     # ---- motion -----------------------------------------------------------------------------
