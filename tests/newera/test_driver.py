@@ -300,3 +300,15 @@ def test_stall_found_at_open_stays_sticky_but_power_up_does_not() -> None:
             await b.run()
             assert sim.pump(1).model.running
     vrun(main())
+
+
+def test_watchdog_can_be_armed_whatever_the_alarm_state() -> None:
+    async def main() -> None:
+        async with driver_line() as (sim, bus):
+            d = bus.pump(0)
+            await d.open()
+            sim.pump(0).raise_alarm("S")
+            await d.set_watchdog(5)  # answered with the alarm, then sent again
+            assert sim.pump(0).safe_s == 5 and d.safe_s == 5
+            assert d.alarm is not None and d.alarm.kind is AlarmKind.STALL  # still ours to ack
+    vrun(main())

@@ -96,6 +96,9 @@ class NewEraDriver:
                     raise PumpTimeout(f"no pump answers at address {self.address} "
                                       f"(two safe-framed SAF queries, {self.bus.timeout_s:g} s "
                                       "each)") from None
+            except _RETRYABLE:
+                if attempt:
+                    raise
         assert reply is not None
         found = reply.alarm
         if found is not None:
@@ -308,18 +311,20 @@ class NewEraDriver:
     async def set_watchdog(self, seconds: int) -> None:
         if not (isinstance(seconds, int) and 0 <= seconds <= MAX_WATCHDOG_S):
             raise PumpOutOfRange(f"watchdog {seconds!r} s is outside 0-{MAX_WATCHDOG_S} s")
-        if self.alarm is not None:
-            raise PumpAlarmError(self.alarm, f"pump {self.address} is in alarm "
-                                 f"({self.alarm.kind.value}): acknowledge it before SAF")
+        # Allowed with a sticky alarm: arming the pump's own safety net is never refused.
         # Always safe-framed: a pump in either mode takes it, and answers in the new mode.
-        reply: Reply | None
-        try:
-            reply = await self.bus.transact(self.address, "SAF", str(seconds), safe=True,
-                                            framing=Framing.EITHER)
-        except _RETRYABLE:
-            reply = None
-        if reply is not None:
+        reply: Reply | None = None
+        for _ in range(2):  # an alarm answer means "not executed, alarm now acknowledged"
+            try:
+                reply = await self.bus.transact(self.address, "SAF", str(seconds), safe=True,
+                                                framing=Framing.EITHER)
+            except _RETRYABLE:
+                reply = None  # settled by the read-back below
+                break
             self._note(reply)
+            if reply.alarm is None:
+                break
+        if reply is not None:
             if reply.alarm is not None:
                 raise PumpAlarmError(reply.alarm)
             error = codec.error_for(reply, f"SAF{seconds}")
@@ -336,10 +341,21 @@ class NewEraDriver:
             await self.stop_heartbeat()
 
     async def _verify_watchdog(self) -> int:
-        reply = await self.bus.transact(self.address, "SAF", safe=True, framing=Framing.EITHER)
-        self._note(reply)
-        self._safe = reply.safe
-        return self._parse_int(reply, "SAF")
+        """Safe-framed `SAF` query (either mode answers it), retried like any read."""
+        last: PumpError | None = None
+        for _ in range(1 + self.bus.retries):
+            try:
+                reply = await self.bus.transact(self.address, "SAF", safe=True,
+                                                framing=Framing.EITHER)
+            except _RETRYABLE as exc:
+                last = exc
+                continue
+            self._note(reply)
+            if reply.alarm is not None:
+                continue  # acknowledged now; ask again
+            self._safe = reply.safe
+            return self._parse_int(reply, "SAF")
+        raise last or PumpAlarmError(self.alarm or codec.alarm_from_letter("?"))
 
     async def set_address(self, new: int) -> None:
         """`*ADR`: every pump on the line takes it, so connect one pump at a time."""
