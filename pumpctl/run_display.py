@@ -62,23 +62,35 @@ class RunDisplay:
         return None
 
     def __rich__(self) -> RenderableType:
-        table = Table(title="pumpctl run (Research Use Only)", expand=False)
-        for col in ("channel", "state", "rate mL/h", "delivered / plan mL", "dose mg",
-                    "mg/kg", "elapsed", "remaining", "alarms"):
-            table.add_column(col, justify="right" if col != "channel" else "left")
+        """One column per channel, one row per figure (fits 80 columns for a few pumps)."""
+        table = Table(title="pumpctl run (Research Use Only)", show_header=len(self.headers) > 1)
+        table.add_column("")
+        cells: dict[str, list[RenderableType]] = {}
         for ch, header in self.headers.items():
+            table.add_column(ch, justify="right")
             s = self.samples.get(ch, {})
             n_alarms = sum(1 for a in self.alarms if a.get("channel") == ch)
             per_kg = s.get("dose_mg_per_kg")
-            table.add_row(
-                ch, self.states.get(ch, "preparing") if not s else
-                (s.get("state", "") + (" (paused)" if s.get("paused") else "")),
-                f"{s.get('rate_ml_h', 0.0):.4g}" if s else "-",
-                f"{s.get('infused_ml', 0.0):.3f} / {header.get('total_volume_ml', 0.0):.3f}",
-                f"{s.get('dose_mg', 0.0):.3f}" if s else "-",
-                f"{per_kg:.4f}" if per_kg is not None else "-",
-                _fmt_s(s.get("elapsed_s")), _fmt_s(s.get("remaining_s")),
-                Text(str(n_alarms), style="bold red" if n_alarms else ""))
+            state = s.get("state", "") + (" (paused)" if s.get("paused") else "") if s else \
+                self.states.get(ch, "preparing")
+            last = next((a for a in reversed(self.alarms) if a.get("channel") == ch), None)
+            column: dict[str, RenderableType] = {
+                "state": state,
+                "rate mL/h": f"{s.get('rate_ml_h', 0.0):.4g}" if s else "-",
+                "volume mL": f"{s.get('infused_ml', 0.0):.3f} of "
+                             f"{header.get('total_volume_ml', 0.0):.3f}",
+                "planned so far mL": f"{s.get('planned_ml', 0.0):.3f}" if s else "-",
+                "dose mg": f"{s.get('dose_mg', 0.0):.3f} of {header.get('total_dose_mg', 0.0):.3f}",
+                "dose mg/kg": f"{per_kg:.4f}" if per_kg is not None else "-",
+                "elapsed": _fmt_s(s.get("elapsed_s")),
+                "remaining": _fmt_s(s.get("remaining_s")),
+                "alarms": Text(f"{n_alarms}" + (f" (last: {last.get('kind')})" if last else ""),
+                               style="bold red" if n_alarms else ""),
+            }
+            for name, value in column.items():
+                cells.setdefault(name, []).append(value)
+        for name, values in cells.items():
+            table.add_row(name, *values)
         return table
 
 
