@@ -124,3 +124,41 @@ def test_signals_stop_the_run(sig: int, reason: str, tmp_path: Path) -> None:
     stopping = next(r for r in records if r["type"] == "state" and r["state"] == "stopping")
     assert stopping["reason"] == reason and stopping["sender"] == "signal"
     assert [r["state"] for r in records if r["type"] == "state"][-2:] == ["stopped", "aborted"]
+
+
+def test_ctrl_c_on_a_terminal_asks_before_stopping(tmp_path: Path) -> None:
+    """With a terminal on stdin, Ctrl-C asks "stop?"; answering y stops the run (exit 5)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pumpctl.cli", "run", str(STANDARD), "--weight", "70", "--sim",
+         "--speed", "20", "--journal", str(tmp_path), "--json"],
+        cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # another process: poll its journal
+            files = list(tmp_path.glob("*.jsonl"))
+            if files and sum(r["type"] == "sample" for r in read_records(files[0])) >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGINT)
+        asked = b""
+        assert proc.stderr is not None
+        while b"stop the infusion?" not in asked:  # blocks until the question is on stderr
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, "stderr closed before the question"
+            asked += chunk
+        records = read_records(next(tmp_path.glob("*.jsonl")))  # still running meanwhile
+        assert not any(r["type"] == "state" and r["state"] == "stopping" for r in records)
+        os.write(master, b"y\n")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5, err
+    records = read_records(next(tmp_path.glob("*.jsonl")))
+    stopping = next(r for r in records if r["type"] == "state" and r["state"] == "stopping")
+    assert stopping["sender"] == "operator" and "confirmed" in stopping["reason"]
