@@ -153,7 +153,7 @@ def test_ctrl_c_on_a_terminal_asks_before_stopping(tmp_path: Path) -> None:
         records = read_records(next(tmp_path.glob("*.jsonl")))  # still running meanwhile
         assert not any(r["type"] == "state" and r["state"] == "stopping" for r in records)
         os.write(master, b"y\n")
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         os.close(master)
         if proc.poll() is None:
