@@ -111,3 +111,21 @@ def test_sim_rejects_bad_fault_spec(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "fault kind 'jam'" in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "ne").exists()
+
+
+def test_sim_over_tcp(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*PUMPCTL, "sim", "newera", "--tcp", "127.0.0.1:0", "--baud", "0",
+                             "--diameter", "14.5"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ready = _ready_line(proc)
+        endpoint = next(w for w in ready.split() if w.startswith("tcp=")).removeprefix("tcp=")
+        result = subprocess.run([*PUMPCTL, "pump", "--port", f"newera+tcp://{endpoint}",
+                                 "--json", "info"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        info = json.loads(result.stdout)
+        assert info["diameter_mm"] == 14.5 and info["volume_units"] == "ML"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
