@@ -178,6 +178,8 @@ class InfusionController:
         self._monitoring_i = 0
         self._last_status: PumpStatus | None = None
         self._stop_request: tuple[str, str] | None = None
+        self._header_written = False
+        self._pending_notes: list[tuple[str, dict[str, Any]]] = []
 
     # -- remote-control hooks (loop-safe, not thread-safe) -------------------------------
 
@@ -186,6 +188,23 @@ class InfusionController:
 
     def request_resume(self, reason: str, sender: str) -> None:
         self._request("resume", reason, sender)
+
+    def add_sink(self, sink: RecordSink) -> None:
+        """Add a sink before `run()` (e.g. telemetry that needs this controller's hooks)."""
+        if self.journal is not None:
+            raise RuntimeError("sinks must be added before the run starts")
+        self.sinks.append(sink)
+
+    def journal_note(self, note: dict[str, Any]) -> None:
+        """Journal a record on behalf of another component (e.g. a remote command received
+        by telemetry): `{"type": "command", "op": ..., ...}`. Notes arriving before the
+        header are written right after it, so the header always comes first."""
+        body = dict(note)
+        kind = str(body.pop("type", "command"))
+        if self.journal is None or not self._header_written:
+            self._pending_notes.append((kind, body))
+        else:
+            self.journal.write(kind, **body)
 
     def request_stop(self, reason: str, sender: str) -> None:
         self._request("stop", reason, sender)
@@ -296,6 +315,10 @@ class InfusionController:
         except PumpError as exc:
             ident_error = exc
         self._write_header(identity)
+        self._header_written = True
+        for kind, body in self._pending_notes:
+            self._j().write(kind, **body)
+        self._pending_notes.clear()
         if ident_error is not None:
             self._j().write("command", op="identify", args={}, error=str(ident_error),
                             error_type=type(ident_error).__name__)

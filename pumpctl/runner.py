@@ -38,6 +38,9 @@ class RunEnded(PumpctlError):
     result: RunResult | None = None
 
 
+SinkFactory = Callable[[InfusionController], contextlib.AbstractAsyncContextManager[RecordSink]]
+
+
 class RunAborted(RunEnded):
     """The run was stopped by the operator (or a signal) before the plan was complete."""
 
@@ -63,7 +66,10 @@ class RunOptions:
     resume: str | None = None
     json: bool = False
     channel: str = "pump0"
-    sinks: list[RecordSink] = field(default_factory=list)  # e.g. MQTT telemetry (added by caller)
+    sinks: list[RecordSink] = field(default_factory=list)  # extra sinks, closed after the run
+    # Sinks that need the controller (its request_* hooks, journal_note), e.g. MQTT telemetry:
+    # each is entered after the controller exists and exited after the run.
+    sink_factories: list[SinkFactory] = field(default_factory=list)
 
 
 def make_extra_sinks(opts: RunOptions) -> list[RecordSink]:
@@ -169,8 +175,11 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal {opts.journal_dir}/"
                               f"{ctl.run_id}.jsonl", highlight=False)
-            with _signals(ctl, console), _live(display, console, enabled=not opts.json):
-                return await ctl.run()
+            async with contextlib.AsyncExitStack() as stack:
+                for factory in opts.sink_factories:  # telemetry sinks are created here
+                    ctl.add_sink(await stack.enter_async_context(factory(ctl)))
+                with _signals(ctl, console), _live(display, console, enabled=not opts.json):
+                    return await ctl.run()
     finally:
         for sink in sinks:
             with contextlib.suppress(Exception):

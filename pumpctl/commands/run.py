@@ -11,7 +11,7 @@ from rich.console import Console
 
 from pumpctl.errors import PumpctlError
 from pumpctl.run_display import summary_table
-from pumpctl.runner import RunOptions, execute
+from pumpctl.runner import RunOptions, SinkFactory, execute
 from pumpctl.timescale import parse_speed
 
 
@@ -49,13 +49,25 @@ def run(
     console = Console(stderr=as_json, highlight=False)
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
-                      sim_faults=list(sim_fault or []), resume=resume, json=as_json)
+                      sim_faults=list(sim_fault or []), resume=resume, json=as_json,
+                      sink_factories=telemetry_sink_factories())
     try:
         result = execute(opts, console)
     except PumpctlError as exc:
         _print_outcome(exc, as_json, console)
         raise
     _print_result(result, as_json, console)
+
+
+def telemetry_sink_factories() -> list[SinkFactory]:
+    """Where `pumpctl run`'s telemetry (MQTT) sinks are created.
+
+    Each factory gets the controller (for `request_*` hooks and `journal_note`) and returns an
+    async context manager yielding a `RecordSink`, e.g.
+    `lambda ctl: telemetry_for_run(url, site=..., pump_id=ctl.channel, controller_hooks=ctl,
+    journal_note=ctl.journal_note, spool_dir=...)`. The journal always gets each record first.
+    """
+    return []
 
 
 def _usage(message: str) -> PumpctlError:

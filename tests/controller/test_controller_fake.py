@@ -282,3 +282,30 @@ def test_linked_channels_stop_together(tmp_path: Path) -> None:
                                              (123.456, 123.4), (0.0, 0.0)])
 def test_volume_is_floored_to_the_pump_format(v: float, expected: float) -> None:
     assert floor_to_pump_format(v) == pytest.approx(expected)
+
+
+def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> None:
+    """Telemetry is built after the controller (it needs its hooks) and journals remote
+    commands through `journal_note`; a note before the header waits for it."""
+    sink = ListSink()
+
+    async def main() -> RunResult:
+        ctl = InfusionController(FakeDriver(FakePump()), make_program([(60.0, 60.0)]),
+                                 journal_dir=tmp_path)
+        ctl.add_sink(sink)
+        ctl.journal_note({"type": "command", "op": "remote_command", "args": {"command": "x"},
+                          "sender": "mqtt:alice", "result": "accepted"})
+        task = asyncio.create_task(ctl.run())
+        await asyncio.sleep(30)
+        ctl.journal_note({"type": "command", "op": "remote_command", "args": {}, "sender":
+                          "mqtt:bob", "error": "refused: not allowed"})
+        with pytest.raises(RuntimeError):
+            ctl.add_sink(ListSink())
+        return await task
+
+    result = run_clock(main(), virtual=True)
+    recs = read_records(result.journal_path)
+    assert sink.records == recs and recs[0]["type"] == "header"
+    notes = [r for r in recs if r.get("op") == "remote_command"]
+    assert [n["sender"] for n in notes] == ["mqtt:alice", "mqtt:bob"]
+    assert notes[0]["seq"] == 1 and notes[1]["elapsed_s"] >= 30
