@@ -44,6 +44,7 @@ class SinkStats:
     records: int = 0
     unmapped: int = 0  # records that broke the journal contract (logged, not sent)
     messages: int = 0
+    after_close: int = 0  # records emitted after aclose (a wiring mistake): not sent
 
 
 class TelemetrySink:
@@ -61,7 +62,10 @@ class TelemetrySink:
 
     def emit(self, record: dict[str, Any]) -> None:
         if self._closed:
-            log.warning("telemetry record after close ignored (type %r)", record.get("type"))
+            self.stats.after_close += 1
+            if self.stats.after_close == 1:
+                log.warning("telemetry: records after close are not sent (first: %r)",
+                            record.get("type"))
             return
         self.stats.records += 1
         try:

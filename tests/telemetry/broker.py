@@ -218,3 +218,40 @@ def parse_sub_output(text: str) -> list[tuple[bool, int, str, str]]:
         retained, qos, topic, payload = line.split(" ", 3)
         rows.append((retained == "1", int(qos), topic, payload))
     return rows
+
+
+class SubscriberProcess:
+    """`mosquitto_sub` running alongside a test: its output lines, collected by a thread."""
+
+    def __init__(self, broker: Mosquitto, topic: str, client_id: str) -> None:
+        assert MOSQUITTO_SUB, "mosquitto_sub is not installed"
+        self.proc = subprocess.Popen(
+            [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(broker.port), "-t", topic, "-q", "1",
+             "-i", client_id, "-F", "%r %q %t %p"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not broker.wait_for_log(f"{client_id} 1 {topic}"):
+            self.proc.kill()
+            raise RuntimeError(f"mosquitto_sub did not subscribe: {self.proc.communicate()[1]}")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for_line(self, text: str, timeout_s: float = 30.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: any(text in line for line in self.lines),
+                                       timeout_s)
+
+    def rows(self) -> list[tuple[bool, int, str, str]]:
+        with self._cond:
+            return parse_sub_output("\n".join(self.lines))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

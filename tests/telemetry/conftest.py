@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,11 @@ def secure_broker(broker_factory: Callable[..., Mosquitto], tls_files: TlsFiles,
 
 
 class Collector:
-    """An independent subscriber in the test's own loop, recording everything it receives."""
+    """An independent subscriber in the test's own loop, recording everything it receives.
+
+    Its MQTT operations have no timeout of their own: on a virtual-time loop any timeout
+    would run out in simulated seconds while the broker answers in real ones (pytest-timeout
+    is the backstop)."""
 
     def __init__(self, broker: Mosquitto, topics: tuple[str, ...] = ("pumpctl/#",), *,
                  qos: int = 1, **client_kwargs: Any) -> None:
@@ -88,7 +93,8 @@ class Collector:
         self._client: aiomqtt.Client | None = None
 
     async def __aenter__(self) -> Collector:
-        self._client = aiomqtt.Client("127.0.0.1", self.broker.port, **self.client_kwargs)
+        self._client = aiomqtt.Client("127.0.0.1", self.broker.port, timeout=math.inf,
+                                      **self.client_kwargs)
         await self._client.__aenter__()
         for topic in self.topics:
             await self._client.subscribe(topic, qos=self.qos)
@@ -112,12 +118,21 @@ class Collector:
     def on(self, suffix: str) -> list[aiomqtt.Message]:
         return [m for m in self.messages if m.topic.value.endswith("/" + suffix)]
 
+    def last_seq(self) -> int | None:
+        """`seq` of the newest JSON message received (status messages carry none)."""
+        for message in reversed(self.messages):
+            if not message.topic.value.endswith("/status"):
+                return int(json.loads(message.payload)["seq"])
+        return None
+
     def json_on(self, suffix: str) -> list[dict[str, Any]]:
         return [json.loads(m.payload) for m in self.on(suffix)]
 
     async def wait_for(self, predicate: Callable[[Collector], bool],
-                       timeout: float | None = 20.0) -> None:
-        """Wait until `predicate(self)` holds (no timeout under virtual time: pass None)."""
+                       timeout: float | None = None) -> None:
+        """Wait until `predicate(self)` holds. A timeout counts loop seconds, which are
+        simulated under a virtual-time loop: leave it None there (pytest-timeout is the
+        backstop)."""
         async def until() -> None:
             async with self._changed:
                 await self._changed.wait_for(lambda: predicate(self))
@@ -150,7 +165,7 @@ class ReconnectingCollector(Collector):
     async def _loop(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.broker.port,
+                async with aiomqtt.Client("127.0.0.1", self.broker.port, timeout=math.inf,
                                           **self.client_kwargs) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=self.qos)
