@@ -1,7 +1,10 @@
 """What `pumpctl run` plugs in: a `RecordSink` that spools every record and streams it over MQTT.
 
-    async with telemetry_for_run(url, site=..., pump_id=..., spool_dir=...) as sink:
-        controller = InfusionController(..., sinks=[sink])
+    controller = InfusionController(...)
+    async with telemetry_for_run(url, site=..., pump_id=controller.channel, spool_dir=...,
+                                 controller_hooks=controller,
+                                 journal_note=controller.journal_note) as sink:
+        controller.add_sink(sink)
         await controller.run()
 
 `emit` only maps the record and appends it to the on-disk spool (no network, no await), so

@@ -25,7 +25,7 @@ async def main(url: str, spool_dir: Path, runs_dir: Path) -> None:
         controller = InfusionController(driver, program, journal_dir=runs_dir, clock=clock,
                                         poll_s=0.2)
         async with telemetry_for_run(url, site="lab", pump_id="p9", spool_dir=spool_dir) as sink:
-            controller.sinks.append(sink)
+            controller.add_sink(sink)
             await controller.run()
 
 

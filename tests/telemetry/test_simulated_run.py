@@ -72,7 +72,7 @@ def test_a_full_simulated_run_reaches_mosquitto_sub_complete_and_in_order(
                                             clock=clock)
             async with telemetry_for_run(broker.url, site="lab", pump_id="p1", telemetry_qos=1,
                                          spool_dir=tmp_path / "spool") as sink:
-                controller.sinks.append(sink)
+                controller.add_sink(sink)
                 result = await controller.run()
             await live.wait_for(lambda c: b"offline" in [m.payload for m in c.on("status")],
                                 timeout=None)
@@ -133,7 +133,7 @@ def test_broker_killed_mid_run_loses_nothing_and_the_infusion_does_not_notice(
                                             clock=clock)
             async with telemetry_for_run(broker.url, site="lab", pump_id="p1", telemetry_qos=1,
                                          spool_dir=tmp_path / "spool") as sink:
-                controller.sinks.append(sink)
+                controller.add_sink(sink)
 
                 async def crash_and_restart() -> None:
                     def quiet() -> bool:  # nothing in flight: the witness has all sent so far
@@ -226,16 +226,12 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
             controller = InfusionController(driver, program, journal_dir=tmp_path / "runs",
                                             clock=clock)
 
-            def journal_note(note: dict[str, Any]) -> None:
-                assert controller.journal is not None
-                controller.journal.write(note.pop("type"), **note)
-
             url = f"mqtts://pump@127.0.0.1:{secure_broker.port}?ca={tls_files.ca}"
             async with telemetry_for_run(url, site="lab", pump_id="p1", password=USERS["pump"],
                                          remote_commands=True, controller_hooks=controller,
-                                         journal_note=journal_note,
+                                         journal_note=controller.journal_note,
                                          spool_dir=tmp_path / "spool") as sink:
-                controller.sinks.append(sink)
+                controller.add_sink(sink)
                 run = asyncio.create_task(controller.run())
                 await dashboard.wait_for(lambda c: len(c.on("telemetry")) >= 60)
                 async with client("alice") as alice, client("bob") as bob:
