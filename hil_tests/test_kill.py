@@ -81,7 +81,7 @@ def inspect_pump(url: str, speed: float = 1.0) -> tuple[Any, Any]:
 
 def test_sigkill_leaves_the_pump_to_its_watchdog(tmp_path: Path) -> None:
     link, journal = tmp_path / "ne", tmp_path / "runs"
-    safe_s, poll_s = 2, 0.2
+    safe_s, poll_s = 1, 0.2
     url = f"newera://{link}?safe={safe_s}"
     with process([*PUMPCTL, "sim", "newera", "--link", str(link)], ready="ready"):
         with process([*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump", url,
@@ -95,7 +95,7 @@ def test_sigkill_leaves_the_pump_to_its_watchdog(tmp_path: Path) -> None:
         assert run.returncode == -signal.SIGKILL
         # Connecting would feed the watchdog, so give it its timeout (real time, in another
         # process: nothing to wait on but the clock) before looking.
-        time.sleep(max(0.0, killed_at + safe_s + 1.0 - time.monotonic()))
+        time.sleep(max(0.0, killed_at + safe_s + 0.5 - time.monotonic()))
         alarm, status = inspect_pump(url)
     assert alarm is not None and alarm.kind is AlarmKind.WATCHDOG
     assert not status.state.is_moving
@@ -108,10 +108,11 @@ def test_sigkill_leaves_the_pump_to_its_watchdog(tmp_path: Path) -> None:
 
 
 def test_resume_after_sigkill_completes_the_plan(tmp_path: Path) -> None:
-    """Both processes run 400x real time: the 40-minute standard plan takes ~6 s."""
+    """Both processes run 800x real time: the 40-minute standard plan takes 3 s. Times in the
+    URL and options are simulated seconds (watchdog 80 s = 0.1 s real)."""
     link, journal = tmp_path / "ne", tmp_path / "runs"
-    speed, safe_s, poll_s = 400, 40, 5
-    url = f"newera://{link}?safe={safe_s}&timeout=20"
+    speed, safe_s, poll_s = 800, 80, 10
+    url = f"newera://{link}?safe={safe_s}&timeout=40"
     common = ["--pump", url, "--speed", str(speed), "--poll", str(poll_s),
               "--journal", str(journal), "--json"]
     with process([sys.executable, "-m", "hil_tests.scaled_sim", str(link), str(speed)],

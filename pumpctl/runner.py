@@ -156,9 +156,9 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
                                  "program journaled by that run")
         if opts.pump_url is None:
             opts.pump_url = str(state.header.get("pump_url") or "") or None
-            if opts.pump_url is None:
+            if opts.pump_url is None or opts.pump_url.startswith("sim"):
                 raise UsageError(f"--resume {opts.resume}: the run used the embedded simulator, "
-                                 "whose pump is gone; nothing to resume")
+                                 "whose pump is gone with its process; nothing to resume")
     else:
         program = _compile(opts)
     display = RunDisplay(console, print_alarms=not opts.json)

@@ -51,6 +51,8 @@ def test_run_on_the_simulator_in_virtual_time(tmp_path: Path,
     assert len(shown["records"]) == len(records)
     code, out, _ = cli(["runs", "show", summary["run_id"], "--journal", str(tmp_path)], capsys)
     assert code == 0 and "delivered 35.000 of 35.000 mL" in out
+    code, _, err = cli(["run", "--resume", summary["run_id"], "--journal", str(tmp_path)], capsys)
+    assert code == 2 and "embedded simulator" in err and len(err.strip().splitlines()) == 1
 
 
 def test_injected_fault_exits_6_with_one_line(tmp_path: Path,
@@ -162,3 +164,11 @@ def test_ctrl_c_on_a_terminal_asks_before_stopping(tmp_path: Path) -> None:
     records = read_records(next(tmp_path.glob("*.jsonl")))
     stopping = next(r for r in records if r["type"] == "state" and r["state"] == "stopping")
     assert stopping["sender"] == "operator" and "confirmed" in stopping["reason"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("max", None), ("1", 1.0), ("60", 60.0),
+                                                ("2.5x", 2.5)])
+def test_speed_parsing(text: str, expected: float | None) -> None:
+    from pumpctl.timescale import parse_speed
+
+    assert parse_speed(text) == expected
