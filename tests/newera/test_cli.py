@@ -26,8 +26,10 @@ def _ready_line(proc: subprocess.Popen[str], timeout: float = 15.0) -> str:
     return proc.stdout.readline()
 
 
-@pytest.fixture
-def sim_link(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+@pytest.fixture(scope="module")
+def sim_link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One simulator process for the module (each test leaves its pumps stopped)."""
+    tmp_path = tmp_path_factory.mktemp("cli")
     proc = subprocess.Popen([*PUMPCTL, "sim", "newera", "--link", "ne", "--pumps", "2"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -59,29 +61,46 @@ def test_bench_session_rate_run_dispensed(sim_link: tuple[Path, str]) -> None:
     assert 0 < dispensed["infused_ml"] < 1 and dispensed["withdrawn_ml"] == 0
     status = json.loads(pump(cwd, "--json", "status").stdout)
     assert status["state"] == "infusing" and status["rate_ml_h"] == 52.5
-    result = pump(cwd, "--address", "1", "stop")
+    other = json.loads(pump(cwd, "--address", "1", "--json", "status").stdout)
+    assert other["state"] == "stopped" and other["rate_ml_h"] == 0  # the other pump, untouched
+    result = pump(cwd, "stop")
     assert result.returncode == 0 and "state: stopped" in result.stdout
     found = json.loads(pump(cwd, "--json", "scan", "--last", "3").stdout)
     assert [p["address"] for p in found["pumps"]] == [0, 1]
 
 
-def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str]) -> None:
+def in_process(cwd: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+               *args: str) -> tuple[int, str, str]:
+    """`pumpctl ...` through the same entry point, without a new interpreter per call."""
+    from pumpctl.cli import main
+
+    monkeypatch.chdir(cwd)
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str],
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cwd, _ = sim_link
     for args, exit_code, text in [
         (("rate", "5000", "mL/h"), 4, "26.59 mm syringe it allows 0.02337-1699 mL/h"),
         (("rate", "52.5"), 2, "no unit"),
         (("direction", "sideways"), 2, "infuse or withdraw"),
     ]:
-        result = pump(cwd, *args)
-        assert result.returncode == exit_code, (args, result.stderr)
-        assert text in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "Traceback" not in result.stderr
-    status = json.loads(pump(cwd, "--json", "status").stdout)
-    assert status["state"] == "stopped"  # nothing was started by a refused command
-    result = subprocess.run([*PUMPCTL, "pump", "--port", "newera://x?baud=1234", "status"],
-                            cwd=cwd, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "baud=1234" in result.stderr
+        code, _, err = in_process(cwd, capsys, monkeypatch, "pump", "--port", "ne", *args)
+        assert code == exit_code, (args, err)
+        assert text in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    code, out, _ = in_process(cwd, capsys, monkeypatch, "pump", "--port", "ne", "--json",
+                              "status")
+    assert code == 0 and json.loads(out)["state"] == "stopped"  # nothing was started
+    code, _, err = in_process(cwd, capsys, monkeypatch, "pump", "--port",
+                              "newera://x?baud=1234", "status")
+    assert code == 2 and "baud=1234" in err
 
 
 def test_watch_run_then_ctrl_c_stops_the_pump_it_started(sim_link: tuple[Path, str]) -> None:
