@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import math
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,12 +37,13 @@ from pumpctl.drivers.base import (
     ReadbackMismatch,
 )
 from pumpctl.errors import UsageError
-from pumpctl.journal import Journal, RecordSink, new_run_id
+from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances, counter_quantum_ml
 from pumpctl.sensors import VolumeSensor
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 OUTCOMES = ("completed", "aborted", "faulted")
 # Deadlines this close are due now. The event loop runs timers within its clock resolution
@@ -179,6 +181,7 @@ class InfusionController:
         self._last_status: PumpStatus | None = None
         self._stop_request: tuple[str, str] | None = None
         self._header_written = False
+        self._journal_error: str | None = None
         self._pending_notes: list[tuple[str, dict[str, Any]]] = []
 
     # -- remote-control hooks (loop-safe, not thread-safe) -------------------------------
@@ -204,7 +207,7 @@ class InfusionController:
         if self.journal is None or not self._header_written:
             self._pending_notes.append((kind, body))
         else:
-            self.journal.write(kind, **body)
+            self._write(kind, **body)
 
     def request_stop(self, reason: str, sender: str) -> None:
         self._request("stop", reason, sender)
@@ -249,7 +252,10 @@ class InfusionController:
             return await self._finish(fault, stop_by)
         finally:
             if self.journal is not None:
-                self.journal.close()
+                try:
+                    self.journal.close()
+                except JournalError as exc:
+                    log.error("%s: %s", self.channel, exc)
 
     def _now(self) -> float:
         return self.clock.monotonic()
@@ -267,16 +273,33 @@ class InfusionController:
         assert self.journal is not None
         return self.journal
 
+    def _write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
+        """Journal a record. If the journal fails (disk full, I/O error) the run must still
+        end with the pump stopped: remember the failure, let the supervision loop stop the
+        run, and keep going without the journal during the stop."""
+        try:
+            return self._j().write(type_, **fields)
+        except JournalError as exc:
+            if self._journal_error is None:
+                self._journal_error = str(exc)
+                log.error("%s: %s; stopping the pump", self.channel, exc)
+            return {"type": type_, **fields}
+
+    def _check_journal(self) -> None:
+        if self._journal_error is not None:
+            raise _Stop(Breach(BreachKind.CONTROLLER_ERROR,
+                               f"journal failed: {self._journal_error}", source="controller"))
+
     # -- commands, every one journaled and checked ---------------------------------------
 
     async def _cmd(self, op: str, args: dict[str, Any], call: Callable[[], Awaitable[T]]) -> T:
         try:
             result = await call()
         except PumpError as exc:
-            self._j().write("command", op=op, args=args, error=str(exc),
+            self._write("command", op=op, args=args, error=str(exc),
                             error_type=type(exc).__name__)
             raise
-        self._j().write("command", op=op, args=args, result=_json_result(result))
+        self._write("command", op=op, args=args, result=_json_result(result))
         return result
 
     async def _checked(self, op: str, value: Any, call: Callable[[], Awaitable[T]],
@@ -297,7 +320,7 @@ class InfusionController:
     def _alarm(self, breach: Breach) -> Breach:
         if self._first_breach_at is None and breach.fault:
             self._first_breach_at = self._now()
-        rec = self._j().write("alarm", **breach.as_record())
+        rec = self._write("alarm", **breach.as_record())
         self._alarms.append(rec)
         return breach
 
@@ -317,13 +340,13 @@ class InfusionController:
         self._write_header(identity)
         self._header_written = True
         for kind, body in self._pending_notes:
-            self._j().write(kind, **body)
+            self._write(kind, **body)
         self._pending_notes.clear()
         if ident_error is not None:
-            self._j().write("command", op="identify", args={}, error=str(ident_error),
+            self._write("command", op="identify", args={}, error=str(ident_error),
                             error_type=type(ident_error).__name__)
             raise ident_error
-        self._j().write("command", op="identify", args={}, result=_json_result(identity))
+        self._write("command", op="identify", args={}, result=_json_result(identity))
         status = await self._cmd("status", {}, d.status)
         if status.alarm is not None:
             # Power-up `R`, or the watchdog `T` that stopped the pump before a resume.
@@ -369,7 +392,7 @@ class InfusionController:
                           "plan_offset_s": r.plan_offset_s,
                           "reconciled": {"journal_ml": r.journal_ml, "pump_ml": r.pump_ml}})
         extra.update(self.header_extra)
-        self._j().write(
+        self._write(
             "header", plan=p.plan, program=p.model_dump(mode="json"),
             library_name=p.library_name, library_version=p.library_version,
             pump=asdict(identity) if identity else None, pump_url=self.pump_url,
@@ -387,7 +410,7 @@ class InfusionController:
         return idx
 
     def _segment_record(self, i: int, seg: Segment) -> None:
-        self._j().write("segment", index=i, rate_ml_h=seg.rate_ml_h, start_s=seg.start_s,
+        self._write("segment", index=i, rate_ml_h=seg.rate_ml_h, start_s=seg.start_s,
                         duration_s=seg.duration_s, volume_ml=seg.volume_ml)
 
     async def _enter_segment(self, seg: Segment) -> None:
@@ -397,6 +420,7 @@ class InfusionController:
 
     async def _start(self) -> None:
         d = self.driver
+        self._check_journal()  # never start a pump whose run cannot be recorded
         if not self.program.segments:
             self._raise(Breach(BreachKind.COMMAND_REFUSED, "program has no segments to run",
                                source="controller"))
@@ -409,7 +433,7 @@ class InfusionController:
         self._vtbi_total = self.baseline_ml + read
         await self._handle_requests(started=False)
         self._segment_record(self._seg_index, seg)
-        self._j().write("state", state="started", reason="resume" if self.resume else "plan start",
+        self._write("state", state="started", reason="resume" if self.resume else "plan start",
                         sender="controller")
         breach = self.monitor.check_command("run", None, plan_t=self.offset_s,
                                             delivered_ml=self._delivered)
@@ -423,6 +447,7 @@ class InfusionController:
         next_poll = (self._t_run or self._now()) + self.poll_s
         segs = self.program.segments
         while True:
+            self._check_journal()
             await self._handle_requests(started=True)
             if self._paused_at is None:
                 plan_t = self._plan_t()
@@ -473,7 +498,7 @@ class InfusionController:
             self._monitoring_i += 1
             if m.at_s < self.offset_s:  # already announced by the run we resume
                 continue
-            self._j().write("monitoring", at_s=m.at_s, kind=m.kind, label=m.label)
+            self._write("monitoring", at_s=m.at_s, kind=m.kind, label=m.label)
 
 
     async def _handle_requests(self, *, started: bool) -> None:
@@ -483,7 +508,7 @@ class InfusionController:
             self._requests.clear()
             self._stop_request = (reason, sender)
             if sender.startswith(REMOTE_PREFIXES):
-                rec = self._j().write("alarm", kind="remote_stop", source="operator",
+                rec = self._write("alarm", kind="remote_stop", source="operator",
                                       message=f"stop requested by {sender}: {reason}",
                                       value=sender, limit=None)
                 self._alarms.append(rec)
@@ -495,12 +520,12 @@ class InfusionController:
             if kind == "pause" and self._paused_at is None:
                 await self._checked("pause", None, self.driver.pause)
                 self._paused_at = self._now()
-                self._j().write("state", state="paused", reason=reason, sender=sender)
+                self._write("state", state="paused", reason=reason, sender=sender)
             elif kind == "resume" and self._paused_at is not None:
                 await self._checked("run", None, self.driver.run)
                 self._paused_total += self._now() - self._paused_at
                 self._paused_at = None
-                self._j().write("state", state="resumed", reason=reason, sender=sender)
+                self._write("state", state="resumed", reason=reason, sender=sender)
 
     async def _poll(self) -> bool:
         """Take one status sample and act on it; True when the run is complete."""
@@ -509,11 +534,11 @@ class InfusionController:
             async with asyncio.timeout(self.monitor.tolerances.no_status_s):
                 st = await self.driver.status()
         except PumpAlarmError as exc:
-            self._j().write("command", op="status", args={}, error=str(exc),
+            self._write("command", op="status", args={}, error=str(exc),
                             error_type=type(exc).__name__)
             self._raise(breach_for_error(exc))
         except (PumpError, TimeoutError) as exc:
-            self._j().write("command", op="status", args={}, error=str(exc) or "timed out",
+            self._write("command", op="status", args={}, error=str(exc) or "timed out",
                             error_type=type(exc).__name__)
             self.monitor.note_status_failure(now)
             silent = self.monitor.check_silence(self._now())
@@ -566,7 +591,7 @@ class InfusionController:
         dose = delivered * p.concentration_mg_per_ml
         remaining_s = max(0.0, self.monitor.plan.end_s - plan_t)
         alarm = st.alarm.kind.value if st.alarm else (breaches[0].kind.value if breaches else None)
-        self._j().write(
+        self._write(
             "sample", state=st.state.value, rate_ml_h=st.rate_ml_h, infused_ml=round(delivered, 6),
             withdrawn_ml=st.withdrawn_ml, counter_ml=st.infused_ml,
             measured_ml=None if self._measured is None else round(self._measured, 6),
@@ -611,8 +636,8 @@ class InfusionController:
                 await self._cmd("set_watchdog", {"value": 0}, lambda: self.driver.set_watchdog(0))
         duration = (self._now() - self._t_run) if self._t_run is not None else 0.0
         conc = self.program.concentration_mg_per_ml
-        self._j().write("state", state=outcome, reason=reason, sender=sender)
-        self._j().write(
+        self._write("state", state=outcome, reason=reason, sender=sender)
+        self._write(
             "summary", outcome=outcome, planned_volume_ml=self.monitor.cap_ml,
             delivered_volume_ml=round(final, 6), planned_dose_mg=self.program.total_dose_mg,
             delivered_dose_mg=round(final * conc, 6), duration_s=round(duration, 3),
@@ -632,7 +657,7 @@ class InfusionController:
 
     async def _stop_pump(self, reason: str, sender: str) -> bool:
         """Send stop until a status read confirms the pump is not moving."""
-        self._j().write("state", state="stopping", reason=reason, sender=sender)
+        self._write("state", state="stopping", reason=reason, sender=sender)
         for _ in range(self.stop_attempts):
             try:
                 async with asyncio.timeout(self.stop_timeout_s):
@@ -648,7 +673,7 @@ class InfusionController:
                 self._last_status = st
                 self._stopped_at = self._now()
                 self.monitor.note_command("stop")
-                self._j().write("state", state="stopped", reason=reason, sender=sender)
+                self._write("state", state="stopped", reason=reason, sender=sender)
                 return True
         self._alarm(Breach(BreachKind.PUMP_ERROR,
                            f"stop not confirmed after {self.stop_attempts} attempts; "

@@ -146,12 +146,13 @@ class Journal:
     def close(self) -> None:
         if self._fd is None:
             return
+        fd, self._fd = self._fd, None
         try:
             if self._unsynced:
-                os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
+                os.fsync(fd)
+            os.close(fd)
+        except OSError as exc:
+            raise JournalError(f"cannot close journal {self.path}: {exc.strerror}") from None
 
 
 _sync_queue: queue.SimpleQueue[int] | None = None

@@ -309,3 +309,24 @@ def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> No
     notes = [r for r in recs if r.get("op") == "remote_command"]
     assert [n["sender"] for n in notes] == ["mqtt:alice", "mqtt:bob"]
     assert notes[0]["seq"] == 1 and notes[1]["elapsed_s"] >= 30
+
+
+def test_a_failing_journal_stops_the_pump(tmp_path: Path) -> None:
+    """Disk full or an I/O error: a run that cannot be recorded must not go on."""
+    from pumpctl.journal import JournalError
+
+    def disk_full(line: bytes, *, durable: bool) -> None:
+        raise JournalError("cannot write journal: No space left on device")
+
+    async def main() -> tuple[RunResult, FakePump]:
+        pump = FakePump()
+        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        task = asyncio.create_task(ctl.run())
+        await asyncio.sleep(300)
+        assert ctl.journal is not None
+        ctl.journal._append = disk_full  # type: ignore[method-assign]
+        return await task, pump
+
+    result, pump = run_clock(main(), virtual=True)
+    assert pump.state is PumpState.STOPPED and "stop" in pump.log
+    assert result.outcome == "faulted" and "journal failed" in result.reason
