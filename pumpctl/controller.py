@@ -662,12 +662,12 @@ class InfusionController:
             try:
                 async with asyncio.timeout(self.stop_timeout_s):
                     await self._cmd("stop", {}, self.driver.stop)
-            except (PumpError, TimeoutError):
-                pass  # a pump in alarm is already stopped; otherwise confirm below and retry
+            except Exception:  # whatever went wrong, confirm below and retry
+                pass  # (a pump in alarm refuses the command but is already stopped)
             try:
                 async with asyncio.timeout(self.stop_timeout_s):
                     st = await self._cmd("status", {}, self.driver.status)
-            except (PumpError, TimeoutError):
+            except Exception:
                 continue
             if not st.state.is_moving:
                 self._last_status = st
