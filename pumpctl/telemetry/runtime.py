@@ -20,7 +20,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from pumpctl.telemetry.realtime import real_timeout
 from pumpctl.telemetry.remote import ControllerHooks, RemoteCommands
 from pumpctl.telemetry.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Spool
 from pumpctl.telemetry.topics import Topics
-from pumpctl.telemetry.urls import parse_mqtt_url
+from pumpctl.telemetry.urls import MqttTarget, parse_mqtt_url, read_password
 
 log = logging.getLogger("pumpctl.telemetry")
 
@@ -127,6 +127,14 @@ def _check_qos(value: int) -> int:
     return value
 
 
+def _check_remote_user(target: MqttTarget) -> None:
+    if target.username is None:
+        raise TelemetryError(
+            "--remote-commands needs an authenticated connection: put the user in --mqtt "
+            "(mqtts://user@host) so the broker's ACL can vouch for each sender"
+        )
+
+
 def default_client_id(site: str, pump_id: str) -> str:
     """Unique per process: a restarted controller must not take over (and silence) the old
     connection's Last Will, and two runs must not kick each other off the broker."""
@@ -185,11 +193,7 @@ async def telemetry_for_run(
     if remote_commands:
         if controller_hooks is None:
             raise TelemetryError("--remote-commands needs the controller's stop/pause hooks")
-        if target.username is None:
-            raise TelemetryError(
-                "--remote-commands needs an authenticated connection: put the user in --mqtt "
-                "(mqtts://user@host) so the broker's ACL can vouch for each sender"
-            )
+        _check_remote_user(target)
         hooks: ControllerHooks = controller_hooks  # type: ignore[assignment]
         commands = RemoteCommands(topics, hooks, journal_note)
     tls_context = target.ssl_context()
@@ -222,3 +226,42 @@ async def telemetry_for_run(
 def stats_dict(sink: TelemetrySink) -> Mapping[str, Any]:
     """All counters in one mapping (for `--verbose` output and the benchmark)."""
     return {**sink.summary(), "spool": asdict(sink.spool.stats), "link": asdict(sink.link.stats)}
+
+
+def telemetry_sink_factory(
+    mqtt_url: str,
+    *,
+    site: str,
+    spool_root: Path,
+    pump_id: str | None = None,
+    telemetry_qos: int = 0,
+    ha_discovery: bool = False,
+    remote_commands: bool = False,
+    password_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Callable[[Any], AbstractAsyncContextManager[TelemetrySink]]:
+    """A `RunOptions.sink_factories` entry for `pumpctl run --mqtt ...`, checked up front.
+
+    Every option is validated here, before any pump is touched (URL, password file or
+    `PUMPCTL_MQTT_PASSWORD`, QoS, site and pump id, remote commands needing a user); errors
+    are `TelemetryError`. The factory takes the controller and streams its run with
+    `telemetry_for_run`: pump id `pump_id` or else the controller's channel, spool in
+    `spool_root/<site>/<pump id>`, the controller's `request_*` hooks and `journal_note`.
+    """
+    target = parse_mqtt_url(mqtt_url)
+    _check_qos(telemetry_qos)
+    password = read_password(password_file, environ)
+    Topics.for_pump(site, pump_id or "pump0", target.prefix)
+    if remote_commands:
+        _check_remote_user(target)
+    target.ssl_context()  # missing or unreadable TLS files are reported now
+
+    def factory(controller: Any) -> AbstractAsyncContextManager[TelemetrySink]:
+        pid = pump_id or str(controller.channel)
+        return telemetry_for_run(
+            mqtt_url, site=site, pump_id=pid, telemetry_qos=telemetry_qos,
+            ha_discovery=ha_discovery, remote_commands=remote_commands,
+            spool_dir=spool_root / site / pid, password=password,
+            controller_hooks=controller, journal_note=controller.journal_note)
+
+    return factory

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pumpctl.errors import PumpctlError
 from pumpctl.telemetry.errors import TelemetryError
-from pumpctl.telemetry.runtime import telemetry_for_run
+from pumpctl.telemetry.runtime import telemetry_for_run, telemetry_sink_factory
 from pumpctl.telemetry.topics import Topics
 from pumpctl.telemetry.urls import PASSWORD_ENV, parse_mqtt_url, read_password
 
@@ -128,3 +128,27 @@ async def test_run_options_are_checked_before_anything_starts(
             pass
     assert fragment in str(info.value)
     assert not (tmp_path / "s").exists()  # failed before touching the spool
+
+
+@pytest.mark.parametrize(("url", "kwargs", "fragment"), [
+    ("mqtt://h", {"telemetry_qos": 5}, "--telemetry-qos 5"),
+    ("mqtt://h:99999", {}, "port must be 1..65535"),
+    ("mqtt://h", {"site": "a b"}, "--site 'a b'"),
+    ("mqtt://h", {"pump_id": "p/1"}, "--pump-id 'p/1'"),
+    ("mqtt://h", {"remote_commands": True}, "needs an authenticated connection"),
+    ("mqtts://u@h?ca=/nonexistent/ca.pem", {}, "?ca=/nonexistent/ca.pem: file not found"),
+    ("mqtt://h", {"password_file": Path("/nonexistent/pw")}, "file not found"),
+])
+def test_the_run_factory_checks_everything_before_a_pump_moves(
+        tmp_path: Path, url: str, kwargs: dict[str, object], fragment: str) -> None:
+    options: dict[str, object] = {"site": "lab", "spool_root": tmp_path}
+    options.update(kwargs)
+    with pytest.raises(TelemetryError) as info:
+        telemetry_sink_factory(url, **options)  # type: ignore[arg-type]
+    assert fragment in str(info.value)
+
+
+def test_the_run_factory_reads_the_password_from_the_environment(tmp_path: Path) -> None:
+    factory = telemetry_sink_factory("mqtt://u@h", site="lab", spool_root=tmp_path,
+                                     environ={PASSWORD_ENV: "s3cret"})
+    assert callable(factory)

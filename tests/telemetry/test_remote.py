@@ -19,6 +19,7 @@ from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run
 from pumpctl.telemetry.topics import Topics
 from tests.telemetry.broker import AuthFiles, Mosquitto, TlsFiles, free_port
 from tests.telemetry.conftest import EXAMPLE_ACL, USERS
+from tests.telemetry.synthetic import SyntheticRun
 
 CMD = "pumpctl/lab/p1/cmd"
 
@@ -231,3 +232,39 @@ async def test_the_example_lab_broker_config_works(
                 pass
     finally:
         broker.stop()
+
+
+async def test_remote_commands_are_off_unless_asked_for(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    hooks = FakeHooks()
+    subscribed = {}
+    for enabled, url in ((False, broker.url), (True, f"mqtt://pump@127.0.0.1:{broker.port}")):
+        async with telemetry_for_run(url, site="lab", pump_id="p1", controller_hooks=hooks,
+                                     remote_commands=enabled,
+                                     spool_dir=tmp_path / f"spool-{enabled}") as sink:
+            await asyncio.wait_for(sink.link.connected.wait(), 10)  # set after subscribing
+            client_id = sink.link.client_id
+        subscribed[enabled] = any(line.endswith(f"{client_id} 1 pumpctl/lab/p1/cmd/+")
+                                  for line in broker.log)
+    assert subscribed == {False: False, True: True}
+
+
+async def test_the_password_goes_nowhere_but_the_broker(
+        secure_broker: Mosquitto, tls_files: TlsFiles, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")  # everything: pumpctl, aiomqtt, paho
+    caplog.set_level("DEBUG", logger="mqtt")  # aiomqtt's and paho's own logger
+    hooks, notes = FakeHooks(), list[dict[str, Any]]()
+    async with pump_with_commands(secure_broker, tls_files, tmp_path, hooks, notes) as sink, \
+            as_user(secure_broker, tls_files, "alice") as alice:
+        sink.emit(SyntheticRun(samples=1).script()[0][1])
+        await alice.publish(f"{CMD}/alice", json.dumps({"command": "start"}), qos=1)
+        await alice.publish(f"{CMD}/alice", json.dumps({"command": "pause"}), qos=1)
+        await hooks.wait_calls(1)
+    assert len(notes) == 2
+    secret = USERS["pump"]
+    assert "Sending CONNECT" in caplog.text  # the connection was logged ...
+    assert secret not in caplog.text  # ... without the password
+    assert secret not in json.dumps(notes) and secret not in json.dumps(sink.summary())
+    assert all(secret not in f.read_text() for f in (tmp_path / "spool").iterdir()
+               if f.is_file())

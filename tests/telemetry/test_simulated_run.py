@@ -7,6 +7,7 @@ The journal is the reference: whatever it holds must reach the subscribers, in o
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import ssl
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from rich.console import Console
 
 from pumpctl.clock import LoopClock, VirtualTimeLoop, wait_until
 from pumpctl.clock import run as run_clock
@@ -24,7 +26,8 @@ from pumpctl.controller import InfusionController, RunResult
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run
+from pumpctl.runner import RunOptions, execute
+from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run, telemetry_sink_factory
 from simulators.serve import embedded_newera
 from tests.telemetry.broker import Mosquitto, SubscriberProcess, TlsFiles
 from tests.telemetry.conftest import REPO, USERS, Collector, ReconnectingCollector
@@ -266,3 +269,28 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
     # The dashboard saw who paused and who stopped it.
     events = {(e["event"], e.get("sender")) for e in dashboard.json_on("event")}
     assert {("run_paused", "mqtt:alice"), ("run_aborted", "mqtt:bob")} <= events
+
+
+def test_pumpctl_runs_own_runner_streams_through_the_factory(
+        broker: Mosquitto, tmp_path: Path) -> None:
+    """The path `pumpctl run --mqtt` takes: RunOptions.sink_factories, the runner's own loop."""
+    factory = telemetry_sink_factory(broker.url, site="lab", spool_root=tmp_path / "spool")
+    independent = SubscriberProcess(broker, "pumpctl/lab/pump0/#", "runner-watch")
+    plan = tmp_path / "saline-10min.yaml"  # short (with an override) to keep the test quick
+    plan.write_text("name: saline-10min\ndrug: saline\nsyringe: bd-plastipak-60\n"
+                    "steps:\n  - {label: infusion, volume: 0.1 mL/kg, over: 10 min}\n"
+                    "monitoring: {vitals_every: 5 min, observe_after_end: 2 h}\n")
+    opts = RunOptions(plan=plan, weight_kg=70, speed=None, journal_dir=tmp_path / "runs",
+                      override_reason="short telemetry test", sink_factories=[factory],
+                      json=True)
+    result = execute(opts, Console(file=io.StringIO()))
+    assert independent.wait_for_line("pumpctl/lab/pump0/status offline")
+    independent.stop()
+    rows = independent.rows()
+    samples = journal_seqs(read_records(result.journal_path), {"sample"})
+    telemetry = [json.loads(p) for _, _, t, p in rows if t.endswith("/telemetry")]
+    assert result.outcome == "completed" and len(samples) == 600
+    assert seqs(telemetry) == samples
+    assert [p for _, _, t, p in rows if t.endswith("/status")] == ["online", "offline"]
+    assert (tmp_path / "spool" / "lab" / "pump0").is_dir()
+    assert not list((tmp_path / "spool" / "lab" / "pump0").glob("seg-*"))  # all sent
