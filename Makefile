@@ -21,8 +21,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	fi
 
+# The standard protocol (ketamine 0.5 mg/kg over 40 min, 70 kg) on the embedded simulator,
+# at 240x real time so the 40 minutes pass in ten seconds with the live display visible.
+DEMO_PLAN := configs/plans/ketamine-0.5mgkg-40min.yaml
 demo: $(STAMP)
-	$(BIN)/pumpctl plan show configs/plans/ketamine-0.5mgkg-40min.yaml --weight 70
+	$(BIN)/pumpctl plan show $(DEMO_PLAN) --weight 70
+	$(BIN)/pumpctl run $(DEMO_PLAN) --weight 70 --sim --speed 240 --journal runs
+	$(BIN)/pumpctl runs list --journal runs
 
 # pytest exits 5 when it collects nothing: that must fail CI, not pass it silently.
 test: $(STAMP) system-deps
