@@ -239,6 +239,7 @@ def telemetry_sink_factory(
     remote_commands: bool = False,
     password_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    drain_timeout_s: float = 10.0,
 ) -> Callable[[Any], AbstractAsyncContextManager[TelemetrySink]]:
     """A `RunOptions.sink_factories` entry for `pumpctl run --mqtt ...`, checked up front.
 
@@ -262,6 +263,7 @@ def telemetry_sink_factory(
             mqtt_url, site=site, pump_id=pid, telemetry_qos=telemetry_qos,
             ha_discovery=ha_discovery, remote_commands=remote_commands,
             spool_dir=spool_root / site / pid, password=password,
-            controller_hooks=controller, journal_note=controller.journal_note)
+            controller_hooks=controller, journal_note=controller.journal_note,
+            drain_timeout_s=drain_timeout_s)
 
     return factory
