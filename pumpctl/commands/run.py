@@ -38,6 +38,22 @@ def run(
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Resume a run whose controller died (journal id).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    mqtt: Annotated[str | None, typer.Option(
+        "--mqtt", help="Stream telemetry to this broker: mqtt://[user@]host[:port] or "
+        "mqtts://user@host:8883?ca=FILE (see docs/telemetry.md).")] = None,
+    mqtt_password_file: Annotated[Path | None, typer.Option(
+        "--mqtt-password-file", help="File holding the MQTT password (else env "
+        "PUMPCTL_MQTT_PASSWORD); never journaled.")] = None,
+    site: Annotated[str, typer.Option("--site", help="Site name in the topic prefix.")] = "lab",
+    pump_id: Annotated[str | None, typer.Option(
+        "--pump-id", help="Pump id in the topic prefix (default: the channel, pump0).")] = None,
+    telemetry_qos: Annotated[int, typer.Option(
+        "--telemetry-qos", help="QoS of per-poll telemetry, 0 or 1 (events are always 1).")] = 0,
+    ha_discovery: Annotated[bool, typer.Option(
+        "--ha-discovery", help="Publish Home Assistant MQTT discovery configs.")] = False,
+    remote_commands: Annotated[bool, typer.Option(
+        "--remote-commands", help="Accept stop/pause (never start or a higher rate) from "
+        "the authenticated cmd topic.")] = False,
 ) -> None:
     """Run a plan with an independent safety monitor; everything is journaled.
 
@@ -47,10 +63,15 @@ def run(
     if sim and pump:
         raise _usage("--sim and --pump exclude each other")
     console = Console(stderr=as_json, highlight=False)
+    # Telemetry options are checked here, before any pump is touched.
+    sinks = telemetry_sink_factories(
+        mqtt, site=site, pump_id=pump_id, telemetry_qos=telemetry_qos,
+        ha_discovery=ha_discovery, remote_commands=remote_commands,
+        password_file=mqtt_password_file, spool_root=journal / "spool")
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
                       sim_faults=list(sim_fault or []), resume=resume, json=as_json,
-                      sink_factories=telemetry_sink_factories())
+                      sink_factories=sinks)
     try:
         result = execute(opts, console)
     except PumpctlError as exc:
@@ -59,15 +80,26 @@ def run(
     _print_result(result, as_json, console)
 
 
-def telemetry_sink_factories() -> list[SinkFactory]:
-    """Where `pumpctl run`'s telemetry (MQTT) sinks are created.
+def telemetry_sink_factories(
+    mqtt: str | None, *, site: str, pump_id: str | None, telemetry_qos: int,
+    ha_discovery: bool, remote_commands: bool, password_file: Path | None, spool_root: Path,
+) -> list[SinkFactory]:
+    """The run's telemetry (MQTT) sinks: none without `--mqtt`.
 
-    Each factory gets the controller (for `request_*` hooks and `journal_note`) and returns an
-    async context manager yielding a `RecordSink`, e.g.
-    `lambda ctl: telemetry_for_run(url, site=..., pump_id=ctl.channel, controller_hooks=ctl,
-    journal_note=ctl.journal_note, spool_dir=...)`. The journal always gets each record first.
+    Each factory gets the controller (for its `request_*` hooks and `journal_note`) and
+    returns an async context manager yielding a `RecordSink`; the journal always gets each
+    record before any sink does. The spool lives beside the journal.
     """
-    return []
+    if mqtt is None:
+        if remote_commands or ha_discovery:
+            raise _usage("--remote-commands and --ha-discovery need --mqtt URL")
+        return []
+    from pumpctl.telemetry.runtime import telemetry_sink_factory
+
+    return [telemetry_sink_factory(
+        mqtt, site=site, spool_root=spool_root, pump_id=pump_id, telemetry_qos=telemetry_qos,
+        ha_discovery=ha_discovery, remote_commands=remote_commands,
+        password_file=password_file)]
 
 
 def _usage(message: str) -> PumpctlError:
