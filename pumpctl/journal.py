@@ -55,10 +55,14 @@ class RecordSink(Protocol):
 
 
 def new_run_id(channel: str, wall: float | None = None) -> str:
-    """`YYYYmmdd-HHMMSS-<channel>-<4 hex>`: sortable by start, unique without coordination."""
+    """`YYYYmmdd-HHMMSS-<channel>-<6 hex>`: sortable by start, unique without coordination.
+
+    Six hex digits keep a same-second collision on one channel below one in a million for
+    a dozen runs; the journal is created exclusively, so a collision fails loudly anyway.
+    """
     stamp = datetime.fromtimestamp(time.time() if wall is None else wall).strftime("%Y%m%d-%H%M%S")
     safe_channel = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel) or "pump"
-    return f"{stamp}-{safe_channel}-{secrets.token_hex(2)}"
+    return f"{stamp}-{safe_channel}-{secrets.token_hex(3)}"
 
 
 class Journal:
