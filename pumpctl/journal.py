@@ -57,8 +57,8 @@ class RecordSink(Protocol):
 def new_run_id(channel: str, wall: float | None = None) -> str:
     """`YYYYmmdd-HHMMSS-<channel>-<6 hex>`: sortable by start, unique without coordination.
 
-    Six hex digits keep a same-second collision on one channel below one in a million for
-    a dozen runs; the journal is created exclusively, so a collision fails loudly anyway.
+    Six hex digits: even 50 runs started in the same second on one channel collide with
+    probability below 1e-4; the journal is created exclusively, so a collision fails loudly.
     """
     stamp = datetime.fromtimestamp(time.time() if wall is None else wall).strftime("%Y%m%d-%H%M%S")
     safe_channel = "".join(c if c.isalnum() or c in "-_" else "_" for c in channel) or "pump"
