@@ -108,6 +108,10 @@ class SyringePumpModel:
         self.events: list[ModelEvent] = []
         self._listeners: list[Callable[[ModelEvent], None]] = []
         self._syncing = False  # listeners may read the model while an event is being handled
+        # Clock reading at which the state was last brought fully up to date, None after any
+        # change. A packet reads the model several times at one instant; the state cannot
+        # move on until the clock or a setting does, so those reads need no integration.
+        self._clean_at: float | None = None
 
     # ---- settings -------------------------------------------------------------------------
 
@@ -116,7 +120,7 @@ class SyringePumpModel:
         return self._diameter_mm
 
     def set_diameter(self, mm: float) -> None:
-        self._sync()
+        self._change()
         self._diameter_mm = mm
 
     @property
@@ -145,7 +149,7 @@ class SyringePumpModel:
         return self._rate_ml_h
 
     def set_rate(self, ml_h: float) -> None:
-        self._sync()
+        self._change()
         self._rate_ml_h = ml_h
 
     @property
@@ -153,7 +157,7 @@ class SyringePumpModel:
         return self._motion
 
     def set_motion(self, motion: Motion) -> None:
-        self._sync()
+        self._change()
         self._motion = motion
 
     @property
@@ -162,13 +166,13 @@ class SyringePumpModel:
 
     def set_target(self, ml: float) -> None:
         """Volume to dispense in this phase before stopping by itself (0 = no limit)."""
-        self._sync()
+        self._change()
         self._target_ml = ml
 
     # ---- actions --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sync()
+        self._change()
         self._stall = None
         self._running = True
         if self._slack_motion is not self._motion:
@@ -177,21 +181,21 @@ class SyringePumpModel:
             self._slack_motion = self._motion
 
     def stop(self, *, reset_phase: bool = True) -> None:
-        self._sync()
+        self._change()
         self._running = False
         if reset_phase:
             self._phase_ml = 0.0
 
     def clear_infused(self) -> None:
-        self._sync()
+        self._change()
         self._infused_ml = 0.0
 
     def clear_withdrawn(self) -> None:
-        self._sync()
+        self._change()
         self._withdrawn_ml = 0.0
 
     def load_syringe(self, contents_ml: float, capacity_ml: float | None = None) -> None:
-        self._sync()
+        self._change()
         if capacity_ml is not None:
             self.capacity_ml = capacity_ml
         self._contents_ml = contents_ml
@@ -199,20 +203,20 @@ class SyringePumpModel:
     # ---- faults ---------------------------------------------------------------------------
 
     def set_occluded(self, occluded: bool) -> None:
-        self._sync()
+        self._change()
         self._occluded = occluded
 
     def set_stuck(self, stuck: bool) -> None:
-        self._sync()
+        self._change()
         self._stuck = stuck
 
     def set_free_flow(self, factor: float) -> None:
         """Delivered flow becomes `factor` times the plunger flow (syringe not held back)."""
-        self._sync()
+        self._change()
         self._free_flow_factor = factor
 
     def empty_syringe(self) -> None:
-        self._sync()
+        self._change()
         self._contents_ml = 0.0
 
     # ---- readings -------------------------------------------------------------------------
@@ -347,13 +351,24 @@ class SyringePumpModel:
     def _sync(self) -> None:
         if self._syncing:
             return
+        now = self.clock.monotonic()
+        if now == self._clean_at:
+            return
         self._syncing = True
         try:
-            self._sync_to(self.clock.monotonic())
+            settled = self._sync_to(now)
         finally:
             self._syncing = False
+        self._clean_at = now if settled else None
 
-    def _sync_to(self, now: float) -> None:
+    def _change(self) -> None:
+        """Bring the state up to now before a setting or fault changes it (mutators call this
+        first), and forget that it was up to date."""
+        self._sync()
+        self._clean_at = None
+
+    def _sync_to(self, now: float) -> bool:
+        """Integrate up to `now`; True when nothing more is due at `now`."""
         # Each pass handles one piece with constant inputs; events due now (dt 0) are handled
         # even when no time has passed. Bounded, so a modelling slip cannot hang the loop.
         for _ in range(64):
@@ -366,7 +381,8 @@ class SyringePumpModel:
             if now > self._t:
                 self._integrate(now - self._t)
                 self._t = now
-            return
+            return True
+        return False
 
     def _integrate(self, dt: float) -> None:
         if dt <= 0:

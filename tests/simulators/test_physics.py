@@ -182,3 +182,27 @@ def test_volume_is_conserved(steps: list[tuple[float, float, bool]]) -> None:
     assert m.infused_ml == pytest.approx(expected, abs=2 * m.ml_per_step + 1e-9)
     held = m.params.compliance_ml_per_kpa * m.pressure_kpa
     assert m.delivered_ml + held == pytest.approx(60.0 - m.contents_ml, abs=1e-9)
+
+
+def test_a_change_at_the_same_instant_is_seen_by_the_next_read() -> None:
+    """Reads at one clock reading are answered without re-integrating; a setting changed at
+    that same reading must still take effect at once (here: a target already passed stops
+    the motor before any time goes by)."""
+    clock = ManualClock()
+    m = model(clock)
+    m.set_rate(360.0)
+    m.start()
+    clock.now = 10.0
+    assert m.running and m.phase_ml == pytest.approx(1.0)
+    assert m.running  # a second read at the same instant: same state
+    m.set_target(0.5)
+    assert not m.running
+    assert [e.kind for e in m.events] == [EventKind.TARGET_REACHED]
+    infused = m.infused_ml
+    clock.now = 20.0
+    assert m.infused_ml == infused  # stopped: nothing more counted
+    m.set_occluded(True)
+    m.start()
+    assert m.running
+    clock.now = 20.0 + 1e-3
+    assert m.infused_ml > infused
