@@ -244,31 +244,40 @@ def encode_volume(ml: float, *, prefer: VolumeUnit | None = None) -> tuple[str, 
         f"volume {ml:g} mL cannot be written in mL or µL with at most {MAX_DIGITS} digits")
 
 
+# Replies parsed on every status poll: patterns compiled once, units looked up in plain dicts
+# (calling an Enum class to look a member up is several times slower than a dict).
+_RATE_REPLY = re.compile(r"([\d.]+)(UM|MM|UH|MH)")
+_VOLUME_REPLY = re.compile(r"([\d.]+)(UL|ML)")
+_DISPENSED_REPLY = re.compile(r"I([\d.]+)W([\d.]+)(UL|ML)")
+_RATE_UNITS = {unit.value: (unit, unit.ml_h) for unit in RateUnit}
+_VOLUME_UNITS = {unit.value: (unit, unit.ml) for unit in VolumeUnit}
+
+
 def parse_rate(data: str) -> tuple[float, RateUnit]:
     """`52.50MH` -> (52.5 mL/h, MH)."""
-    match = re.fullmatch(r"([\d.]+)(UM|MM|UH|MH)", data)
+    match = _RATE_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"rate reply {data!r} is not <number><UM|MM|UH|MH>")
-    unit = RateUnit(match[2])
-    return parse_number(match[1], field="rate") * unit.ml_h, unit
+    unit, ml_h = _RATE_UNITS[match[2]]
+    return parse_number(match[1], field="rate") * ml_h, unit
 
 
 def parse_volume(data: str) -> tuple[float, VolumeUnit]:
-    match = re.fullmatch(r"([\d.]+)(UL|ML)", data)
+    match = _VOLUME_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"volume reply {data!r} is not <number><UL|ML>")
-    unit = VolumeUnit(match[2])
-    return parse_number(match[1], field="volume") * unit.ml, unit
+    unit, ml = _VOLUME_UNITS[match[2]]
+    return parse_number(match[1], field="volume") * ml, unit
 
 
 def parse_dispensed(data: str) -> tuple[float, float]:
     """`I35.00W0.000ML` -> (infused mL, withdrawn mL)."""
-    match = re.fullmatch(r"I([\d.]+)W([\d.]+)(UL|ML)", data)
+    match = _DISPENSED_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"dispensed reply {data!r} is not I<n>W<n><UL|ML>")
-    unit = VolumeUnit(match[3])
-    return (parse_number(match[1], field="infused") * unit.ml,
-            parse_number(match[2], field="withdrawn") * unit.ml)
+    _, ml = _VOLUME_UNITS[match[3]]
+    return (parse_number(match[1], field="infused") * ml,
+            parse_number(match[2], field="withdrawn") * ml)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +348,9 @@ def error_for(reply: Reply, request: str) -> PumpError | None:
     return CommandNotRecognised(f"{where}: command not recognised (?)")
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
 class ReplyParser:
     """Incremental splitter of a host-side byte stream into reply frames.
 
@@ -405,7 +417,7 @@ class ReplyParser:
             return None
         payload = bytes(buf[1:end])
         del buf[: end + 1]
-        if not all(0x20 <= b < 0x7F for b in payload):
+        if payload.translate(None, _PRINTABLE):  # anything left is not printable ASCII
             return PumpProtocolError(f"reply {payload!r} contains non-printable bytes")
         return Frame(payload, safe=False)
 

@@ -172,7 +172,8 @@ class NewEraDriver:
                     reply = await self._send(command, data)
                     if reply.alarm is not None:
                         raise PumpAlarmError(reply.alarm)
-                error = codec.error_for(reply, f"{command}{data}")
+                error = None if reply.error is None else \
+                    codec.error_for(reply, f"{command}{data}")
                 if isinstance(error, PumpChecksumError):
                     raise error
             except _RETRYABLE as exc:
@@ -197,9 +198,8 @@ class NewEraDriver:
         if reply.alarm is not None:
             raise PumpAlarmError(reply.alarm, f"pump {self.address} answered {command}{data} "
                                  f"with alarm {reply.alarm.kind.value}; it was not executed")
-        error = codec.error_for(reply, f"{command}{data}")
-        if error is not None:
-            raise error
+        if reply.error is not None:
+            raise codec.error_for(reply, f"{command}{data}") or PumpProtocolError(reply.error)
         return reply
 
     @staticmethod
