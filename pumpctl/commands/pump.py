@@ -62,6 +62,15 @@ def _options(
     ctx.obj = _Options(target, port, as_json)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _json_after_command(ctx: typer.Context, as_json: bool) -> None:
+    """`pump --port P status --json` means the same as `pump --port P --json status`."""
+    if as_json:
+        _opts(ctx).as_json = True
+
+
 def _opts(ctx: typer.Context) -> _Options:
     obj = ctx.obj
     assert isinstance(obj, _Options)
@@ -118,8 +127,9 @@ def _status_dict(status: PumpStatus) -> dict[str, Any]:
 
 
 @pump_app.command()
-def info(ctx: typer.Context) -> None:
+def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Model, firmware and every setting."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         assert d.identity is not None
         rate, rate_units = await d.rate()
@@ -133,8 +143,9 @@ def info(ctx: typer.Context) -> None:
 
 
 @pump_app.command()
-def status(ctx: typer.Context) -> None:
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """State, rate, dispensed volumes and alarm."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         return _status_dict(await d.status())
     _with_pump(ctx, action)
@@ -142,8 +153,10 @@ def status(ctx: typer.Context) -> None:
 
 @pump_app.command()
 def diameter(ctx: typer.Context, mm: Annotated[str | None, typer.Argument(
-        help="Inner diameter, e.g. 26.59 (mm) or '26.59 mm'; omit to query.")] = None) -> None:
+        help="Inner diameter, e.g. 26.59 (mm) or '26.59 mm'; omit to query.")] = None,
+        as_json: JsonFlag = False) -> None:
     """Syringe inner diameter."""
+    _json_after_command(ctx, as_json)
     value = None if mm is None else _quantity(mm, Kind.LENGTH, "diameter", default_unit="mm")
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
@@ -154,8 +167,10 @@ def diameter(ctx: typer.Context, mm: Annotated[str | None, typer.Argument(
 
 @pump_app.command()
 def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
-        help="Rate with unit, e.g. 52.5 mL/h, 875 uL/min; omit to query.")] = None) -> None:
+        help="Rate with unit, e.g. 52.5 mL/h, 875 uL/min; omit to query.")] = None,
+        as_json: JsonFlag = False) -> None:
     """Pumping rate (takes effect at once while running)."""
+    _json_after_command(ctx, as_json)
     ml_h = None if not value else _quantity(" ".join(value), Kind.RATE, "rate")
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
@@ -172,8 +187,10 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
 @pump_app.command()
 def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Volume to dispense, mL (or with unit, e.g. 500 uL); 0 = no limit; omit to "
-             "query.")] = None) -> None:
+             "query.")] = None,
+        as_json: JsonFlag = False) -> None:
     """Volume to dispense before the pump stops by itself."""
+    _json_after_command(ctx, as_json)
     ml = None if not value else _quantity(" ".join(value), Kind.VOLUME, "volume",
                                           default_unit="mL")
 
@@ -187,8 +204,10 @@ def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument
 
 @pump_app.command()
 def direction(ctx: typer.Context, value: Annotated[str | None, typer.Argument(
-        help="infuse or withdraw; omit to query.")] = None) -> None:
+        help="infuse or withdraw; omit to query.")] = None,
+        as_json: JsonFlag = False) -> None:
     """Pumping direction."""
+    _json_after_command(ctx, as_json)
     wanted = None
     if value is not None:
         try:
@@ -203,11 +222,12 @@ def direction(ctx: typer.Context, value: Annotated[str | None, typer.Argument(
 
 
 @pump_app.command()
-def run(ctx: typer.Context) -> None:
+def run(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Start pumping (until the volume to dispense is reached or `stop`).
 
     With safe mode armed the pump stops itself when this command's process has gone for
     longer than the watchdog time: use `watch --run` to keep it running."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if d.alarm is not None:
             raise PumpAlarmError(d.alarm, f"pump {d.address} is in alarm "
@@ -219,8 +239,9 @@ def run(ctx: typer.Context) -> None:
 
 
 @pump_app.command()
-def stop(ctx: typer.Context) -> None:
+def stop(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Stop completely (not a pause)."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         await d.stop()
         return _status_dict(await d.status())
@@ -228,8 +249,9 @@ def stop(ctx: typer.Context) -> None:
 
 
 @pump_app.command()
-def dispensed(ctx: typer.Context) -> None:
+def dispensed(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Volumes infused and withdrawn since the counters were last cleared."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         infused, withdrawn = await d.dispensed()
         return {"infused_ml": infused, "withdrawn_ml": withdrawn}
@@ -237,8 +259,9 @@ def dispensed(ctx: typer.Context) -> None:
 
 
 @pump_app.command()
-def clear(ctx: typer.Context) -> None:
+def clear(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Clear both dispensed-volume counters (and acknowledge an alarm)."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if d.alarm is not None:
             await d.acknowledge_alarm()
@@ -249,8 +272,10 @@ def clear(ctx: typer.Context) -> None:
 
 @pump_app.command("safe-mode")
 def safe_mode(ctx: typer.Context, seconds: Annotated[int | None, typer.Argument(
-        min=0, max=255, help="Watchdog seconds (0 = basic mode); omit to query.")] = None) -> None:
+        min=0, max=255, help="Watchdog seconds (0 = basic mode); omit to query.")] = None,
+        as_json: JsonFlag = False) -> None:
     """Safe mode: the pump stops itself after SECONDS without a valid packet."""
+    _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if seconds is not None:
             await d.set_watchdog(seconds)
@@ -263,8 +288,10 @@ def watch(ctx: typer.Context,
           interval: Annotated[float, typer.Option("--interval", min=0.1, max=60,
                                                   help="Seconds between polls.")] = 1.0,
           start: Annotated[bool, typer.Option("--run", help="Start the pump first; Ctrl-C then "
-                                              "stops it.")] = False) -> None:
+                                              "stops it.")] = False,
+          as_json: JsonFlag = False) -> None:
     """Live status until Ctrl-C. Stops the pump on exit if `--run` started it."""
+    _json_after_command(ctx, as_json)
     opts = _opts(ctx)
 
     async def main() -> None:
@@ -313,8 +340,10 @@ def scan(ctx: typer.Context,
          last: Annotated[int, typer.Option("--last", min=0, max=99)] = 99,
          timeout: Annotated[float, typer.Option("--timeout", min=0.02, max=5,
                                                 help="Seconds to wait per address.")] = 0.1,
+         as_json: JsonFlag = False,
          ) -> None:
     """Find the addresses that answer on this line."""
+    _json_after_command(ctx, as_json)
     opts = _opts(ctx)
     if last < first:
         raise UsageError(f"--last {last} is below --first {first}")

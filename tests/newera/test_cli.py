@@ -148,3 +148,15 @@ def test_sim_over_tcp(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_json_flag_works_after_the_command_too(sim_link: tuple[Path, str]) -> None:
+    cwd, _ = sim_link
+    before = pump(cwd, "--json", "--address", "1", "status")
+    after = pump(cwd, "--address", "1", "status", "--json")
+    assert before.returncode == after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    assert json.loads(after.stdout)["state"] == "stopped"
+    setting = pump(cwd, "--address", "1", "diameter", "26.59", "--json")
+    assert setting.returncode == 0, setting.stderr
+    assert json.loads(setting.stdout)["diameter_mm"] == 26.59
