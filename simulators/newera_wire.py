@@ -46,25 +46,49 @@ class RequestFramer:
         if self._safe is not None and now - self._last_byte_at >= PACKET_GAP_S:
             self._safe = None  # the rest of that packet never came
         self._last_byte_at = now
-        for byte in data:
-            if self._safe is not None:
-                self._safe.append(byte)
+        # Worked through in runs rather than byte by byte: text up to the next STX or CR,
+        # or as many bytes as the open safe packet still needs.
+        i, n = 0, len(data)
+        while i < n:
+            safe = self._safe
+            if safe is not None:
+                if not safe:
+                    safe.append(data[i])
+                    i += 1
+                else:
+                    take = min(safe[0] - len(safe), n - i)
+                    safe += data[i:i + take]
+                    i += take
                 packet = self._safe_done()
                 if packet is not None:
                     out.append(packet)
                 continue
-            if byte == STX:
+            stx, cr = data.find(STX, i), data.find(CR, i)
+            end = min(stx, cr) if stx >= 0 and cr >= 0 else max(stx, cr)
+            self._add_text(data[i:] if end < 0 else data[i:end])
+            if end < 0:
+                break
+            if end == stx:
                 self._text.clear()
                 self._safe = bytearray()
-            elif byte == CR:
-                out.append(Packet(clean_text(bytes(self._text)), safe=False))
+            else:
+                out.append(Packet(self._text.decode("ascii").upper(), safe=False))
                 self._text.clear()
-            elif 0x20 < byte < 0x7F:
-                if len(self._text) < MAX_BASIC_LINE:
-                    self._text.append(byte)
-                else:
-                    self._text.clear()
+            i = end + 1
         return out
+
+    def _add_text(self, chunk: bytes) -> None:
+        """Keep the printable, non-space bytes of `chunk`; a line that outgrows
+        MAX_BASIC_LINE is dropped, and the byte that overflowed it with it."""
+        kept = chunk.translate(None, _NOT_TEXT)
+        if len(self._text) + len(kept) <= MAX_BASIC_LINE:
+            self._text += kept
+            return
+        for byte in kept:
+            if len(self._text) < MAX_BASIC_LINE:
+                self._text.append(byte)
+            else:
+                self._text.clear()
 
     def _safe_done(self) -> Packet | None:
         buf = self._safe
@@ -81,8 +105,12 @@ class RequestFramer:
         return Packet(clean_text(payload), safe=True, valid=valid)
 
 
+# Bytes a pump drops from command text: controls, space and DEL and above.
+_NOT_TEXT = bytes(b for b in range(256) if not 0x20 < b < 0x7F)
+
+
 def clean_text(raw: bytes) -> str:
-    return "".join(chr(b) for b in raw if 0x20 < b < 0x7F).upper()
+    return raw.translate(None, _NOT_TEXT).decode("ascii").upper()
 
 
 @dataclass(frozen=True)
@@ -95,21 +123,33 @@ class Command:
 _COMMAND = re.compile(r"(\d*)(\*[A-Z]+|[A-Z]{3}|)(.*)")
 
 
+_SPLIT_CACHE: dict[str, Command | None] = {}
+_SPLIT_CACHE_MAX = 256  # a host polls with a handful of distinct texts; noise must not grow it
+
+
 def split_command(text: str) -> Command | None:
     """`01RAT52.5MH` -> Command(1, "RAT", "52.5MH"); None when it has no command shape."""
+    try:
+        return _SPLIT_CACHE[text]
+    except KeyError:
+        pass
     match = _COMMAND.fullmatch(text)
-    if match is None:
-        return None
-    digits, name, data = match.groups()
-    if not name and data:
-        return Command(int(digits) if digits else None, "?", data)
-    return Command(int(digits) if digits else None, name, data)
+    command = None
+    if match is not None:
+        digits, name, data = match.groups()
+        address = int(digits) if digits else None
+        command = Command(address, "?", data) if not name and data else \
+            Command(address, name, data)
+    if len(_SPLIT_CACHE) >= _SPLIT_CACHE_MAX:
+        _SPLIT_CACHE.clear()
+    _SPLIT_CACHE[text] = command
+    return command
 
 
 def frame_reply(text: str, *, safe: bool) -> bytes:
     payload = text.encode("ascii")
     if not safe:
-        return bytes([STX]) + payload + bytes([ETX])
+        return b"\x02" + payload + b"\x03"
     crc = binascii.crc_hqx(payload, 0)
     return bytes([STX, len(payload) + 4]) + payload + crc.to_bytes(2, "big") + bytes([ETX])
 
