@@ -211,6 +211,9 @@ class SafetyMonitor:
                 f"{self.cap_ml:.4g} mL (sum of steps, hard volume limit, syringe capacity)")
         tol = self.tolerances
         self.end_grace_s = max(tol.end_grace_min_s, tol.end_grace_rel * self.plan.end_s)
+        # The display step at the planned total is needed several times per sample; the
+        # program is frozen and the cap fixed here, so work it out once.
+        self._cap_quantum = self.quantum(self.cap_ml)
         self.expect = _Expectation()
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
@@ -235,7 +238,7 @@ class SafetyMonitor:
         return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
 
     def is_complete(self, delivered_ml: float) -> bool:
-        return delivered_ml >= self.cap_ml - self.quantum(self.cap_ml)
+        return delivered_ml >= self.cap_ml - self._cap_quantum
 
     # -- commands ----------------------------------------------------------------------
 
@@ -340,13 +343,16 @@ class SafetyMonitor:
             out.append(Breach(BreachKind.PUMP_ALARM, f"pump alarm {kind} ({code})", kind, None,
                               source="pump"))
         dose = delivered_ml * self.concentration
-        over = self._check_over(delivered_ml, dose, plan_t)
+        # The counter and the sensor are held to the same planned-so-far figures.
+        slack = self.tolerances.timing_slack_s
+        band_hi = self._band(plan_t + slack)
+        over = self._check_over(delivered_ml, dose, plan_t, band=band_hi)
         if over is not None:
             out.append(over)
         if measured_ml is not None:
             extra = self.tolerances.sensor_abs_ml
             m_over = self._check_over(measured_ml, measured_ml * self.concentration, plan_t,
-                                      what="measured", extra=extra)
+                                      what="measured", extra=extra, band=band_hi)
             if m_over is not None and (over is None or over.kind is not m_over.kind):
                 out.append(m_over)
         if moving:
@@ -375,7 +381,7 @@ class SafetyMonitor:
             max(self._last_delivered, delivered_ml)
         # The pump's own stop should act at the total. Half a display step of margin: a
         # counter shown rounded to 4 digits can read the total a moment before it is there.
-        half_q = self.quantum(self.cap_ml) / 2
+        half_q = self._cap_quantum / 2
         if moving and (delivered_ml >= self.cap_ml + half_q
                        or dose >= self.cap_dose_mg + half_q * self.concentration):
             out.append(Breach(BreachKind.TOTAL_REACHED,
@@ -387,12 +393,13 @@ class SafetyMonitor:
                               f"pump {status.state.value} before the planned total "
                               f"({delivered_ml:.4g} of {self.cap_ml:.4g} mL)",
                               status.state.value, "infusing"))
-        under = self._check_under(delivered_ml, plan_t, now)
+        band_lo = self._band(plan_t - slack) if self.expect.started else None
+        under = self._check_under(delivered_ml, plan_t, now, band=band_lo)
         if under is not None:
             out.append(under)
         if measured_ml is not None:
             m_under = self._check_under(measured_ml, plan_t, now, what="measured",
-                                        extra=self.tolerances.sensor_abs_ml)
+                                        extra=self.tolerances.sensor_abs_ml, band=band_lo)
             if m_under is not None and under is None:
                 out.append(m_under)
         out.sort(key=_severity)
@@ -434,9 +441,16 @@ class SafetyMonitor:
                           vtbi, round(remaining, 6))
         return None
 
+    def _band(self, t: float) -> tuple[float, float]:
+        """Planned-so-far volume at plan time `t` and the tolerance around it."""
+        planned = self.plan.volume_at(t)
+        return planned, self.volume_tolerance(planned)
+
     def _check_over(self, delivered: float, dose: float, plan_t: float, *,
-                    what: str = "delivered", extra: float = 0.0) -> Breach | None:
-        q = self.quantum(self.cap_ml) + extra
+                    what: str = "delivered", extra: float = 0.0,
+                    band: tuple[float, float] | None = None) -> Breach | None:
+        """`band`: `_band(plan_t + timing slack)` if the caller has it already."""
+        q = self._cap_quantum + extra
         if delivered > self.cap_ml + q:
             return Breach(BreachKind.OVER_INFUSION,
                           f"{what} {delivered:.4g} mL above the planned total "
@@ -445,8 +459,8 @@ class SafetyMonitor:
             return Breach(BreachKind.DOSE_EXCEEDED,
                           f"{what} dose {dose:.4g} mg above the planned "
                           f"{self.cap_dose_mg:.4g} mg", dose, self.cap_dose_mg)
-        planned = self.plan.volume_at(plan_t + self.tolerances.timing_slack_s)
-        limit = planned + self.volume_tolerance(planned) + extra
+        planned, tolerance = band or self._band(plan_t + self.tolerances.timing_slack_s)
+        limit = planned + tolerance + extra
         if delivered > limit:
             return Breach(BreachKind.OVER_INFUSION,
                           f"{what} {delivered:.4g} mL above planned-so-far {planned:.4g} mL "
@@ -454,11 +468,13 @@ class SafetyMonitor:
         return None
 
     def _check_under(self, delivered: float, plan_t: float, now: float, *,
-                     what: str = "delivered", extra: float = 0.0) -> Breach | None:
+                     what: str = "delivered", extra: float = 0.0,
+                     band: tuple[float, float] | None = None) -> Breach | None:
+        """`band`: `_band(plan_t - timing slack)` if the caller has it already."""
         if not self.expect.started:
             return None
-        planned = self.plan.volume_at(plan_t - self.tolerances.timing_slack_s)
-        limit = planned - self.volume_tolerance(planned) - extra
+        planned, tolerance = band or self._band(plan_t - self.tolerances.timing_slack_s)
+        limit = planned - tolerance - extra
         if delivered >= limit:
             self._under_since.pop(what, None)
             return None
