@@ -17,7 +17,6 @@ import pytest
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.clock import run as run_clock
 from pumpctl.controller import InfusionController, RunResult
-from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
@@ -25,7 +24,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.sensors import ModelBalance
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import PtyServer, memory_link
+from simulators.serve import PtyServer, memory_bus
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS_DIR = REPO / "configs" / "plans"
@@ -59,8 +58,7 @@ async def sim_driver(sim: NewEraSimulator, clock: Clock, link: str, tmp_path: Pa
                      *, safe_s: int | None = None) -> AsyncIterator[NewEraDriver]:
     """A driver for address 0 of `sim`, over the in-memory link or a real pty."""
     if link == "memory":
-        reader, writer = memory_link(sim)
-        bus = NewEraBus.from_streams(reader, writer, clock=clock)
+        bus = memory_bus(sim, clock=clock)
         try:
             driver = bus.pump(0, safe_s=safe_s)
             await driver.open()

@@ -8,13 +8,12 @@ from pathlib import Path
 from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
 from pumpctl.controller import InfusionController, RunResult
-from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.fleet import run_channels
 from pumpctl.journal import read_records
 from pumpctl.sensors import ModelBalance
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_link
+from simulators.serve import memory_bus
 
 from .conftest import PLANS_DIR, STANDARD_PLAN, compile_seed
 
@@ -30,8 +29,7 @@ def test_a_line_of_five_pumps_runs_five_plans_at_once(tmp_path: Path) -> None:
         clock = LoopClock()
         configs = [SimPumpConfig(address=i) for i in range(len(programs))]
         async with NewEraSimulator(clock, configs) as sim:
-            reader, writer = memory_link(sim)
-            bus = NewEraBus.from_streams(reader, writer, clock=clock)
+            bus = memory_bus(sim, clock=clock)
             try:
                 ctls = []
                 for i, program in enumerate(programs):
@@ -66,7 +64,7 @@ def test_active_and_placebo_stop_together_on_a_fault(tmp_path: Path) -> None:
         sims = [NewEraSimulator(clock, [SimPumpConfig()]) for _ in range(2)]
         async with sims[0], sims[1]:
             sims[0].inject(parse_fault("occlusion@15m"))
-            buses = [NewEraBus.from_streams(*memory_link(s), clock=clock) for s in sims]
+            buses = [memory_bus(s, clock=clock) for s in sims]
             try:
                 ctls = []
                 for name, bus, program in zip(("active", "placebo"), buses, (active, placebo),

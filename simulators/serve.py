@@ -1,11 +1,12 @@
 """Putting a simulator's line where a client can reach it: in memory, on a pty, on TCP.
 
-- `memory_link(sim)`: an asyncio stream pair wired straight to the simulator, for unit tests
-  and virtual-time runs (no OS resources, no per-byte cost).
+- `memory_transport(sim, protocol)`: an asyncio transport wired straight to the simulator (no
+  OS resources, no per-byte cost); `memory_bus(sim)` puts a `NewEraBus` on one, and
+  `memory_link(sim)` gives an asyncio stream pair on one instead.
 - `PtyServer(sim, link)`: a pseudo-terminal with a symlink to its slave, so anything that
   opens a serial port by path (pyserial, nesp-lib, minicom) talks to the simulator.
 - `TcpServer(sim, host, port)`: a raw TCP port, as a serial device server would offer.
-- `embedded_newera(clock, ...)`: a simulator plus an opened `NewEraDriver` over a memory link.
+- `embedded_newera(clock, ...)`: a simulator plus an opened `NewEraDriver` on a memory bus.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from pumpctl.clock import Clock
-from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, NewEraBus
+from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.errors import PumpctlError
 from simulators.faults import Fault
@@ -75,15 +76,16 @@ class _PipeTransport(asyncio.Transport):
         return default
 
 
-def memory_link(sim: NewEraSimulator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """The client end of an in-process byte pipe to `sim` (started if it is not yet)."""
+def memory_transport(sim: NewEraSimulator, protocol: asyncio.Protocol) -> asyncio.Transport:
+    """The client end of an in-process byte pipe to `sim` (started if it is not yet): what the
+    client writes reaches the simulator on the next loop turn; what the simulator sends is
+    handed to `protocol.data_received` as it is sent, as a port's bytes would be."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    protocol = asyncio.StreamReaderProtocol(reader)
+    transport: _PipeTransport
 
     def to_client(data: bytes) -> None:
-        if not reader.at_eof():
-            reader.feed_data(data)
+        if not transport.is_closing():
+            protocol.data_received(data)
 
     token = sim.connect(to_client)
 
@@ -96,9 +98,25 @@ def memory_link(sim: NewEraSimulator) -> tuple[asyncio.StreamReader, asyncio.Str
 
     transport = _PipeTransport(to_sim, closed)
     protocol.connection_made(transport)
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     sim.ensure_started()
-    return reader, writer
+    return transport
+
+
+def memory_link(sim: NewEraSimulator) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An asyncio stream pair on a memory transport to `sim`."""
+    reader = asyncio.StreamReader()
+    protocol = asyncio.StreamReaderProtocol(reader)
+    transport = memory_transport(sim, protocol)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, asyncio.get_running_loop())
+
+
+def memory_bus(sim: NewEraSimulator, *, clock: Clock | None = None,
+               timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 1) -> NewEraBus:
+    """A `NewEraBus` on a memory transport to `sim`, reading replies as they are sent."""
+    protocol = LineProtocol()
+    transport = memory_transport(sim, protocol)
+    return NewEraBus.from_transport(transport, protocol, clock=clock, timeout_s=timeout_s,
+                                    retries=retries)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,8 +309,7 @@ async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
     async with sim:
         for fault in faults:
             sim.inject(fault)
-        reader, writer = memory_link(sim)
-        bus = NewEraBus.from_streams(reader, writer, clock=clock, timeout_s=timeout_s)
+        bus = memory_bus(sim, clock=clock, timeout_s=timeout_s)
         driver = bus.pump(0, safe_s=safe_s if safe_s else None)
         try:
             await driver.open()

@@ -25,7 +25,7 @@ import serial_asyncio_fast
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError
-from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, NewEraBus
+from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.errors import UsageError
 
@@ -111,13 +111,16 @@ def parse_pump_url(url: str) -> PumpUrl:
                    timeout_s=timeout, retries=retries)
 
 
-async def connect_streams(target: PumpUrl) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the port or socket through pyserial-asyncio-fast (8N1, no flow control)."""
+async def connect_transport(target: PumpUrl,
+                            protocol: asyncio.Protocol) -> asyncio.BaseTransport:
+    """Open the port or socket through pyserial-asyncio-fast (8N1, no flow control), with
+    `protocol` receiving its bytes."""
     try:
-        return await serial_asyncio_fast.open_serial_connection(
-            url=target.serial_url, baudrate=target.baud, bytesize=serial.EIGHTBITS,
-            parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE, xonxoff=False,
-            rtscts=False)
+        transport, _ = await serial_asyncio_fast.create_serial_connection(
+            asyncio.get_running_loop(), lambda: protocol, url=target.serial_url,
+            baudrate=target.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+            stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False)
+        return transport
     except (serial.SerialException, OSError, ValueError) as exc:
         where = target.serial_url
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
@@ -128,9 +131,11 @@ async def connect_streams(target: PumpUrl) -> tuple[asyncio.StreamReader, asynci
 async def open_bus(url: str | PumpUrl, *, clock: Clock | None = None) -> AsyncIterator[NewEraBus]:
     """A `NewEraBus` on the port named by `url` (for several pumps on one line, or `scan`)."""
     target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
-    reader, writer = await connect_streams(target)
-    bus = NewEraBus.from_streams(reader, writer, clock=clock, timeout_s=target.timeout_s,
-                                 retries=target.retries)
+    protocol = LineProtocol()
+    transport = await connect_transport(target, protocol)
+    assert isinstance(transport, asyncio.WriteTransport)
+    bus = NewEraBus.from_transport(transport, protocol, clock=clock,
+                                   timeout_s=target.timeout_s, retries=target.retries)
     try:
         yield bus
     finally:

@@ -11,7 +11,7 @@ from pumpctl.clock import LoopClock, run
 from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.codec import ETX, STX
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_link
+from simulators.serve import memory_bus, memory_link
 
 T = TypeVar("T")
 
@@ -94,8 +94,7 @@ async def driver_line(pumps: int | Sequence[SimPumpConfig] = 1, *, timeout_s: fl
     clock = LoopClock()
     sim = NewEraSimulator(clock, pumps, baud=baud)
     async with sim:
-        reader, writer = memory_link(sim)
-        bus = NewEraBus.from_streams(reader, writer, clock=clock, timeout_s=timeout_s)
+        bus = memory_bus(sim, clock=clock, timeout_s=timeout_s)
         try:
             yield sim, bus
         finally:

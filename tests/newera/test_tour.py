@@ -21,7 +21,7 @@ from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import open_bus
 from simulators.newera import NewEraSimulator
-from simulators.serve import PtyServer, memory_link
+from simulators.serve import PtyServer, memory_bus, memory_link
 
 
 @contextlib.asynccontextmanager
@@ -30,9 +30,10 @@ async def line(transport: str, tmp_path: Path,
     clock = LoopClock()
     sim = NewEraSimulator(clock, 1)
     async with sim:
-        if transport == "memory":
-            reader, writer = memory_link(sim)
-            bus = NewEraBus.from_streams(reader, writer, clock=clock)
+        if transport in ("memory", "streams"):
+            # "streams": the same pipe read through an asyncio stream pair and a reader task
+            bus = memory_bus(sim, clock=clock) if transport == "memory" else \
+                NewEraBus.from_streams(*memory_link(sim), clock=clock)
             try:
                 yield sim, bus
             finally:
@@ -42,7 +43,7 @@ async def line(transport: str, tmp_path: Path,
                 yield sim, bus
 
 
-@pytest.mark.parametrize("transport", ["memory", "pty"])
+@pytest.mark.parametrize("transport", ["memory", "streams", "pty"])
 async def test_every_command(transport: str, tmp_path: Path) -> None:
     async with line(transport, tmp_path) as (sim, bus):
         d: NewEraDriver = bus.pump(0)

@@ -1,10 +1,13 @@
 """One New Era serial line shared by several pumps: one request in flight, replies matched.
 
 The bus owns the byte stream (a serial port, pty or TCP socket via pyserial-asyncio-fast, or
-an in-memory pipe in tests). A reader task splits incoming bytes into frames; the one request
-in flight gets the frame from its address, and anything else is either an unsolicited alarm
-packet (safe mode sends one when an alarm occurs) or a stale reply that arrived after its
-request timed out. Timeouts are asyncio timeouts, so they run in virtual time under test.
+an in-memory pipe in tests). Incoming bytes are split into frames as they arrive, either
+straight from the transport through a `LineProtocol` (what `open_bus` and the embedded
+simulator use: no reader task, so a reply costs no extra event-loop turn), or by a reader
+task from an asyncio stream pair (`from_streams`). The one request in flight gets the frame
+from its address, and anything else is either an unsolicited alarm packet (safe mode sends
+one when an alarm occurs) or a stale reply that arrived after its request timed out.
+Timeouts are loop timers, so they run in virtual time under test.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import Alarm, PumpError, PumpProtocolError, PumpTimeout
@@ -58,14 +61,60 @@ def _expire(future: asyncio.Future[Reply]) -> None:
         future.set_exception(_Expired())
 
 
+class LineWriter(Protocol):
+    """The sending half of a line: an asyncio transport or StreamWriter."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LineProtocol(asyncio.Protocol):
+    """Hands the bytes a transport receives to its bus as they arrive.
+
+    Bytes (or a loss of the connection) that come before the bus is attached are kept and
+    handed over on `attach`.
+    """
+
+    def __init__(self) -> None:
+        self._bus: NewEraBus | None = None
+        self._early = bytearray()
+        self._lost: list[Exception | None] = []
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def attach(self, bus: NewEraBus) -> None:
+        self._bus = bus
+        if self._early:
+            data, self._early = bytes(self._early), bytearray()
+            bus.data_received(data)
+        if self._lost:
+            bus.connection_lost(self._lost[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self._bus is None:
+            self._early += data
+        else:
+            self._bus.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._bus is None:
+            self._lost.append(exc)
+        else:
+            self._bus.connection_lost(exc)
+
+
 class NewEraBus:
     """A connection to a New Era line; `pump(address)` gives a driver for one pump on it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+    def __init__(self, reader: asyncio.StreamReader | None, writer: LineWriter, *,
                  clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 retries: int = 1) -> None:
+                 retries: int = 1, protocol: LineProtocol | None = None) -> None:
+        """`reader` None: bytes are pushed in through `protocol` (or `data_received`)."""
         self._reader = reader
         self._writer = writer
+        self._protocol = protocol
         self.clock: Clock = clock or LoopClock()
         self.timeout_s = timeout_s
         self.retries = retries
@@ -89,7 +138,18 @@ class NewEraBus:
     def from_streams(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                      clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                      retries: int = 1) -> NewEraBus:
+        """A bus reading an asyncio stream pair with a reader task."""
         return cls(reader, writer, clock=clock, timeout_s=timeout_s, retries=retries)
+
+    @classmethod
+    def from_transport(cls, transport: LineWriter, protocol: LineProtocol, *,
+                       clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                       retries: int = 1) -> NewEraBus:
+        """A bus on a transport whose protocol is `protocol` (bytes handled as they arrive)."""
+        bus = cls(None, transport, clock=clock, timeout_s=timeout_s, retries=retries,
+                  protocol=protocol)
+        protocol.attach(bus)
+        return bus
 
     def pump(self, address: int, *, safe_s: int | None = None) -> NewEraDriver:
         """The driver for the pump at `address` (one per address; `safe_s` arms the watchdog
@@ -135,7 +195,11 @@ class NewEraBus:
                 await self._task
         self._writer.close()
         with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+            if isinstance(self._writer, asyncio.StreamWriter):
+                await self._writer.wait_closed()
+            elif self._protocol is not None:
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self._protocol.closed)
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -194,23 +258,30 @@ class NewEraBus:
 
     # ---- receiving --------------------------------------------------------------------------
 
-    def _ensure_reader(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._read_loop(),
-                                                                name="newera-bus-reader")
+    def data_received(self, data: bytes) -> None:
+        """Bytes from the line: every complete frame is dispatched at once."""
+        for item in self._parser.feed(data):
+            self._on_item(item)
 
-    async def _read_loop(self) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(f"connection lost: {exc}" if exc else "connection closed by the other end")
+
+    def _ensure_reader(self) -> None:
+        if self._task is None and self._reader is not None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._read_loop(self._reader), name="newera-bus-reader")
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         while True:
             try:
-                data = await self._reader.read(4096)
+                data = await reader.read(4096)
             except (OSError, ConnectionError) as exc:
                 self._lost(f"connection lost: {exc}")
                 return
             if not data:
                 self._lost("connection closed by the other end")
                 return
-            for item in self._parser.feed(data):
-                self._on_item(item)
+            self.data_received(data)
 
     def _lost(self, why: str) -> None:
         self._eof = True
