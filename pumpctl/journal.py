@@ -33,6 +33,7 @@ RECORD_TYPES = ("header", "command", "sample", "segment", "alarm", "state", "mon
 # Records that mark something happening (not a periodic sample): durable at once.
 DURABLE_TYPES = frozenset(RECORD_TYPES) - {"sample"}
 JOURNAL_SUFFIX = ".jsonl"
+_KNOWN_TYPES = frozenset(RECORD_TYPES)
 
 
 class JournalError(PumpctlError):
@@ -107,15 +108,14 @@ class Journal:
 
     def write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
         """Append one record (and hand it to the sinks); returns the record as written."""
-        if type_ not in RECORD_TYPES:
+        if type_ not in _KNOWN_TYPES:
             raise ValueError(f"unknown journal record type {type_!r}")
         record: dict[str, Any] = {
             "type": type_, "seq": self._seq, "t": round(self._clock.wall(), 6),
             "elapsed_s": round(self.elapsed(), 6), "run_id": self.run_id, "channel": self.channel,
         }
         record.update(fields)
-        line = (json.dumps(record, separators=(",", ":"), default=_jsonable, allow_nan=False)
-                + "\n").encode()
+        line = (_ENCODER.encode(record) + "\n").encode()
         self._append(line, durable=type_ in DURABLE_TYPES)
         self._seq += 1
         for sink in self._sinks:
@@ -201,6 +201,11 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "value"):
         return value.value
     raise TypeError(f"cannot journal a {type(value).__name__}")
+
+
+# One encoder for every record (json.dumps would build a new one per call): compact, NaN and
+# infinity refused, the few non-JSON types converted by _jsonable.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_jsonable, allow_nan=False)
 
 
 # -- reading -----------------------------------------------------------------------------
