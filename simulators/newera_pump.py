@@ -239,30 +239,32 @@ class SimulatedPump:
         if self._ignore_next:
             self._ignore_next = False
             return None
+        safe_mode = self.safe_s > 0
         if self._corrupt_in_left and packet.valid:
             self._corrupt_in_left -= 1 if self._corrupt_in_left > 0 else 0
             if not packet.safe:
-                return self._send(f"{self._prefix()}?", self.safe_mode)  # garbled text
+                return self._send(f"{self._prefix()}?", safe_mode)  # garbled text
             packet = Packet(packet.text, safe=True, valid=False)  # its CRC no longer matches
         if packet.safe:
             if not packet.valid:
-                return self._send(f"{self._prefix()}?COM", self.safe_mode)
-            if self._last_valid_at is None and self.safe_mode:
+                return self._send(f"{self._prefix()}?COM", safe_mode)
+            if self._last_valid_at is None and safe_mode:
                 self._wake()  # the watchdog starts now: the service task must know
             self._last_valid_at = now
-        elif self.safe_mode:
+        elif safe_mode:
             return None  # a pump in safe mode ignores plain CR-terminated commands
         if self.alarm is not None:
             # Any valid command acknowledges the alarm, and is answered with it instead.
             letter, self.alarm = self.alarm, None
-            return self._send(f"{self.address:02d}A?{letter}", self.safe_mode)
+            return self._send(f"{self.address:02d}A?{letter}", safe_mode)
         assert command is not None
         text = self.execute(command)
         if command.data or command.name in ("RUN", "STP"):
             # Something changed that may bring the next event (stall, target, watchdog)
             # closer; plain queries, the bulk of the traffic, need no wake-up.
             self._wake()
-        return self._send(text, self.safe_mode)
+        # Commands may switch safe mode (SAF n): the reply goes out in the new mode.
+        return self._send(text, self.safe_s > 0)
 
     def _send(self, text: str, safe: bool) -> tuple[bytes, float] | None:
         frame = frame_reply(text, safe=safe)

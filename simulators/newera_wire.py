@@ -173,9 +173,8 @@ def read_number(text: str) -> float | None:
 def show_number(value: float) -> str:
     """A number as the pump displays it: 4 digits, always with a decimal point."""
     value = max(0.0, value)
-    for decimals in (3, 2, 1):
-        text = f"{value:.{decimals}f}"
+    for form in ("%.3f", "%.2f", "%.1f"):  # the most decimals that leave 4 digits
+        text = form % value
         if len(text) - 1 <= 4:
             return text
-    whole = f"{min(value, 9999.0):.0f}"
-    return whole + "."
+    return "%.0f." % min(value, 9999.0)
