@@ -448,7 +448,8 @@ class InfusionController:
         segs = self.program.segments
         while True:
             self._check_journal()
-            await self._handle_requests(started=True)
+            if self._requests:
+                await self._handle_requests(started=True)
             if self._paused_at is None:
                 plan_t = self._plan_t()
                 while (self._seg_index + 1 < len(segs)
