@@ -240,3 +240,21 @@ def test_reply_round_trip_through_parser(address: int, status: str, data: str, s
     assert isinstance(frame, codec.Frame) and frame.safe == safe
     reply = codec.parse_reply(frame.payload, safe=frame.safe)
     assert (reply.address, reply.status, reply.data) == (address, status, data)
+
+
+def test_repeated_replies_parse_the_same_and_bad_ones_fail_every_time() -> None:
+    """Parsed replies are remembered (a poll reads the same rate reply every second): the
+    second parse must give the same result, a bad reply must be refused every time, and the
+    memo must stay bounded however many different replies come."""
+    first = codec.parse_reply(b"00I13.13MH")
+    assert codec.parse_reply(b"00I13.13MH") == first
+    assert codec.parse_reply(b"00I13.13MH", safe=True).safe  # framing is part of the key
+    assert codec.parse_rate("13.13MH") == codec.parse_rate("13.13MH") == (13.13, RateUnit.ML_H)
+    for _ in range(2):
+        with pytest.raises(PumpProtocolError):
+            codec.parse_reply(b"00Q13.13MH")
+        with pytest.raises(PumpProtocolError):
+            codec.parse_rate("13.1.3MH")
+    for i in range(1000):
+        assert codec.parse_reply(f"00II{i}.000W0.000ML".encode()).data == f"I{i}.000W0.000ML"
+    assert len(codec._REPLY_MEMO) <= codec._MEMO_MAX

@@ -251,10 +251,24 @@ _VOLUME_REPLY = re.compile(r"([\d.]+)(UL|ML)")
 _DISPENSED_REPLY = re.compile(r"I([\d.]+)W([\d.]+)(UL|ML)")
 _RATE_UNITS = {unit.value: (unit, unit.ml_h) for unit in RateUnit}
 _VOLUME_UNITS = {unit.value: (unit, unit.ml) for unit in VolumeUnit}
+_MEMO_MAX = 128  # entries in each memo of parsed replies before it is emptied
+
+
+_RATE_MEMO: dict[str, tuple[float, RateUnit]] = {}
 
 
 def parse_rate(data: str) -> tuple[float, RateUnit]:
-    """`52.50MH` -> (52.5 mL/h, MH)."""
+    """`52.50MH` -> (52.5 mL/h, MH). The same text every poll: parsed once (bounded memo)."""
+    parsed = _RATE_MEMO.get(data)
+    if parsed is None:
+        parsed = _parse_rate(data)
+        if len(_RATE_MEMO) >= _MEMO_MAX:
+            _RATE_MEMO.clear()
+        _RATE_MEMO[data] = parsed
+    return parsed
+
+
+def _parse_rate(data: str) -> tuple[float, RateUnit]:
     match = _RATE_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"rate reply {data!r} is not <number><UM|MM|UH|MH>")
@@ -306,8 +320,25 @@ class Reply:
         return PumpState.ALARM if self.alarm else STATUS_STATES[self.status]
 
 
+# Replies repeat: a status poll reads the same rate reply (`00I13.13MH`) every second. They
+# are immutable, so each distinct (payload, framing) is parsed once and then looked up; the
+# memo is emptied when it fills, so changing replies (volumes) cannot make it grow.
+_REPLY_MEMO: dict[tuple[bytes, bool], Reply] = {}
+
+
 def parse_reply(payload: bytes, *, safe: bool = False) -> Reply:
     """Decode the text between the framing bytes, e.g. `00A?S` or `01I52.50MH`."""
+    key = (payload, safe)
+    reply = _REPLY_MEMO.get(key)
+    if reply is None:
+        reply = _parse_reply(payload, safe)  # raises for a bad reply: nothing remembered
+        if len(_REPLY_MEMO) >= _MEMO_MAX:
+            _REPLY_MEMO.clear()
+        _REPLY_MEMO[key] = reply
+    return reply
+
+
+def _parse_reply(payload: bytes, safe: bool) -> Reply:
     try:
         text = payload.decode("ascii")
     except UnicodeDecodeError as exc:
