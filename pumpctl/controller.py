@@ -278,7 +278,7 @@ class InfusionController:
         end with the pump stopped: remember the failure, let the supervision loop stop the
         run, and keep going without the journal during the stop."""
         try:
-            return self._j().write(type_, **fields)
+            return self._j().write_fields(type_, fields)
         except JournalError as exc:
             if self._journal_error is None:
                 self._journal_error = str(exc)
@@ -450,19 +450,22 @@ class InfusionController:
             self._check_journal()
             if self._requests:
                 await self._handle_requests(started=True)
-            if self._paused_at is None:
-                plan_t = self._plan_t()
-                while (self._seg_index + 1 < len(segs)
-                       and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
-                    self._seg_index += 1
-                    await self._enter_segment(segs[self._seg_index])
-                self._emit_monitoring(plan_t)
             now = self._now()
+            if self._paused_at is None:
+                plan_t = self._plan_t(now)
+                if (self._seg_index + 1 < len(segs)
+                        and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
+                    while (self._seg_index + 1 < len(segs)
+                           and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
+                        self._seg_index += 1
+                        await self._enter_segment(segs[self._seg_index])
+                    now = self._now()  # the rate changes took time
+                self._emit_monitoring(plan_t)
             if now >= next_poll - _DUE_S:
                 self._lateness.append(now - next_poll)
                 while next_poll <= now + _DUE_S:
                     next_poll += self.poll_s
-                if await self._poll():
+                if await self._poll(now):
                     return
             deadline = next_poll
             if self._paused_at is None and self._seg_index + 1 < len(segs):
@@ -528,9 +531,9 @@ class InfusionController:
                 self._paused_at = None
                 self._write("state", state="resumed", reason=reason, sender=sender)
 
-    async def _poll(self) -> bool:
-        """Take one status sample and act on it; True when the run is complete."""
-        now = self._now()
+    async def _poll(self, now: float) -> bool:
+        """Take one status sample (requested at clock time `now`) and act on it; True when
+        the run is complete."""
         try:
             async with asyncio.timeout(self.monitor.tolerances.no_status_s):
                 st = await self.driver.status()
