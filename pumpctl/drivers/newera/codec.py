@@ -249,6 +249,8 @@ def encode_volume(ml: float, *, prefer: VolumeUnit | None = None) -> tuple[str, 
 _RATE_REPLY = re.compile(r"([\d.]+)(UM|MM|UH|MH)")
 _VOLUME_REPLY = re.compile(r"([\d.]+)(UL|ML)")
 _DISPENSED_REPLY = re.compile(r"I([\d.]+)W([\d.]+)(UL|ML)")
+# The same shape with both numbers already as parse_number accepts them.
+_DISPENSED_NUMBERS = re.compile(r"I(\d+\.?\d*|\.\d+)W(\d+\.?\d*|\.\d+)(UL|ML)")
 _RATE_UNITS = {unit.value: (unit, unit.ml_h) for unit in RateUnit}
 _VOLUME_UNITS = {unit.value: (unit, unit.ml) for unit in VolumeUnit}
 _MEMO_MAX = 128  # entries in each memo of parsed replies before it is emptied
@@ -286,6 +288,10 @@ def parse_volume(data: str) -> tuple[float, VolumeUnit]:
 
 def parse_dispensed(data: str) -> tuple[float, float]:
     """`I35.00W0.000ML` -> (infused mL, withdrawn mL)."""
+    valid = _DISPENSED_NUMBERS.fullmatch(data)
+    if valid is not None:  # the usual case, in one match; anything else is explained below
+        _, ml = _VOLUME_UNITS[valid[3]]
+        return float(valid[1]) * ml, float(valid[2]) * ml
     match = _DISPENSED_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"dispensed reply {data!r} is not I<n>W<n><UL|ML>")

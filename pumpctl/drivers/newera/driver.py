@@ -167,7 +167,9 @@ class NewEraDriver:
         last: PumpError | None = None
         for _ in range(1 + self.bus.retries):
             try:
-                reply = await self._send(command, data)
+                # (_send, inlined: this is every status poll's path)
+                reply = await self.bus.transact(self.address, command, data, safe=self._safe)
+                self._note(reply)
                 if reply.alarm is not None:
                     reply = await self._send(command, data)
                     if reply.alarm is not None:
