@@ -177,4 +177,4 @@ def show_number(value: float) -> str:
         text = form % value
         if len(text) - 1 <= 4:
             return text
-    return "%.0f." % min(value, 9999.0)
+    return f"{min(value, 9999.0):.0f}."
