@@ -7,6 +7,7 @@ the first `pause`, and can be told to misbehave in the ways the safety monitor m
 from __future__ import annotations
 
 import asyncio
+import math
 
 from pumpctl.drivers.base import (
     Alarm,
@@ -39,6 +40,7 @@ class FakePump:
         self.watchdog = 0
         self.flow_factor = 1.0  # <1 under-delivers (occlusion), >1 over-delivers (free flow)
         self.silent = False  # status raises PumpTimeout
+        self.status_delay_s = 0.0  # status answers this late (math.inf: never: a hung driver)
         self.report_rate: float | None = None  # status shows this rate instead of the real one
         self.ignore_stop = False
         self.log: list[str] = []
@@ -115,6 +117,10 @@ class FakeDriver:
         self.pump.phase_ml = 0.0
 
     async def status(self) -> PumpStatus:
+        if self.pump.status_delay_s == math.inf:
+            await asyncio.Event().wait()  # hangs until cancelled
+        if self.pump.status_delay_s:
+            await asyncio.sleep(self.pump.status_delay_s)
         self.pump._advance()
         if self.pump.silent:
             raise PumpTimeout("no reply within 0.1 s")

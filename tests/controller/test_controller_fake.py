@@ -4,6 +4,7 @@ hil_tests/)."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -330,3 +331,57 @@ def test_a_failing_journal_stops_the_pump(tmp_path: Path) -> None:
     result, pump = run_clock(main(), virtual=True)
     assert pump.state is PumpState.STOPPED and "stop" in pump.log
     assert result.outcome == "faulted" and "journal failed" in result.reason
+
+
+def test_hung_status_call_times_out_and_stops(tmp_path: Path) -> None:
+    """A driver whose status never returns: each poll gives up after the no-status window,
+    the silence becomes a no_status alarm, and the pump is still stopped."""
+    result, pump, recs = _fault(tmp_path, lambda p: setattr(p, "status_delay_s", math.inf))
+    assert result.outcome == "faulted"
+    assert alarms(recs)[0] == "no_status"
+    assert pump.state is PumpState.STOPPED
+    timed_out = [r for r in recs if r["type"] == "command" and r["op"] == "status"
+                 and r.get("error_type") == "TimeoutError"]
+    assert timed_out and timed_out[0]["error"] == "timed out"
+    # The first status after the hang gives up exactly one window (5 s) after it was asked.
+    samples = [r["elapsed_s"] for r in recs if r["type"] == "sample"]
+    assert timed_out[0]["elapsed_s"] == pytest.approx(samples[-1] + 1.0 + 5.0, abs=1e-3)
+    alarm = next(r for r in recs if r["type"] == "alarm")
+    assert alarm["elapsed_s"] - samples[-1] < 15.0
+
+
+def test_slow_status_within_the_window_is_fine(tmp_path: Path) -> None:
+    """Answers that take most of the window (4 of 5 s) are late, not missing."""
+    result, _, recs = _fault(tmp_path, lambda p: setattr(p, "status_delay_s", 4.0),
+                                at=2300.0, poll_s=2.0, stop_timeout_s=5.0)
+    assert result.outcome == "completed", result.reason
+    assert not alarms(recs)
+    assert not [r for r in recs if r["type"] == "command" and r.get("error")]
+
+
+def test_cancel_during_a_hung_status_is_not_taken_for_a_timeout(tmp_path: Path) -> None:
+    """Cancelling the controller (Ctrl-C, SIGTERM) while a status call hangs must cancel it:
+    the pump is stopped and the cancellation goes on, it is not swallowed as a timeout."""
+    async def main() -> tuple[bool, FakePump, Path]:
+        pump = FakePump()
+        ctl = InfusionController(FakeDriver(pump), make_program(None), journal_dir=tmp_path)
+        task = asyncio.create_task(ctl.run())
+        await asyncio.sleep(600.0)
+        pump.status_delay_s = math.inf
+        await asyncio.sleep(3.5)  # inside the hung call, before its 5 s window ends
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            cancelled = True
+        else:
+            cancelled = False
+        assert ctl.journal is not None
+        return cancelled, pump, ctl.journal.path
+
+    cancelled, pump, path = run_clock(main(), virtual=True)
+    recs = read_records(path)
+    assert cancelled
+    assert pump.state is PumpState.STOPPED
+    assert pump.log[-1] == "stop" and states(recs)[-1] == "aborted"
+    assert not [r for r in recs if r["type"] == "command" and r.get("error_type") == "TimeoutError"]
