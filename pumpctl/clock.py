@@ -151,6 +151,66 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._virtual_now += seconds
 
 
+class SharedDeadline:
+    """Deadlines for a repeated short await (a status call every poll) on one shared timer.
+
+    Use it with an `asyncio.timeout(None)` scope, one call at a time:
+
+        async with asyncio.timeout(None) as scope:
+            watch.enter(scope, loop.time() + window)
+            try:
+                await call()
+            finally:
+                watch.leave()
+
+    The scope is asyncio's own, so expiry and outside cancellation are handled exactly as by
+    `asyncio.timeout(window)` (TimeoutError when the deadline passes; a cancellation from
+    elsewhere stays a cancellation). What differs is the timer: instead of one per call,
+    one is kept armed at the earliest deadline it is needed for. When it fires it expires
+    the call still running past its deadline, or re-arms for the deadline of the call in
+    progress, or (no call in progress) lapses until the next `enter`. At one call per second
+    and a 5 s window, that is one timer per five calls, where each timer costs a heap push
+    and pop on the event loop.
+    """
+
+    _DUE_S = 1e-6  # a deadline this close is due (loop timers run within clock resolution)
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._scope: asyncio.Timeout | None = None
+        self._deadline = 0.0
+
+    def enter(self, scope: asyncio.Timeout, deadline: float) -> None:
+        """`scope` (entered, with no deadline of its own) must end by loop time `deadline`."""
+        self._scope, self._deadline = scope, deadline
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first, and then expires this call or re-arms for it
+            timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
+
+    def leave(self) -> None:
+        """The call ended (in any way) before its scope is left."""
+        self._scope = None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        scope = self._scope
+        if scope is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._deadline <= loop.time() + self._DUE_S:
+            scope.reschedule(self._deadline)  # asyncio expires the scope: TimeoutError
+        else:
+            self._timer = loop.call_at(self._deadline, self._fire)
+
+
 def run(main: Coroutine[Any, Any, T], *, virtual: bool = False, io_grace_s: float = 0.002) -> T:
     """Run `main` to completion on a real or a virtual-time event loop."""
     if not virtual:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pumpctl import __version__
-from pumpctl.clock import Clock, LoopClock
+from pumpctl.clock import Clock, LoopClock, SharedDeadline
 from pumpctl.drivers.base import (
     Direction,
     PumpAlarmError,
@@ -183,6 +183,7 @@ class InfusionController:
         self._header_written = False
         self._journal_error: str | None = None
         self._pending_notes: list[tuple[str, dict[str, Any]]] = []
+        self._status_deadline = SharedDeadline()  # the no-status window of each poll
 
     # -- remote-control hooks (loop-safe, not thread-safe) -------------------------------
 
@@ -251,6 +252,7 @@ class InfusionController:
                                            f"{type(exc).__name__}: {exc}", source="controller"))
             return await self._finish(fault, stop_by)
         finally:
+            self._status_deadline.close()
             if self.journal is not None:
                 try:
                     self.journal.close()
@@ -535,8 +537,13 @@ class InfusionController:
         """Take one status sample (requested at clock time `now`) and act on it; True when
         the run is complete."""
         try:
-            async with asyncio.timeout(self.monitor.tolerances.no_status_s):
-                st = await self.driver.status()
+            # asyncio.timeout(no_status_s), with the timer shared between polls
+            async with asyncio.timeout(None) as scope:
+                self._status_deadline.enter(scope, now + self.monitor.tolerances.no_status_s)
+                try:
+                    st = await self.driver.status()
+                finally:
+                    self._status_deadline.leave()
         except PumpAlarmError as exc:
             self._write("command", op="status", args={}, error=str(exc),
                             error_type=type(exc).__name__)

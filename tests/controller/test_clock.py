@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 
-from pumpctl.clock import LoopClock, VirtualTimeLoop, run
+import pytest
+
+from pumpctl.clock import LoopClock, SharedDeadline, VirtualTimeLoop, run
 
 
 def test_idle_loop_jumps_to_the_next_timer() -> None:
@@ -55,3 +58,85 @@ def test_thread_callback_runs_while_busy() -> None:
         return done.is_set()
 
     assert run(main(), virtual=True)
+
+
+async def _call_under(watch: SharedDeadline, window: float, duration: float) -> float:
+    """Run a `duration`-second call under `watch` with `window`; returns when it ended."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(None) as scope:
+        watch.enter(scope, loop.time() + window)
+        try:
+            await asyncio.sleep(duration)
+        finally:
+            watch.leave()
+    return loop.time()
+
+
+def test_shared_deadline_expires_a_call_exactly_at_its_deadline() -> None:
+    async def main() -> tuple[float, float]:
+        watch = SharedDeadline()
+        start = asyncio.get_running_loop().time()
+        await _call_under(watch, 5.0, 1.0)  # arms the shared timer for start + 5
+        await asyncio.sleep(3.0)
+        # Starts at start + 4 with its own deadline at start + 9; the timer armed for
+        # start + 5 must re-arm for it, not cut it short.
+        second = asyncio.get_running_loop().time()
+        try:
+            await _call_under(watch, 5.0, 100.0)
+        except TimeoutError:
+            ended = asyncio.get_running_loop().time()
+        else:
+            raise AssertionError("a hung call was not timed out")
+        watch.close()
+        return second - start, ended - second
+
+    began, lasted = run(main(), virtual=True)
+    assert began == 4.0
+    assert lasted == 5.0
+
+
+def test_shared_deadline_lets_calls_within_their_window_finish() -> None:
+    async def main() -> list[float]:
+        watch = SharedDeadline()
+        ends = []
+        for _ in range(20):  # each takes 4 s of a 5 s window, back to back
+            ends.append(await _call_under(watch, 5.0, 4.0))
+        watch.close()
+        return ends
+
+    ends = run(main(), virtual=True)
+    assert [round(b - a, 9) for a, b in itertools.pairwise(ends)] == [4.0] * 19
+
+
+def test_shared_deadline_keeps_an_outside_cancel_a_cancel() -> None:
+    async def main() -> str:
+        watch = SharedDeadline()
+        task = asyncio.ensure_future(_call_under(watch, 5.0, 100.0))
+        await asyncio.sleep(2.0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+        except TimeoutError:
+            outcome = "timed out"
+        else:
+            outcome = "finished"
+        await asyncio.sleep(10.0)  # the shared timer firing later must not disturb anything
+        watch.close()
+        return outcome
+
+    assert run(main(), virtual=True) == "cancelled"
+
+
+def test_shared_deadline_earlier_than_the_armed_timer_is_kept() -> None:
+    async def main() -> float:
+        watch = SharedDeadline()
+        await _call_under(watch, 10.0, 0.5)  # timer armed 10 s out
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await _call_under(watch, 2.0, 100.0)  # a shorter window: must not wait for it
+        watch.close()
+        return asyncio.get_running_loop().time() - start
+
+    assert run(main(), virtual=True) == 2.0
