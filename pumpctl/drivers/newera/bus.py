@@ -213,7 +213,8 @@ class NewEraBus:
         async with self._lock:
             if self.closed:
                 raise PumpProtocolError(f"connection closed; cannot send {request!r}")
-            self._ensure_reader()
+            if self._reader is not None:
+                self._ensure_reader()
             if self._after_timeout:
                 # The protocol has no sequence numbers: a reply that missed its deadline and
                 # came during the next request would be taken as that request's answer. So

@@ -249,7 +249,7 @@ class NewEraDriver:
     async def status(self) -> PumpStatus:
         dis = await self._query("DIS")
         infused, withdrawn = codec.parse_dispensed(dis.data)
-        rate, _ = await self.rate()
+        rate, self._rate_units = codec.parse_rate((await self._query("RAT")).data)  # = rate()
         state = PumpState.ALARM if self.alarm is not None else dis.state
         direction = self._direction or await self.direction()
         return PumpStatus(state=state, rate_ml_h=rate, infused_ml=infused,
