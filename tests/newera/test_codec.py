@@ -258,3 +258,28 @@ def test_repeated_replies_parse_the_same_and_bad_ones_fail_every_time() -> None:
     for i in range(1000):
         assert codec.parse_reply(f"00II{i}.000W0.000ML".encode()).data == f"I{i}.000W0.000ML"
     assert len(codec._REPLY_MEMO) <= codec._MEMO_MAX
+
+
+def _parsed(parser: ReplyParser, chunks: list[bytes]) -> list[object]:
+    out: list[object] = []
+    for chunk in chunks:
+        out += [(type(i).__name__, str(i)) if isinstance(i, PumpError) else i
+                for i in parser.feed(chunk)]
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from([b"\x02", b"\x03", b"\x0200S\x03", b"\x0201I52.50MH\x03", b"\x020\x01\x03",
+                     b"\x02\x0900A?T\xe8\x5b\x03", b"\x0200SI1.000W0.000ML\x03"]),
+    st.binary(max_size=6)), max_size=8))
+def test_whole_reads_and_byte_reads_give_the_same_frames(pieces: list[bytes]) -> None:
+    """A read holding exactly one basic reply takes a shortcut; whatever the bytes, the
+    result must be what the byte-by-byte path gives, noise count included."""
+    data = b"".join(pieces)
+    whole, bytewise = ReplyParser(), ReplyParser()
+    for piece in pieces:  # a read per piece: whole replies arrive as one read
+        assert _parsed(whole, [piece]) == _parsed(bytewise, [piece[i:i + 1]
+                                                            for i in range(len(piece))])
+    assert (whole.noise_bytes, whole.pending) == (bytewise.noise_bytes, bytewise.pending)
+    assert len(data) >= whole.noise_bytes

@@ -388,6 +388,12 @@ def error_for(reply: Reply, request: str) -> PumpError | None:
 _PRINTABLE = bytes(range(0x20, 0x7F))
 
 
+def _is_one_basic_frame(data: bytes) -> bool:
+    """STX, an address digit, no other STX, and the first ETX as the last byte."""
+    return (len(data) >= 3 and data[0] == STX and 0x30 <= data[1] <= 0x39
+            and data.find(ETX) == len(data) - 1 and data.find(STX, 1) < 0)
+
+
 class ReplyParser:
     """Incremental splitter of a host-side byte stream into reply frames.
 
@@ -411,6 +417,12 @@ class ReplyParser:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame | PumpError]:
+        if not self._buf and _is_one_basic_frame(data):
+            # The usual read: exactly one whole basic reply (what the loop below would find).
+            payload = data[1:-1]
+            if payload.translate(None, _PRINTABLE):
+                return [PumpProtocolError(f"reply {payload!r} contains non-printable bytes")]
+            return [Frame(payload, safe=False)]
         self._buf += data
         out: list[Frame | PumpError] = []
         while True:

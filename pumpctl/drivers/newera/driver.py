@@ -140,10 +140,10 @@ class NewEraDriver:
             self._record_alarm(reply.alarm)
             self._state = PumpState.STOPPED  # every alarm halts the pump
         else:
-            self._state = reply.state
-            if reply.state is PumpState.INFUSING:
+            self._state = state = reply.state
+            if state is PumpState.INFUSING:
                 self._direction = Direction.INFUSE
-            elif reply.state is PumpState.WITHDRAWING:
+            elif state is PumpState.WITHDRAWING:
                 self._direction = Direction.WITHDRAW
 
     def _record_alarm(self, alarm: Alarm) -> None:
