@@ -146,7 +146,23 @@ def split_command(text: str) -> Command | None:
     return command
 
 
+_FRAMED: dict[tuple[str, bool], bytes] = {}
+
+
 def frame_reply(text: str, *, safe: bool) -> bytes:
+    """Reply bytes for `text`; the few replies a polling host gets again and again (the rate,
+    a plain status) are framed once (bounded memo)."""
+    key = (text, safe)
+    frame = _FRAMED.get(key)
+    if frame is None:
+        frame = _frame(text, safe)
+        if len(_FRAMED) >= _SPLIT_CACHE_MAX:
+            _FRAMED.clear()
+        _FRAMED[key] = frame
+    return frame
+
+
+def _frame(text: str, safe: bool) -> bytes:
     payload = text.encode("ascii")
     if not safe:
         return b"\x02" + payload + b"\x03"

@@ -112,6 +112,8 @@ class SyringePumpModel:
         # change. A packet reads the model several times at one instant; the state cannot
         # move on until the clock or a setting does, so those reads need no integration.
         self._clean_at: float | None = None
+        self._geometry_for = math.nan  # the diameter _geometry_cache was worked out for
+        self._geometry_cache = (0.0, 0.0)
 
     # ---- settings -------------------------------------------------------------------------
 
@@ -130,11 +132,21 @@ class SyringePumpModel:
     @property
     def ml_per_step(self) -> float:
         """Stepper resolution: the smallest volume the pump can count."""
-        return self.area_mm2 * self.params.lead_pitch_mm / self.params.steps_per_rev / 1000.0
+        return self._geometry()[0]
 
     @property
     def ml_per_rev(self) -> float:
-        return self.area_mm2 * self.params.lead_pitch_mm / 1000.0
+        return self._geometry()[1]
+
+    def _geometry(self) -> tuple[float, float]:
+        """(mL per step, mL per lead-screw turn), needed for every counter and sensor reading:
+        worked out again only when the diameter changes (the params are frozen)."""
+        if self._geometry_for != self._diameter_mm:
+            area, p = self.area_mm2, self.params
+            self._geometry_cache = (area * p.lead_pitch_mm / p.steps_per_rev / 1000.0,
+                                    area * p.lead_pitch_mm / 1000.0)
+            self._geometry_for = self._diameter_mm
+        return self._geometry_cache
 
     def rate_limits_ml_h(self) -> tuple[float, float]:
         if self._rate_limits is not None:
@@ -262,8 +274,9 @@ class SyringePumpModel:
     def delivered_ml(self) -> float:
         """Net volume that physically left the line, with the lead-screw ripple."""
         self._sync()
-        ripple = self.params.ripple_fraction * self.ml_per_rev / (2 * math.pi)
-        wobble = ripple * math.sin(2 * math.pi * self._plunger_ml / self.ml_per_rev)
+        per_rev = self._geometry()[1]
+        ripple = self.params.ripple_fraction * per_rev / (2 * math.pi)
+        wobble = ripple * math.sin(2 * math.pi * self._plunger_ml / per_rev)
         return self._delivered_ml + (wobble if self._plunger_ml else 0.0)
 
     def sample_delivered_ml(self) -> float:
@@ -272,7 +285,7 @@ class SyringePumpModel:
         return self.delivered_ml + noise
 
     def _quantise(self, ml: float) -> float:
-        step = self.ml_per_step
+        step = self._geometry()[0]
         return math.floor(ml / step + 1e-9) * step
 
     def add_listener(self, listener: Callable[[ModelEvent], None]) -> None:
