@@ -151,17 +151,20 @@ class NewEraSimulator:
         have arrived on a real line."""
         self.bytes_in += len(data)
         if not self.baud:
-            self._handle(data)
+            now = self.clock.monotonic()
+            for packet in self._framer.feed(data, now):
+                self._dispatch(packet, now)
             return
         now = self.clock.monotonic()
         self._rx_free_at = max(now, self._rx_free_at) + self._wire_time(len(data))
         asyncio.get_running_loop().call_later(self._rx_free_at - now, self._handle, data)
 
     def _handle(self, data: bytes) -> None:
-        for packet in self._framer.feed(data, self.clock.monotonic()):
-            self._dispatch(packet)
+        now = self.clock.monotonic()
+        for packet in self._framer.feed(data, now):
+            self._dispatch(packet, now)
 
-    def _dispatch(self, packet: Packet) -> None:
+    def _dispatch(self, packet: Packet, now: float) -> None:
         command = split_command(packet.text)
         if command is None:
             return
@@ -170,7 +173,7 @@ class NewEraSimulator:
         for pump in list(self.pumps):
             if not system and pump.address != address:
                 continue
-            result = pump.on_packet(packet, command)
+            result = pump.on_packet(packet, command, now)
             if result is not None:
                 frame, delay = result
                 self.send(frame, delay=delay)

@@ -230,9 +230,12 @@ class SimulatedPump:
 
     # ---- packets --------------------------------------------------------------------------
 
-    def on_packet(self, packet: Packet, command: Command | None) -> tuple[bytes, float] | None:
-        """The reply bytes and how long to hold them back, or None for silence."""
-        now = self.clock.monotonic()
+    def on_packet(self, packet: Packet, command: Command | None,
+                  now: float | None = None) -> tuple[bytes, float] | None:
+        """The reply bytes and how long to hold them back, or None for silence. `now`: the
+        clock reading the packet arrived at, if the caller has it."""
+        if now is None:
+            now = self.clock.monotonic()
         self.service(now)
         if not self.powered:
             return None

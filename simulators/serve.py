@@ -17,7 +17,7 @@ import errno
 import logging
 import os
 import tty
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,17 +43,63 @@ class SimulatorServeError(PumpctlError):
 
 
 class _PipeTransport(asyncio.Transport):
-    """The client's write end of a memory pipe: each chunk goes to `deliver`."""
+    """The client's end of an in-memory pipe to a simulator.
 
-    def __init__(self, deliver: Callable[[bytes], None], on_close: Callable[[], None]) -> None:
+    A line without a baud rate takes no time, so the simulator handles a chunk inside the
+    client's `write()`, and its reply reaches the client's protocol before `write()` returns
+    (what a client awaits is then already there: no event-loop turns per request, which is
+    most of a virtual-time run's cost). Two things a real port never does are kept out: a
+    chunk written from inside a delivery (a client answering from `data_received`) waits for
+    the next loop turn rather than re-entering the simulator, and so does everything written
+    after it, to keep the order; and a simulator error goes to the loop's exception handler,
+    not into the client's `write()`.
+    """
+
+    def __init__(self, sim: NewEraSimulator, protocol: asyncio.Protocol) -> None:
         super().__init__()
-        self._deliver = deliver
-        self._on_close = on_close
+        self._sim = sim
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
         self._closing = False
+        self._busy = False
+        self._queued: list[bytes] = []
+        self._token = sim.connect(self._to_client)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._closing:
-            self._deliver(bytes(data))
+        if self._closing:
+            return
+        if self._busy or self._queued:
+            self._queued.append(bytes(data))
+            if len(self._queued) == 1:
+                self._loop.call_soon(self._drain)
+            return
+        self._to_sim(bytes(data))
+
+    def _drain(self) -> None:
+        while self._queued:
+            self._to_sim(self._queued[0])
+            del self._queued[0]
+
+    def _to_sim(self, data: bytes) -> None:
+        self._busy = True
+        try:
+            self._sim.receive(data)
+        except Exception as exc:
+            self._loop.call_exception_handler({
+                "message": "simulator failed on bytes from a memory-link client",
+                "exception": exc})
+        finally:
+            self._busy = False
+
+    def _to_client(self, data: bytes) -> None:
+        """The simulator's bytes; writes the client makes meanwhile are queued."""
+        if self._closing:
+            return
+        busy, self._busy = self._busy, True
+        try:
+            self._protocol.data_received(data)
+        finally:
+            self._busy = busy
 
     def is_closing(self) -> bool:
         return self._closing
@@ -61,7 +107,8 @@ class _PipeTransport(asyncio.Transport):
     def close(self) -> None:
         if not self._closing:
             self._closing = True
-            self._on_close()
+            self._sim.disconnect(self._token)
+            self._loop.call_soon(self._protocol.connection_lost, None)
 
     def abort(self) -> None:
         self.close()
@@ -76,78 +123,12 @@ class _PipeTransport(asyncio.Transport):
         return default
 
 
-class _InOrder:
-    """Hands chunks to the simulator at once, in the order they were written.
-
-    A line without a baud rate takes no time, so the simulator handles a chunk inside the
-    client's `write()`, and its reply reaches the client's protocol before `write()` returns
-    (what a client awaits is then already there: no event-loop turns per request, which is
-    most of a virtual-time run's cost). Two things a real port never does are kept out: a
-    chunk written from inside a delivery (a client answering from `data_received`) waits for
-    the next loop turn rather than re-entering the simulator, and so does everything written
-    after it, to keep the order; and a simulator error goes to the loop's exception handler,
-    not into the client's `write()`.
-    """
-
-    def __init__(self, sim: NewEraSimulator, loop: asyncio.AbstractEventLoop) -> None:
-        self._sim = sim
-        self._loop = loop
-        self._busy = False
-        self._queued: list[bytes] = []
-
-    def __call__(self, data: bytes) -> None:
-        if self._busy or self._queued:
-            self._queued.append(data)
-            if len(self._queued) == 1:
-                self._loop.call_soon(self._drain)
-            return
-        self._handle(data)
-
-    def _drain(self) -> None:
-        while self._queued:
-            self._handle(self._queued[0])
-            del self._queued[0]
-
-    def to_client(self, protocol: asyncio.Protocol, data: bytes) -> None:
-        """Deliver the simulator's bytes; writes the client makes meanwhile are queued."""
-        busy, self._busy = self._busy, True
-        try:
-            protocol.data_received(data)
-        finally:
-            self._busy = busy
-
-    def _handle(self, data: bytes) -> None:
-        self._busy = True
-        try:
-            self._sim.receive(data)
-        except Exception as exc:
-            self._loop.call_exception_handler({
-                "message": "simulator failed on bytes from a memory-link client",
-                "exception": exc})
-        finally:
-            self._busy = False
-
-
 def memory_transport(sim: NewEraSimulator, protocol: asyncio.Protocol) -> asyncio.Transport:
     """The client end of an in-process byte pipe to `sim` (started if it is not yet): what the
-    client writes is handled by the simulator at once (see `_InOrder`), and what the
+    client writes is handled by the simulator at once (see `_PipeTransport`), and what the
     simulator sends is handed to `protocol.data_received` as it is sent, as a port's bytes
     would be (replies paced by a baud rate or delayed by a fault come later, on timers)."""
-    loop = asyncio.get_running_loop()
-    transport: _PipeTransport
-    in_order = _InOrder(sim, loop)
-
-    def to_client(data: bytes) -> None:
-        if not transport.is_closing():
-            in_order.to_client(protocol, data)
-
-    token = sim.connect(to_client)
-
-    def closed() -> None:
-        sim.disconnect(token)
-        loop.call_soon(protocol.connection_lost, None)
-
-    transport = _PipeTransport(in_order, closed)
+    transport = _PipeTransport(sim, protocol)
     protocol.connection_made(transport)
     sim.ensure_started()
     return transport
