@@ -2,6 +2,9 @@
 
 Prints exactly one line on stdout once the pumps can be reached ("ready ..."), so scripts and
 tests wait for it instead of sleeping, then serves until SIGINT or SIGTERM and removes the link.
+`--speed N` runs the simulator's clock N times faster than real time (the loop of
+`pumpctl.timescale`, as `pumpctl run --speed N` does), so a client at the same N shares its
+time scale: a 40-minute plan over a real pty in seconds.
 """
 
 from __future__ import annotations
@@ -18,12 +21,33 @@ import typer
 from pumpctl.clock import LoopClock
 from pumpctl.drivers.open import BAUD_RATES
 from pumpctl.errors import UsageError
+from pumpctl.timescale import parse_speed, run_at_speed
 from simulators.faults import Fault, parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import PtyServer, TcpServer
 
 sim_app = typer.Typer(help="Software pumps that speak the real bytes (for benches and CI).",
                       no_args_is_help=True)
+
+
+# While no client holds the pty open the server looks for one this often, in real seconds
+# (scaled to the simulator's clock, so a fast clock does not make it spin).
+PTY_POLL_REAL_S = 0.05
+
+
+def _parse_speed(text: str) -> float:
+    """A factor N > 0 (N x real time). `max` (virtual time) is refused: it only works when
+    client and simulator share one process, and this one serves others."""
+    try:
+        value = parse_speed(text)
+    except UsageError:
+        raise UsageError(f"--speed {text!r}: expected a factor N > 0 and <= 100000 "
+                         "(N x real time), e.g. --speed 60") from None
+    if value is None:
+        raise UsageError("--speed max: virtual time only works inside one process; the "
+                         "simulator serves other processes, so give a factor N (the same N "
+                         "as the client's --speed), e.g. --speed 60")
+    return value
 
 
 def _parse_tcp(text: str) -> tuple[str, int]:
@@ -51,8 +75,14 @@ def newera(
         "--fault", metavar="KIND@TIME",
         help="Schedule a fault, e.g. occlusion@10m, power-reset@90s, "
              "delay-replies@30s:delay=2,count=3 (repeatable; pump=N picks a pump).")] = None,
+    speed: Annotated[str, typer.Option(
+        "--speed", metavar="N",
+        help="Run the simulator's clock N times faster than real time (default 1), for a "
+             "client at the same N, e.g. pumpctl run --speed N. Fault times, the watchdog and "
+             "baud pacing are in simulated time.")] = "1",
 ) -> None:
     """Serve simulated New Era pumps until SIGINT/SIGTERM."""
+    factor = _parse_speed(speed)
     if link is None and tcp is None:
         raise UsageError("give --link PATH and/or --tcp HOST:PORT")
     if baud and baud not in BAUD_RATES:
@@ -69,12 +99,12 @@ def newera(
     endpoint = _parse_tcp(tcp) if tcp else None
     configs = [SimPumpConfig(address=i, diameter_mm=diameter, syringe_volume_ml=syringe_ml,
                              capacity_ml=max(60.0, syringe_ml)) for i in range(pumps)]
-    asyncio.run(_serve(configs, link, endpoint, baud or None, faults))
+    run_at_speed(_serve(configs, link, endpoint, baud or None, faults, factor), factor)
 
 
 async def _serve(configs: list[SimPumpConfig], link: Path | None,
                  endpoint: tuple[str, int] | None, baud: int | None,
-                 faults: list[Fault]) -> None:
+                 faults: list[Fault], speed: float = 1.0) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,14 +115,15 @@ async def _serve(configs: list[SimPumpConfig], link: Path | None,
             sim.inject(item)
         where = []
         if link is not None:
-            pty = await stack.enter_async_context(PtyServer(sim, link))
+            pty = await stack.enter_async_context(
+                PtyServer(sim, link, poll_s=PTY_POLL_REAL_S * speed))
             where += [f"link={link}", f"pty={pty.pty_name}"]
         if endpoint is not None:
             server = await stack.enter_async_context(TcpServer(sim, *endpoint))
             where.append(f"tcp={endpoint[0]}:{server.port}")
         addresses = ",".join(str(p.address) for p in sim.pumps)
         print(f"ready newera {' '.join(where)} addresses={addresses} "
-              f"baud={baud or 'unpaced'} faults={len(faults)}", flush=True)
+              f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}", flush=True)
         await stop.wait()
     print("stopped", file=sys.stderr, flush=True)
 

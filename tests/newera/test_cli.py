@@ -3,6 +3,7 @@ commands in others, over a pty link."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import selectors
 import signal
@@ -160,3 +161,54 @@ def test_json_flag_works_after_the_command_too(sim_link: tuple[Path, str]) -> No
     setting = pump(cwd, "--address", "1", "diameter", "26.59", "--json")
     assert setting.returncode == 0, setting.stderr
     assert json.loads(setting.stdout)["diameter_mm"] == 26.59
+
+
+@pytest.mark.parametrize(("speed", "says"), [
+    ("max", "--speed max: virtual time only works inside one process"),
+    ("0", "--speed '0': expected a factor N > 0 and <= 100000"),
+    ("fast", "--speed 'fast': expected a factor N > 0 and <= 100000"),
+])
+def test_sim_speed_refuses_what_cannot_serve(tmp_path: Path, speed: str, says: str) -> None:
+    result = subprocess.run([*PUMPCTL, "sim", "newera", "--link", "ne", "--speed", speed],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert says in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "ne").exists()
+
+
+def test_sim_speed_runs_the_pump_n_times_faster(tmp_path: Path) -> None:
+    """`sim newera --speed 200` and a client at the same speed share one time scale: the
+    volume the pump counts over a client-measured interval matches that interval (at 1x it
+    would be 200 times smaller)."""
+    from pumpctl.drivers.open import open_driver
+    from pumpctl.timescale import run_at_speed
+
+    speed, rate_ml_h = 200, 360.0
+    proc = subprocess.Popen([*PUMPCTL, "sim", "newera", "--link", "ne", "--speed", str(speed)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    async def measure() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        # Times below are simulated seconds: a 40 s request timeout is 0.2 s of real time.
+        async with open_driver(f"newera://{tmp_path / 'ne'}?timeout=40") as pump:
+            await pump.set_rate(rate_ml_h)
+            await pump.run()
+            t0, before = loop.time(), await pump.status()
+            await asyncio.sleep(30.0)  # the clocks are what is under test: let 30 s pass
+            t1, after = loop.time(), await pump.status()
+            await pump.stop()
+        counted_s = (after.infused_ml - before.infused_ml) / (rate_ml_h / 3600.0)
+        return counted_s, t1 - t0
+
+    try:
+        ready = _ready_line(proc)
+        assert ready.rstrip().endswith(f"speed={speed}"), ready
+        counted_s, client_s = run_at_speed(measure(), speed)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    assert client_s >= 30.0
+    # Both readings lag their clock reading by one request (milliseconds of real time, so
+    # a few simulated seconds at most): the two clocks agree to within that.
+    assert abs(counted_s - client_s) < 5.0, (counted_s, client_s)
