@@ -42,10 +42,16 @@ class RequestFramer:
         self._last_byte_at = 0.0
 
     def feed(self, data: bytes, now: float) -> list[Packet]:
-        out: list[Packet] = []
         if self._safe is not None and now - self._last_byte_at >= PACKET_GAP_S:
             self._safe = None  # the rest of that packet never came
         self._last_byte_at = now
+        if (data and self._safe is None and not self._text and data.find(CR) == len(data) - 1
+                and data.find(STX) < 0):
+            # The usual chunk: one whole basic command ("0DIS\r"), nothing pending.
+            text = data[:-1].translate(None, _NOT_TEXT)
+            if len(text) <= MAX_BASIC_LINE:
+                return [Packet(text.decode("ascii").upper(), safe=False)]
+        out: list[Packet] = []
         # Worked through in runs rather than byte by byte: text up to the next STX or CR,
         # or as many bytes as the open safe packet still needs.
         i, n = 0, len(data)

@@ -44,6 +44,7 @@ def test_packets_do_not_depend_on_how_the_bytes_are_split(pieces: list[bytes],
         k += 1
     assert packets(RequestFramer(), chunks) == one_by_one
     assert packets(RequestFramer(), [data]) == one_by_one
+    assert packets(RequestFramer(), pieces) == one_by_one  # a read per command, as hosts send
 
 
 def test_text_is_cleaned_and_an_overlong_line_is_dropped() -> None:
