@@ -63,7 +63,39 @@ class LoopClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
-class _VirtualSelector(selectors.BaseSelector):
+class DelegatingSelector(selectors.BaseSelector):
+    """A selector that hands everything to the loop's real one; subclasses change `select`.
+
+    Both time-bending loops (virtual time here, `--speed N` in `pumpctl.timescale`) keep real
+    I/O registration and only reinterpret how long a `select` may wait.
+    """
+
+    def __init__(self, real: selectors.BaseSelector) -> None:
+        self._real = real
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.get_key(fileobj)
+
+    def get_map(self) -> Any:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return self._real.select(timeout)
+
+
+class _VirtualSelector(DelegatingSelector):
     """Wraps the loop's real selector: never blocks on a timeout, advances virtual time instead.
 
     Real file descriptors (a pty, a socket) still work: they are polled without waiting, and,
@@ -80,32 +112,20 @@ class _VirtualSelector(selectors.BaseSelector):
     _BUSY_POLL_EVERY = 32
 
     def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
-        self._real = real
+        super().__init__(real)
         self._loop = loop
         self._registered = len(real.get_map())
         self._busy_turns = 0
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        key = self._real.register(fileobj, events, data)
+        key = super().register(fileobj, events, data)
         self._registered += 1
         return key
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        key = self._real.unregister(fileobj)
+        key = super().unregister(fileobj)
         self._registered -= 1
         return key
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.get_key(fileobj)
-
-    def get_map(self) -> Any:
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
 
     def _has_external_fds(self) -> bool:
         return self._registered > 1  # the loop's self-pipe is always registered

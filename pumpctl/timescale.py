@@ -21,34 +21,17 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from pumpctl.clock import DelegatingSelector
 from pumpctl.clock import run as run_clock
 from pumpctl.errors import UsageError
 
 T = TypeVar("T")
 
 
-class _ScaledSelector(selectors.BaseSelector):
+class _ScaledSelector(DelegatingSelector):
     def __init__(self, real: selectors.BaseSelector, speed: float) -> None:
-        self._real = real
+        super().__init__(real)
         self._speed = speed
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.get_key(fileobj)
-
-    def get_map(self) -> Any:
-        return self._real.get_map()
-
-    def close(self) -> None:
-        self._real.close()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         return self._real.select(None if timeout is None else timeout / self._speed)
