@@ -287,19 +287,13 @@ class SafetyMonitor:
         if op == "set_rate":
             read = _as_float(readback)
             self.expect.rate_ml_h = read
-            if sent is not None and not self._close(read, _as_float(sent)):
-                return Breach(BreachKind.READBACK_MISMATCH,
-                              f"rate read back {read} mL/h, sent {sent} mL/h",
-                              read, _as_float(sent))
-            return self._check_rate("read-back rate", read, plan_t)
+            return (self._readback_mismatch("rate", "mL/h", read, sent)
+                    or self._check_rate("read-back rate", read, plan_t))
         if op == "set_volume_limit":
             read = _as_float(readback)
             self.expect.vtbi_ml = read
-            if sent is not None and not self._close(read, _as_float(sent)):
-                return Breach(BreachKind.READBACK_MISMATCH,
-                              f"volume to dispense read back {read} mL, sent {sent} mL",
-                              read, _as_float(sent))
-            return self._check_vtbi(read, delivered_ml)
+            return (self._readback_mismatch("volume to dispense", "mL", read, sent)
+                    or self._check_vtbi(read, delivered_ml))
         if op in ("set_diameter", "set_direction"):  # the read-back must be what was planned
             return self.check_command(op, readback, plan_t=plan_t, delivered_ml=delivered_ml)
         if op == "run":
@@ -309,6 +303,15 @@ class SafetyMonitor:
         elif op in ("pause", "stop"):
             self.expect.moving = False
         return None
+
+    def _readback_mismatch(self, what: str, unit: str, read: float,
+                           sent: object) -> Breach | None:
+        """A setting the pump reports differently from what was sent (within tolerance)."""
+        if sent is None or self._close(read, _as_float(sent)):
+            return None
+        return Breach(BreachKind.READBACK_MISMATCH,
+                      f"{what} read back {read} {unit}, sent {sent} {unit}",
+                      read, _as_float(sent))
 
     # -- status samples ----------------------------------------------------------------
 
