@@ -99,6 +99,20 @@ def test_missing_plan_and_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "no such run" in err
 
 
+def _wait_for_samples(journal_dir: Path, count: int, timeout_s: float = 30.0) -> None:
+    """Wait until another process's run has journaled `count` samples.
+
+    The run is in another process, so there is no event to await: its journal is polled.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        files = list(journal_dir.glob("*.jsonl"))
+        if files and sum(r["type"] == "sample" for r in read_records(files[0])) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} samples journaled within {timeout_s} s")
+
+
 @pytest.mark.parametrize(("sig", "reason"), [(signal.SIGTERM, "SIGTERM"),
                                              (signal.SIGINT, "Ctrl-C")])
 def test_signals_stop_the_run(sig: int, reason: str, tmp_path: Path) -> None:
@@ -109,12 +123,7 @@ def test_signals_stop_the_run(sig: int, reason: str, tmp_path: Path) -> None:
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # another process: poll its journal
-            files = list(tmp_path.glob("*.jsonl"))
-            if files and sum(r["type"] == "sample" for r in read_records(files[0])) >= 3:
-                break
-            time.sleep(0.05)
+        _wait_for_samples(tmp_path, 3)
         os.kill(proc.pid, sig)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -139,12 +148,7 @@ def test_ctrl_c_on_a_terminal_asks_before_stopping(tmp_path: Path) -> None:
         cwd=REPO, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.close(slave)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # another process: poll its journal
-            files = list(tmp_path.glob("*.jsonl"))
-            if files and sum(r["type"] == "sample" for r in read_records(files[0])) >= 3:
-                break
-            time.sleep(0.05)
+        _wait_for_samples(tmp_path, 3)
         os.kill(proc.pid, signal.SIGINT)
         asked = b""
         assert proc.stderr is not None
