@@ -86,10 +86,80 @@ def test_late_reply_is_dropped_not_taken_as_the_next_answer() -> None:
             await bus.transact(0, "RAT", safe=False)
         protocol.data_received(b"\x0200S1.000MH\x03")  # the late answer to RAT
         assert bus.stale_replies == 1
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         task = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
-        await asyncio.sleep(0.3)  # the bus first waits one more timeout for stragglers
+        await asyncio.sleep(0)
+        # The owed reply has come, so the line is clear: DIS goes out without a quiet wait.
+        assert sent.data == [b"0RAT\r", b"0DIS\r"]
         protocol.data_received(b"\x0200SI1.000W0.000ML\x03")
         reply = await task
         assert reply.data == "I1.000W0.000ML"
+        assert loop.time() == t0
+    vrun(main())
+
+
+def test_without_the_late_reply_the_next_request_waits_one_more_timeout() -> None:
+    async def main() -> None:
+        protocol = LineProtocol()
+        sent = _Sent()
+        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=0.2)
+        with pytest.raises(PumpTimeout):
+            await bus.transact(0, "RAT", safe=False)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        task = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
+        await asyncio.sleep(0.1)
+        assert sent.data == [b"0RAT\r"]  # still waiting for the straggler
+        await asyncio.sleep(0.11)
         assert sent.data == [b"0RAT\r", b"0DIS\r"]
+        assert loop.time() - t0 >= 0.2
+        protocol.data_received(b"\x0200SI1.000W0.000ML\x03")
+        assert (await task).data == "I1.000W0.000ML"
+        assert bus.quiet_waits == 1
+    vrun(main())
+
+
+def test_cancelled_request_reply_is_not_taken_as_the_next_answer() -> None:
+    """A caller's own deadline cancels a request in flight; its reply arrives later, while
+    the next request would otherwise be waiting for an answer of its own."""
+    async def main() -> None:
+        protocol = LineProtocol()
+        sent = _Sent()
+        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=1.0)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):  # shorter than the bus's own timeout
+                await bus.transact(0, "RAT", safe=False)
+        task = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
+        await asyncio.sleep(0.05)
+        assert sent.data == [b"0RAT\r"]  # DIS holds back: RAT's answer is still owed
+        protocol.data_received(b"\x0200S1.000MH\x03")  # ... and here it is: dropped
+        await asyncio.sleep(0.001)  # a few loop turns, far less than the 1 s quiet period
+        assert sent.data == [b"0RAT\r", b"0DIS\r"]
+        assert bus.stale_replies == 1
+        protocol.data_received(b"\x0200SI1.000W0.000ML\x03")
+        assert (await task).data == "I1.000W0.000ML"
+    vrun(main())
+
+
+def test_cancelled_while_waiting_for_a_straggler_sends_nothing() -> None:
+    async def main() -> None:
+        protocol = LineProtocol()
+        sent = _Sent()
+        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=0.5)
+        with pytest.raises(PumpTimeout):
+            await bus.transact(0, "RAT", safe=False)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await bus.transact(0, "DIS", safe=False)
+        assert sent.data == [b"0RAT\r"]
+        # The straggler is still expected by the next sender; it arrives and is dropped.
+        task = asyncio.ensure_future(bus.transact(0, "VOL", safe=False))
+        await asyncio.sleep(0)
+        assert sent.data == [b"0RAT\r"]
+        protocol.data_received(b"\x0200S1.000MH\x03")
+        await asyncio.sleep(0.001)  # far less than what is left of the 0.5 s quiet period
+        assert sent.data == [b"0RAT\r", b"0VOL\r"]
+        protocol.data_received(b"\x0200S5.000ML\x03")
+        assert (await task).data == "5.000ML"
     vrun(main())

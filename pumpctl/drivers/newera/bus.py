@@ -6,7 +6,9 @@ straight from the transport through a `LineProtocol` (what `open_bus` and the em
 simulator use: no reader task, so a reply costs no extra event-loop turn), or by a reader
 task from an asyncio stream pair (`from_streams`). The one request in flight gets the frame
 from its address, and anything else is either an unsolicited alarm packet (safe mode sends
-one when an alarm occurs) or a stale reply that arrived after its request timed out.
+one when an alarm occurs) or a stale reply that arrived after we stopped waiting for it (the
+request timed out or its caller was cancelled); the next request waits for that straggler
+first, so it is never taken as the next request's answer.
 Timeouts are loop timers, so they run in virtual time under test.
 """
 
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,6 +49,16 @@ class _InFlight:
     request: str
     framing: Framing
     future: asyncio.Future[Reply]
+
+
+@dataclass
+class _Straggler:
+    """A reply still owed to a request we stopped waiting for."""
+
+    address: int
+    until: float  # loop time after which we stop expecting it
+    arrived: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 AlarmListener = Callable[[int, Alarm], None]
@@ -124,13 +136,15 @@ class NewEraBus:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._eof = False
-        self._after_timeout = False
+        # A reply still owed to a request we stopped waiting for (timeout or cancellation).
+        self._straggler: _Straggler | None = None
         self._dup_guard: dict[int, tuple[str, float]] = {}
         self._alarm_listeners: list[AlarmListener] = []
         self._drivers: dict[int, object] = {}
         self.last_sent_at: dict[int, float] = {}
         self._encoded: dict[tuple[int, str, bool], tuple[bytes, str]] = {}
         self.stale_replies = 0
+        self.quiet_waits = 0  # requests that first waited for a straggling reply
         self.garbled = 0
         self.requests = 0
 
@@ -215,12 +229,8 @@ class NewEraBus:
                 raise PumpProtocolError(f"connection closed; cannot send {request!r}")
             if self._reader is not None:
                 self._ensure_reader()
-            if self._after_timeout:
-                # The protocol has no sequence numbers: a reply that missed its deadline and
-                # came during the next request would be taken as that request's answer. So
-                # after a timeout, give the late reply one more timeout to arrive, and drop it.
-                await asyncio.sleep(self.timeout_s)
-                self._after_timeout = False
+            if self._straggler is not None:
+                await self._wait_for_straggler()
             self._parser.reset()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Reply] = loop.create_future()
@@ -238,13 +248,41 @@ class NewEraBus:
                 try:
                     return await future
                 except _Expired:
-                    self._after_timeout = True
+                    self._expect_straggler(target, timeout)
                     raise PumpTimeout(f"no reply from pump {target} to {request!r} "
                                       f"within {timeout:g} s") from None
+                except asyncio.CancelledError:
+                    # Our caller gave up (its own deadline, a stop): the reply is still owed.
+                    # (Cancelling the task cancels the future it awaited, so "cancelled" is
+                    # what an unanswered request looks like here.)
+                    if future.cancelled() or not future.done():
+                        self._expect_straggler(target, timeout)
+                    raise
                 finally:
                     timer.cancel()
             finally:
                 self._in_flight = None
+
+    def _expect_straggler(self, address: int, timeout: float) -> None:
+        """The protocol has no sequence numbers and replies do not repeat their command: a
+        reply we stopped waiting for, arriving during the next request, would be taken as that
+        request's answer. So the next request first waits until that reply has come (and been
+        dropped), or one more `timeout` has passed."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        self._straggler = _Straggler(address, deadline)
+
+    async def _wait_for_straggler(self) -> None:
+        straggler = self._straggler
+        assert straggler is not None
+        remaining = straggler.until - asyncio.get_running_loop().time()
+        if remaining > 0 and not straggler.arrived.done():
+            # Only a wait: if we are cancelled here, nothing was sent, and the straggler is
+            # still expected by whoever sends next.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(straggler.arrived)
+        self._straggler = None
+        self.quiet_waits += 1
 
     def _encode(self, address: int, command: str, data: str, safe: bool) -> tuple[bytes, str]:
         """Wire bytes and printable text of a request. Requests without data (the status
@@ -340,6 +378,10 @@ class NewEraBus:
             return
         self.stale_replies += 1
         log.debug("dropped a reply nobody was waiting for: %r", item.payload)
+        straggler = self._straggler
+        if straggler is not None and straggler.address == reply.address \
+                and not straggler.arrived.done():
+            straggler.arrived.set_result(None)  # the owed reply came: the line is clear
 
     # ---- line-wide operations ---------------------------------------------------------------
 
