@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -26,6 +28,14 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t).strftime("%m-%d %H:%M") if t else "-"
 
 
+def _plan_name(plan: str) -> str:
+    """A plan's file name without directory or YAML suffix (names contain dots: "0.5mgkg")."""
+    name = Path(plan).name
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return name
+
+
 @runs_app.command("list")
 def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -34,18 +44,21 @@ def list_command(journal: JournalDir = Path("runs"),
     if as_json:
         typer.echo(json.dumps([i.as_dict() for i in infos]))
         return
-    console = Console(highlight=False)
+    # Piped into a log or a CI artefact, rich would assume 80 columns and squeeze every cell
+    # to an ellipsis; a list of runs is read there as often as on a terminal.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
     if not infos:
         console.print(f"no runs in {journal}")
         return
-    table = Table()
-    table.add_column("run", no_wrap=True)
-    for col in ("started", "plan", "outcome", "delivered / planned mL", "alarms"):
-        table.add_column(col)
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("run", "started", "plan", "outcome"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("delivered / planned mL", justify="right", no_wrap=True)
+    table.add_column("alarms", justify="right")
     for i in infos:
         delivered = "-" if i.delivered_volume_ml is None else f"{i.delivered_volume_ml:.3f}"
         planned = "-" if i.planned_volume_ml is None else f"{i.planned_volume_ml:.3f}"
-        table.add_row(i.run_id, _when(i.started), Path(i.plan).name, i.outcome,
+        table.add_row(i.run_id, _when(i.started), _plan_name(i.plan), i.outcome,
                       f"{delivered} / {planned}", str(i.alarms))
     console.print(table)
 
