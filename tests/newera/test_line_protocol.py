@@ -77,13 +77,26 @@ def test_reply_matched_in_the_callback_and_loss_fails_the_request() -> None:
     vrun(main())
 
 
-def test_late_reply_is_dropped_not_taken_as_the_next_answer() -> None:
-    async def main() -> None:
-        protocol = LineProtocol()
-        sent = _Sent()
-        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=0.2)
+async def _bus_that_gave_up_on_rat(timeout_s: float, *, caller_deadline_s: float | None = None,
+                                   ) -> tuple[LineProtocol, _Sent, NewEraBus]:
+    """A bus whose `RAT` request went unanswered: it timed out, or (with `caller_deadline_s`)
+    the caller's own deadline cancelled it first. Its reply is still owed."""
+    protocol = LineProtocol()
+    sent = _Sent()
+    bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=timeout_s)
+    if caller_deadline_s is None:
         with pytest.raises(PumpTimeout):
             await bus.transact(0, "RAT", safe=False)
+    else:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(caller_deadline_s):
+                await bus.transact(0, "RAT", safe=False)
+    return protocol, sent, bus
+
+
+def test_late_reply_is_dropped_not_taken_as_the_next_answer() -> None:
+    async def main() -> None:
+        protocol, sent, bus = await _bus_that_gave_up_on_rat(0.2)
         protocol.data_received(b"\x0200S1.000MH\x03")  # the late answer to RAT
         assert bus.stale_replies == 1
         loop = asyncio.get_running_loop()
@@ -101,11 +114,7 @@ def test_late_reply_is_dropped_not_taken_as_the_next_answer() -> None:
 
 def test_without_the_late_reply_the_next_request_waits_one_more_timeout() -> None:
     async def main() -> None:
-        protocol = LineProtocol()
-        sent = _Sent()
-        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=0.2)
-        with pytest.raises(PumpTimeout):
-            await bus.transact(0, "RAT", safe=False)
+        protocol, sent, bus = await _bus_that_gave_up_on_rat(0.2)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         task = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
@@ -124,12 +133,8 @@ def test_cancelled_request_reply_is_not_taken_as_the_next_answer() -> None:
     """A caller's own deadline cancels a request in flight; its reply arrives later, while
     the next request would otherwise be waiting for an answer of its own."""
     async def main() -> None:
-        protocol = LineProtocol()
-        sent = _Sent()
-        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=1.0)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.3):  # shorter than the bus's own timeout
-                await bus.transact(0, "RAT", safe=False)
+        # The caller's 0.3 s deadline is shorter than the bus's own 1 s timeout.
+        protocol, sent, bus = await _bus_that_gave_up_on_rat(1.0, caller_deadline_s=0.3)
         task = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
         await asyncio.sleep(0.05)
         assert sent.data == [b"0RAT\r"]  # DIS holds back: RAT's answer is still owed
@@ -144,11 +149,7 @@ def test_cancelled_request_reply_is_not_taken_as_the_next_answer() -> None:
 
 def test_cancelled_while_waiting_for_a_straggler_sends_nothing() -> None:
     async def main() -> None:
-        protocol = LineProtocol()
-        sent = _Sent()
-        bus = NewEraBus.from_transport(sent, protocol, clock=LoopClock(), timeout_s=0.5)
-        with pytest.raises(PumpTimeout):
-            await bus.transact(0, "RAT", safe=False)
+        protocol, sent, bus = await _bus_that_gave_up_on_rat(0.5)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await bus.transact(0, "DIS", safe=False)
