@@ -168,9 +168,9 @@ class InfusionController:
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        self._commands.journal = Journal.create(self.journal_dir, channel=self.channel,
-                                                clock=self.clock, run_id=self.run_id,
-                                                sinks=self.sinks)
+        self._commands.attach(Journal.create(self.journal_dir, channel=self.channel,
+                                             clock=self.clock, run_id=self.run_id,
+                                             sinks=self.sinks))
         fault: Breach | None = None
         stop_by: tuple[str, str] | None = None
         try:
@@ -407,10 +407,9 @@ class InfusionController:
         plan_t = self._plan_t(now)
         breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now,
                                              measured_ml=measured)
-        c.write_fields("sample", self._samples.build(
-            st, delivered=delivered, plan_t=plan_t, measured=self._measured,
-            vtbi_ml=self._vtbi_total, segment=self._seg_index,
-            paused=self._paused_at is not None, breaches=breaches))
+        c.write_sample(self._samples.values(st, delivered, plan_t, self._measured,
+                                            self._vtbi_total, self._seg_index,
+                                            self._paused_at is not None, breaches))
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first
                 c.alarm(b)

@@ -15,8 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError
-from pumpctl.journal import Journal, JournalError
-from pumpctl.run_records import json_result
+from pumpctl.journal import Journal, JournalError, RecordLayout
+from pumpctl.run_records import SAMPLE_KEYS, json_result
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 T = TypeVar("T")
@@ -46,11 +46,17 @@ class RunCommands:
         self._plan_t = plan_t
         self._delivered_ml = delivered_ml
         self.journal: Journal | None = None
+        self._sample_layout: RecordLayout | None = None
         self.journal_error: str | None = None
         self.alarms: list[dict[str, Any]] = []
         self.first_breach_at: float | None = None
 
     # -- the journal ---------------------------------------------------------------------
+
+    def attach(self, journal: Journal) -> None:
+        """Write to `journal` from now on."""
+        self.journal = journal
+        self._sample_layout = journal.layout("sample", SAMPLE_KEYS)
 
     def write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
         """Journal a record. If the journal fails (disk full, I/O error) the run must still
@@ -65,6 +71,15 @@ class RunCommands:
         except JournalError as exc:
             self.journal_failed(exc)
             return {"type": type_, **fields}
+
+    def write_sample(self, values: tuple[Any, ...]) -> None:
+        """The per-poll `sample` record (values in `SAMPLE_KEYS` order), on the journal's fast
+        path; a failure is remembered like any other."""
+        assert self.journal is not None and self._sample_layout is not None
+        try:
+            self.journal.write_values(self._sample_layout, values)
+        except JournalError as exc:
+            self.journal_failed(exc)
 
     def journal_failed(self, exc: JournalError) -> None:
         if self.journal_error is None:
