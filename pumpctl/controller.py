@@ -11,10 +11,8 @@ watchdog stops it too.
 Plan time runs only while the pump is meant to infuse: it starts when `run` is sent and is
 frozen while paused, so a pause shifts the rest of the schedule instead of skipping it.
 
-This module is the run's timeline (prepare, start, supervise, finish) and its remote-control
-hooks; the pieces it calls live next to it: `run_commands` (checked, journaled commands and
-alarms), `run_prepare` (pump setup), `run_records` (what each record holds), `run_stop` (the
-stop sequence) and `run_types` (RunResult, ResumePoint, re-exported here).
+This module is the run's timeline and remote-control hooks; the parts it calls are in
+`run_commands`, `run_prepare`, `run_records`, `run_stop` and `run_types` (re-exported here).
 """
 
 from __future__ import annotations
