@@ -1,0 +1,173 @@
+"""Journal benchmark: the cost of one status sample record, old path vs fast path, side by side.
+
+    .venv/bin/python bench/bench_journal.py [--samples 20000] [--repeat 9]
+
+The old path is what every poll did before: build the sample's fields as a dict (13 `round`
+calls, 17 keys; a copy of that code is below as the reference) and `Journal.write_fields`
+(a second dict with the common fields, `json` encoding). The new path is
+`SampleFields.values` (a tuple) and `Journal.write_values` (a precompiled line template).
+Both write real files with one `os.write` per record and the same fsync rule, and the bench
+checks the two files are the same bytes (but for the `t` stamps, which come from the clock).
+Figures are microseconds per sample, median of `--repeat` runs taken in alternation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus  # noqa: E402
+from pumpctl.journal import Journal  # noqa: E402
+from pumpctl.plan.compile import compile_plan_file  # noqa: E402
+from pumpctl.plan.program import RateProgram  # noqa: E402
+from pumpctl.run_records import SampleFields  # noqa: E402
+from pumpctl.safety import Breach, SafetyMonitor  # noqa: E402
+
+STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
+
+
+class TickClock:
+    """A clock the bench moves by hand: one poll interval per sample."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class NullSink:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self.n += 1
+
+    async def aclose(self) -> None: ...
+
+
+def reference_fields(program: RateProgram, monitor: SafetyMonitor, st: PumpStatus,
+                     delivered: float, plan_t: float, measured: float | None,
+                     vtbi: float | None, segment: int, paused: bool,
+                     breaches: list[Breach]) -> dict[str, Any]:
+    """The sample fields exactly as the controller built them before the fast path."""
+    p = program
+    dose = delivered * p.concentration_mg_per_ml
+    remaining_s = max(0.0, monitor.plan.end_s - plan_t)
+    alarm = st.alarm.kind.value if st.alarm else (breaches[0].kind.value if breaches else None)
+    return dict(
+        state=st.state.value, rate_ml_h=st.rate_ml_h, infused_ml=round(delivered, 6),
+        withdrawn_ml=st.withdrawn_ml, counter_ml=st.infused_ml,
+        measured_ml=None if measured is None else round(measured, 6),
+        planned_ml=round(monitor.plan.volume_at(plan_t), 6),
+        vtbi_ml=vtbi,
+        remaining_ml=round(max(0.0, monitor.cap_ml - delivered), 6),
+        remaining_s=round(remaining_s, 3), plan_t_s=round(plan_t, 3),
+        dose_mg=round(dose, 6),
+        dose_mg_per_kg=round(dose / p.weight_kg, 6) if p.weight_kg else None,
+        dose_rate_mg_h=round(st.rate_ml_h * p.concentration_mg_per_ml, 6)
+        if st.state.is_moving else 0.0,
+        segment=segment, paused=paused,
+        alarm=alarm)
+
+
+def statuses(n: int) -> list[tuple[PumpStatus, float, float]]:
+    """A run's worth of (status, plan time, measured volume), varied like a real one."""
+    out = []
+    for i in range(n):
+        plan_t = 0.999 + i * 1.0003
+        counter = round(plan_t * 52.5 / 3600.0, 3)
+        alarm = Alarm(AlarmKind.STALL, "S") if i % 997 == 0 else None
+        state = PumpState.ALARM if alarm else PumpState.INFUSING
+        out.append((PumpStatus(state, 52.5, counter, 0.0, alarm), plan_t, counter * 1.0007))
+    return out
+
+
+Writer = Callable[[Journal, TickClock, list[tuple[PumpStatus, float, float]]], None]
+
+
+def old_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
+    def write(j: Journal, clock: TickClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
+        for st, plan_t, measured in polls:
+            clock.now += 1.0
+            j.write_fields("sample", reference_fields(program, monitor, st, st.infused_ml,
+                                                      plan_t, measured, 35.0, 0, False, []))
+    return write
+
+
+def new_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
+    fields = SampleFields(program, monitor)
+
+    def write(j: Journal, clock: TickClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
+        layout = j.layout("sample", ("state", "rate_ml_h", "infused_ml", "withdrawn_ml",
+                                     "counter_ml", "measured_ml", "planned_ml", "vtbi_ml",
+                                     "remaining_ml", "remaining_s", "plan_t_s", "dose_mg",
+                                     "dose_mg_per_kg", "dose_rate_mg_h", "segment", "paused",
+                                     "alarm"))
+        for st, plan_t, measured in polls:
+            clock.now += 1.0
+            j.write_values(layout, fields.values(st, st.infused_ml, plan_t, measured, 35.0, 0,
+                                                 False, []))
+    return write
+
+
+def timed(writer: Writer, tmp: Path, name: str, polls: list[tuple[PumpStatus, float, float]],
+          sinks: bool) -> tuple[float, Path]:
+    clock = TickClock()
+    j = Journal(tmp / f"{name}.jsonl", run_id="bench", channel="pump0", clock=clock,
+                sinks=[NullSink()] if sinks else [])
+    t0 = time.perf_counter()
+    writer(j, clock, polls)
+    wall = time.perf_counter() - t0
+    j.close()
+    return wall / len(polls) * 1e6, j.path
+
+
+def strip_t(path: Path) -> list[bytes]:
+    import re
+    return [re.sub(rb'"t":[^,]*,', b"", line) for line in path.read_bytes().splitlines()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=20_000)
+    ap.add_argument("--repeat", type=int, default=9)
+    args = ap.parse_args()
+    program = compile_plan_file(STANDARD, weight_kg=70)
+    monitor = SafetyMonitor(program)
+    polls = statuses(args.samples)
+    writers = {"old": old_path(program, monitor), "new": new_path(program, monitor)}
+    print(f"one sample record (fields + journal line + os.write), {args.samples} samples, "
+          f"median of {args.repeat}:")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for sinks in (False, True):
+            times: dict[str, list[float]] = {"old": [], "new": []}
+            for i in range(args.repeat):
+                for name, writer in writers.items():  # alternate, so noise hits both alike
+                    us, _ = timed(writer, tmp, f"{name}-{sinks}-{i}", polls, sinks)
+                    times[name].append(us)
+            same = strip_t(tmp / f"old-{sinks}-0.jsonl") == strip_t(tmp / f"new-{sinks}-0.jsonl")
+            old, new = statistics.median(times["old"]), statistics.median(times["new"])
+            label = "with one sink" if sinks else "no sinks     "
+            print(f"  {label}: old {old:6.2f} us, new {new:6.2f} us, "
+                  f"{old / new:4.2f}x faster (goal: new <= 7 us); files identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

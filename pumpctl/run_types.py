@@ -1,0 +1,83 @@
+"""What a run hands back and the small rules shared by everything that runs a program.
+
+`RunResult` is the controller's answer (the CLI, the fleet runner and the HIL tests read it),
+`ResumePoint` is how `pumpctl.resume` tells a new controller where the old run stopped. The
+two helpers turn a driver error into the safety monitor's `Breach` vocabulary and a planned
+volume into one the pump's 4-digit display can hold, so the hardware limit never exceeds
+the plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pumpctl.drivers.base import PumpAlarmError, PumpError, ReadbackMismatch
+from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
+
+OUTCOMES = ("completed", "aborted", "faulted")
+# Senders whose stop request came over the network: their stop is also journaled as an alarm.
+REMOTE_PREFIXES = ("mqtt:", "remote:")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run picks up (see pumpctl.resume): volume already in, plan time reached."""
+
+    resume_of: str
+    baseline_ml: float
+    plan_offset_s: float
+    journal_ml: float
+    pump_ml: float
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    channel: str
+    outcome: str
+    planned_volume_ml: float
+    delivered_volume_ml: float
+    planned_dose_mg: float
+    delivered_dose_mg: float
+    duration_s: float
+    journal_path: Path
+    stop_confirmed: bool
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    poll_lateness_s: list[float] = field(default_factory=list)
+    breach_to_stop_s: float | None = None
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["journal_path"] = str(self.journal_path)
+        d.pop("poll_lateness_s")
+        return d
+
+
+def floor_to_pump_format(volume_ml: float) -> float:
+    """Largest value ≤ `volume_ml` that a 4-digit, ≤ 3-decimal pump field can hold."""
+    if volume_ml <= 0:
+        return 0.0
+    q = counter_quantum_ml(volume_ml)
+    return round(math.floor(volume_ml / q + 1e-9) * q, 3)
+
+
+def breach_for_error(exc: PumpError) -> Breach:
+    """The alarm a driver error becomes: a read-back mismatch and a pump alarm keep their own
+    kinds (the pump said so); anything else is a pump error seen by the controller."""
+    if isinstance(exc, ReadbackMismatch):
+        return Breach(BreachKind.READBACK_MISMATCH, str(exc), _plain(exc.read), _plain(exc.sent),
+                      source="pump")
+    if isinstance(exc, PumpAlarmError):
+        return Breach(BreachKind.PUMP_ALARM, str(exc), exc.alarm.kind.value, None, source="pump")
+    return Breach(BreachKind.PUMP_ERROR, f"{type(exc).__name__}: {exc}", None, None,
+                  source="controller")
+
+
+def _plain(v: object) -> float | str | None:
+    if v is None or isinstance(v, float | int | str):
+        return v
+    return str(v)
