@@ -4,7 +4,7 @@
                                                [--fleet 10,50,100] [--fleet-seconds 15]
 
 1. Virtual-time speed: the standard plan (ketamine 0.5 mg/kg over 40 min, 70 kg) against the
-   in-process simulator; simulated seconds per wall second (target >= 10,000x).
+   in-process simulator; simulated seconds per wall second (target: median >= 10,000x).
 2. Breach to stopped: for several faults, the time from the safety monitor's first alarm to
    the confirmed stop, and from fault onset to the stop, in poll intervals.
 3. Fleet: N controllers in this process, each on its own pty to a simulator in a separate
@@ -72,9 +72,11 @@ def bench_virtual_speed(tmp: Path, repeat: int = 3) -> None:
             wall = time.perf_counter() - t0
             assert result.outcome == "completed", result.reason
             ratios.append(result.duration_s / wall)
-        best = max(ratios)
-        print(f"  poll {poll:>3g} s: {statistics.median(ratios):8.0f}x median, {best:8.0f}x best "
-              f"of {repeat} (target >= 10000x: {'met' if best >= 10_000 else 'NOT met'})")
+        # Judged on the median: one lucky run on a quiet moment says little about a CI box.
+        median = statistics.median(ratios)
+        print(f"  poll {poll:>3g} s: {median:8.0f}x median (min {min(ratios):.0f}x, max "
+              f"{max(ratios):.0f}x, {repeat} runs; target >= 10000x median: "
+              f"{'met' if median >= 10_000 else 'NOT met'})")
 
 
 def bench_breach_to_stop(tmp: Path) -> None:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import selectors
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+_get_ident = threading.get_ident
 
 
 class Clock(Protocol):
@@ -40,18 +43,36 @@ class LoopClock:
     The wall reading is anchored once at construction: wall = epoch_at_start + elapsed loop
     time. Under a virtual loop that gives plausible timestamps that advance with the
     simulation rather than with the host.
+
+    `loop`: always read that loop. Without it the clock reads whichever loop is running when
+    it is asked, so one clock object may serve several `run()` calls one after another.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop
+        # The loop the last reading came from, kept while it runs in this thread. The clock is
+        # read about twenty times per poll (controller, driver, simulator, journal), and each
+        # lookup of the running loop costs a getpid() system call (asyncio's fork check).
+        self._bound: asyncio.BaseEventLoop | None = (
+            loop if isinstance(loop, asyncio.BaseEventLoop) else None)
         self._epoch0 = time.time()
         self._mono0: float | None = None
 
     def monotonic(self) -> float:
-        # Read about twenty times per poll (controller, driver, simulator, journal): straight
-        # to the loop's clock, without a helper call in between.
-        loop = self._loop
-        return (loop if loop is not None else asyncio.get_running_loop()).time()
+        loop = self._bound
+        # An asyncio loop's `_thread_id` is the thread running it (None once it has stopped):
+        # equal to ours means it is this thread's running loop, the one a lookup would find.
+        if loop is not None and loop._thread_id == _get_ident():  # type: ignore[attr-defined]
+            return loop.time()
+        return self._find_loop().time()
+
+    def _find_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is not None:
+            return self._loop
+        loop = asyncio.get_running_loop()
+        # Only asyncio's own loops are known to keep `_thread_id`; others are looked up again.
+        self._bound = loop if isinstance(loop, asyncio.BaseEventLoop) else None
+        return loop
 
     def wall(self) -> float:
         now = self.monotonic()

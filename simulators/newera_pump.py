@@ -153,8 +153,9 @@ class SimulatedPump:
             self._occlusion_clear_at = None
             self.model.set_occluded(False)
         self.model.sync()
-        deadline = self.watchdog_deadline()
-        if deadline is not None and now >= deadline:
+        # watchdog_deadline(), inlined: this runs for every packet.
+        if self.safe_s > 0 and self.powered and self._last_valid_at is not None \
+                and now >= self._last_valid_at + self.safe_s:
             self._last_valid_at = None  # re-armed by the next valid packet
             self._halt()
             self.raise_alarm("T")
@@ -404,7 +405,7 @@ class SimulatedPump:
         if data:
             return "?OOR"
         units = self.volume[1]
-        infused, withdrawn = self.model.infused_ml, self.model.withdrawn_ml
+        infused, withdrawn = self.model.counters_ml()
         size = VOLUME_UNITS_ML[units]
         if max(infused, withdrawn) / size >= 9999.5:
             units, size = "ML", 1.0

@@ -45,12 +45,20 @@ class RequestFramer:
         if self._safe is not None and now - self._last_byte_at >= PACKET_GAP_S:
             self._safe = None  # the rest of that packet never came
         self._last_byte_at = now
-        if (data and self._safe is None and not self._text and data.find(CR) == len(data) - 1
-                and data.find(STX) < 0):
-            # The usual chunk: one whole basic command ("0DIS\r"), nothing pending.
-            text = data[:-1].translate(None, _NOT_TEXT)
-            if len(text) <= MAX_BASIC_LINE:
-                return [Packet(text.decode("ascii").upper(), safe=False)]
+        if self._safe is None and not self._text:
+            # The usual chunk: one whole basic command ("0DIS\r"), nothing pending. A host
+            # polls with a handful of them, so each is worked out once (bounded memo).
+            packet = _CHUNK_PACKETS.get(data)
+            if packet is not None:
+                return [packet]
+            if data and data.find(CR) == len(data) - 1 and data.find(STX) < 0:
+                text = data[:-1].translate(None, _NOT_TEXT)
+                if len(text) <= MAX_BASIC_LINE:
+                    packet = Packet(text.decode("ascii").upper(), safe=False)
+                    if len(_CHUNK_PACKETS) >= _SPLIT_CACHE_MAX:
+                        _CHUNK_PACKETS.clear()
+                    _CHUNK_PACKETS[bytes(data)] = packet
+                    return [packet]
         out: list[Packet] = []
         # Worked through in runs rather than byte by byte: text up to the next STX or CR,
         # or as many bytes as the open safe packet still needs.
@@ -110,6 +118,9 @@ class RequestFramer:
         valid = end == ETX and int.from_bytes(crc, "big") == binascii.crc_hqx(payload, 0)
         return Packet(clean_text(payload), safe=True, valid=valid)
 
+
+# Whole one-command chunks already seen, and the packet each one is (see `feed`).
+_CHUNK_PACKETS: dict[bytes, Packet] = {}
 
 # Bytes a pump drops from command text: controls, space and DEL and above.
 _NOT_TEXT = bytes(b for b in range(256) if not 0x20 < b < 0x7F)
@@ -194,8 +205,12 @@ def read_number(text: str) -> float | None:
 
 def show_number(value: float) -> str:
     """A number as the pump displays it: 4 digits, always with a decimal point."""
-    value = max(0.0, value)
-    for form in ("%.3f", "%.2f", "%.1f"):  # the most decimals that leave 4 digits
+    if not value > 0.0:
+        value = 0.0  # negatives and NaN show as zero
+    text = f"{value:.3f}"
+    if len(text) <= 5:  # below 10, the usual case for a counter: three decimals
+        return text
+    for form in ("%.2f", "%.1f"):  # the most decimals that leave 4 digits
         text = form % value
         if len(text) - 1 <= 4:
             return text

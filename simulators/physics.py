@@ -284,6 +284,13 @@ class SyringePumpModel:
         noise = self._rng.gauss(0.0, self.params.noise_ml) if self.params.noise_ml else 0.0
         return self.delivered_ml + noise
 
+    def counters_ml(self) -> tuple[float, float]:
+        """(`infused_ml`, `withdrawn_ml`) after one sync: what every `DIS` reply reads."""
+        self._sync()
+        step = self._geometry()[0]
+        return (math.floor(self._infused_ml / step + 1e-9) * step,
+                math.floor(self._withdrawn_ml / step + 1e-9) * step)
+
     def _quantise(self, ml: float) -> float:
         step = self._geometry()[0]
         return math.floor(ml / step + 1e-9) * step

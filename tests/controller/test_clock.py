@@ -22,6 +22,49 @@ def test_idle_loop_jumps_to_the_next_timer() -> None:
     assert run(main(), virtual=True) == 3600
 
 
+def test_one_clock_reads_each_loop_it_is_used_on() -> None:
+    """The clock keeps the loop it last read, but never past that loop's run: a later loop,
+    or another loop running meanwhile in another thread, is read instead."""
+    clock = LoopClock()
+
+    async def elapsed(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return clock.monotonic()
+
+    async def main() -> tuple[float, float]:
+        here = await elapsed(1000.0)
+        # A second virtual loop, in a worker thread, while this one still runs at t=1000.
+        there = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: run(elapsed(7.0), virtual=True))
+        return here, there
+
+    assert run(main(), virtual=True) == (1000.0, 7.0)
+    assert run(elapsed(5.0), virtual=True) == 5.0  # a new loop starts from zero again
+
+    async def wall_step() -> float:
+        before = clock.wall()
+        await asyncio.sleep(60.0)
+        return clock.wall() - before
+
+    assert run(wall_step(), virtual=True) == pytest.approx(60.0)
+
+
+def test_clock_given_a_loop_reads_it_even_outside_a_run() -> None:
+    loop = VirtualTimeLoop()
+    try:
+        clock = LoopClock(loop)
+        loop.advance(42.0)
+        assert clock.monotonic() == 42.0  # no loop is running here
+
+        async def inside() -> float:
+            await asyncio.sleep(8.0)
+            return clock.monotonic()
+
+        assert loop.run_until_complete(inside()) == 50.0
+    finally:
+        loop.close()
+
+
 def test_signal_is_handled_while_the_loop_never_goes_idle() -> None:
     """A busy virtual loop skips most of its selector calls; a signal (delivered through the
     loop's wake-up pipe) must still be handled within a bounded number of turns."""

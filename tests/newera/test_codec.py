@@ -283,3 +283,31 @@ def test_whole_reads_and_byte_reads_give_the_same_frames(pieces: list[bytes]) ->
                                                             for i in range(len(piece))])
     assert (whole.noise_bytes, whole.pending) == (bytewise.noise_bytes, bytewise.pending)
     assert len(data) >= whole.noise_bytes
+
+
+def _clean_read(data: bytes) -> codec.Reply | None:
+    """What the general path makes of one read: the reply if it is exactly one good basic
+    frame, with no byte left over or dropped as noise."""
+    parser = ReplyParser()
+    items = parser.feed(data)
+    if len(items) != 1 or isinstance(items[0], PumpError) or items[0].safe \
+            or parser.noise_bytes or parser.pending:
+        return None
+    with contextlib.suppress(PumpError):
+        return codec.parse_reply(items[0].payload)
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.sampled_from([b"\x0200S\x03", b"\x0201I52.50MH\x03", b"\x020\x01\x03", b"\x0200Q1MH\x03",
+                     b"\x0200SI1.000W0.000ML\x03", b"\x0200S\x03\x03", b"\x0200A?T\x03",
+                     b"\x02\x0900A?T\xe8\x5b\x03", b" \x0200S\x03", b"\x0200S\x0200S\x03"]),
+    st.binary(max_size=8).map(lambda b: b"\x02" + b + b"\x03"),
+    st.text("0123456789IWSAMHUL?.", max_size=16).map(lambda t: b"\x02" + t.encode() + b"\x03")))
+def test_one_frame_shortcut_agrees_with_the_parser(data: bytes) -> None:
+    """`parse_basic_frame` answers exactly for a read that is one good basic frame, with the
+    reply the parser would give; anything else (None) is left to the parser."""
+    expected = _clean_read(data)
+    for _ in range(2):  # the second time from its memo
+        assert codec.parse_basic_frame(data) == expected

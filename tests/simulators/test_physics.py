@@ -206,3 +206,23 @@ def test_a_change_at_the_same_instant_is_seen_by_the_next_read() -> None:
     assert m.running
     clock.now = 20.0 + 1e-3
     assert m.infused_ml > infused
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 1000.0), st.floats(0.0, 300.0), st.booleans()),
+                min_size=1, max_size=8))
+def test_counters_read_together_match_the_separate_readings(
+        steps: list[tuple[float, float, bool]]) -> None:
+    """`counters_ml()` (one sync for a DIS reply) is the pair of the two counter readings,
+    in whole steps, whichever direction the plunger went."""
+    clock = ManualClock()
+    m = model(clock, contents=30.0)
+    for rate, duration, infuse in steps:
+        m.stop()
+        m.set_motion(Motion.INFUSE if infuse else Motion.WITHDRAW)
+        m.set_rate(rate)
+        m.start()
+        clock.now += duration
+        pair = m.counters_ml()
+        assert pair == (m.infused_ml, m.withdrawn_ml)
+        assert all(v / m.ml_per_step == pytest.approx(round(v / m.ml_per_step)) for v in pair)

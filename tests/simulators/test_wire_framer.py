@@ -8,7 +8,7 @@ import binascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.newera_wire import MAX_BASIC_LINE, RequestFramer
+from simulators.newera_wire import MAX_BASIC_LINE, RequestFramer, show_number
 
 
 def safe(payload: bytes) -> bytes:
@@ -65,3 +65,30 @@ def test_a_safe_packet_is_counted_not_scanned() -> None:
     got = packets(framer, [frame[:3], frame[3:]])
     assert got == [("0RAT1", True, True)]
     assert packets(framer, [b"\x02\x03"]) == [("", True, False)]  # too short to be a packet
+
+
+def test_a_known_chunk_after_a_partial_line_joins_that_line() -> None:
+    """Whole one-command chunks are remembered; one arriving after part of a line (no CR yet)
+    must still be appended to it, not answered from memory."""
+    framer = RequestFramer()
+    assert packets(framer, [b"0DIS\r", b"0dis\r"]) == [("0DIS", False, True)] * 2
+    assert packets(framer, [b"0RAT5", b"0DIS\r"]) == [("0RAT50DIS", False, True)]
+    assert packets(framer, [b"\x02\x08", b"0DIS\r"]) == []  # inside a safe packet: its bytes
+    assert packets(RequestFramer(), [b"0DIS\r"]) == [("0DIS", False, True)]
+
+
+def _shown_by_rule(value: float) -> str:
+    """The display rule spelled out: the most decimals (3, 2, 1) that leave 4 digits."""
+    value = max(0.0, value)
+    for decimals in (3, 2, 1):
+        text = f"{value:.{decimals}f}"
+        if len(text) - 1 <= 4:
+            return text
+    return f"{min(value, 9999.0):.0f}."
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=False, width=64),
+                 st.floats(0.0, 10_000.0), st.sampled_from([9.9995, 9.99949, 99.995, 999.95])))
+def test_show_number_follows_the_display_rule(value: float) -> None:
+    assert show_number(value) == _shown_by_rule(value)

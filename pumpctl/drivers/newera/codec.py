@@ -394,6 +394,33 @@ def _is_one_basic_frame(data: bytes) -> bool:
             and data.find(ETX) == len(data) - 1 and data.find(STX, 1) < 0)
 
 
+# Whole basic frames already decoded (bytes as read -> reply), for `parse_basic_frame`.
+_FRAME_MEMO: dict[bytes, Reply] = {}
+
+
+def parse_basic_frame(data: bytes) -> Reply | None:
+    """The reply when `data` is exactly one valid basic frame (what a read from the line
+    usually holds), else None: the caller then hands `data` to a `ReplyParser`, which splits
+    it and says what is wrong with it. Rate and status replies repeat poll after poll, so
+    each distinct frame is decoded once (bounded memo, emptied when full)."""
+    reply = _FRAME_MEMO.get(data)
+    if reply is not None:
+        return reply
+    if not _is_one_basic_frame(data):
+        return None
+    payload = data[1:-1]
+    if payload.translate(None, _PRINTABLE):
+        return None
+    try:
+        reply = _parse_reply(payload, False)
+    except PumpError:
+        return None
+    if len(_FRAME_MEMO) >= _MEMO_MAX:
+        _FRAME_MEMO.clear()
+    _FRAME_MEMO[bytes(data)] = reply
+    return reply
+
+
 class ReplyParser:
     """Incremental splitter of a host-side byte stream into reply frames.
 
