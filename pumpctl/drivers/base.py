@@ -27,7 +27,12 @@ class PumpState(StrEnum):
 
     @property
     def is_moving(self) -> bool:
-        return self in (PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING)
+        # A set lookup (hash of the member's string is cached) rather than a tuple scan of
+        # str comparisons: asked several times per poll.
+        return self in _MOVING_STATES
+
+
+_MOVING_STATES = frozenset({PumpState.INFUSING, PumpState.WITHDRAWING, PumpState.PURGING})
 
 
 class Direction(StrEnum):
