@@ -25,30 +25,19 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pumpctl.clock import ManualClock  # noqa: E402
 from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus  # noqa: E402
 from pumpctl.journal import Journal  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
 from pumpctl.plan.program import RateProgram  # noqa: E402
 from pumpctl.run_records import SampleFields  # noqa: E402
-from pumpctl.safety import Breach, SafetyMonitor  # noqa: E402
+from pumpctl.safety import SafetyMonitor  # noqa: E402
+
+# The oracle of the sample test: the fields as the controller built them before the fast path.
+from tests.controller.test_journal_fast import reference  # noqa: E402
 
 STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
 
-
-class TickClock:
-    """A clock the bench moves by hand: one poll interval per sample."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class NullSink:
@@ -61,29 +50,6 @@ class NullSink:
     async def aclose(self) -> None: ...
 
 
-def reference_fields(program: RateProgram, monitor: SafetyMonitor, st: PumpStatus,
-                     delivered: float, plan_t: float, measured: float | None,
-                     vtbi: float | None, segment: int, paused: bool,
-                     breaches: list[Breach]) -> dict[str, Any]:
-    """The sample fields exactly as the controller built them before the fast path."""
-    p = program
-    dose = delivered * p.concentration_mg_per_ml
-    remaining_s = max(0.0, monitor.plan.end_s - plan_t)
-    alarm = st.alarm.kind.value if st.alarm else (breaches[0].kind.value if breaches else None)
-    return dict(
-        state=st.state.value, rate_ml_h=st.rate_ml_h, infused_ml=round(delivered, 6),
-        withdrawn_ml=st.withdrawn_ml, counter_ml=st.infused_ml,
-        measured_ml=None if measured is None else round(measured, 6),
-        planned_ml=round(monitor.plan.volume_at(plan_t), 6),
-        vtbi_ml=vtbi,
-        remaining_ml=round(max(0.0, monitor.cap_ml - delivered), 6),
-        remaining_s=round(remaining_s, 3), plan_t_s=round(plan_t, 3),
-        dose_mg=round(dose, 6),
-        dose_mg_per_kg=round(dose / p.weight_kg, 6) if p.weight_kg else None,
-        dose_rate_mg_h=round(st.rate_ml_h * p.concentration_mg_per_ml, 6)
-        if st.state.is_moving else 0.0,
-        segment=segment, paused=paused,
-        alarm=alarm)
 
 
 def statuses(n: int) -> list[tuple[PumpStatus, float, float]]:
@@ -98,14 +64,14 @@ def statuses(n: int) -> list[tuple[PumpStatus, float, float]]:
     return out
 
 
-Writer = Callable[[Journal, TickClock, list[tuple[PumpStatus, float, float]]], None]
+Writer = Callable[[Journal, ManualClock, list[tuple[PumpStatus, float, float]]], None]
 
 
 def old_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
-    def write(j: Journal, clock: TickClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
+    def write(j: Journal, clock: ManualClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
         for st, plan_t, measured in polls:
             clock.now += 1.0
-            j.write_fields("sample", reference_fields(program, monitor, st, st.infused_ml,
+            j.write_fields("sample", reference(program, monitor, st, st.infused_ml,
                                                       plan_t, measured, 35.0, 0, False, []))
     return write
 
@@ -113,7 +79,7 @@ def old_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
 def new_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
     fields = SampleFields(program, monitor)
 
-    def write(j: Journal, clock: TickClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
+    def write(j: Journal, clock: ManualClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
         layout = j.layout("sample", ("state", "rate_ml_h", "infused_ml", "withdrawn_ml",
                                      "counter_ml", "measured_ml", "planned_ml", "vtbi_ml",
                                      "remaining_ml", "remaining_s", "plan_t_s", "dose_mg",
@@ -128,7 +94,7 @@ def new_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
 
 def timed(writer: Writer, tmp: Path, name: str, polls: list[tuple[PumpStatus, float, float]],
           sinks: bool) -> tuple[float, Path]:
-    clock = TickClock()
+    clock = ManualClock(1000.0)
     j = Journal(tmp / f"{name}.jsonl", run_id="bench", channel="pump0", clock=clock,
                 sinks=[NullSink()] if sinks else [])
     t0 = time.perf_counter()

@@ -84,6 +84,24 @@ class LoopClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+class ManualClock:
+    """A clock that moves only when told to (`now` is assignable): for unit tests and
+    benchmarks of code that reads a `Clock` outside any event loop. `sleep` advances it."""
+
+    def __init__(self, now: float = 0.0, *, epoch: float = 1_700_000_000.0) -> None:
+        self.now = now
+        self.epoch = epoch
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.epoch + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
 class DelegatingSelector(selectors.BaseSelector):
     """A selector that hands everything to the loop's real one; subclasses change `select`.
 

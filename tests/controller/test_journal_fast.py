@@ -14,25 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pumpctl.clock import ManualClock
 from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus
 from pumpctl.journal import Journal, JournalError, read_records
 from pumpctl.run_records import SAMPLE_KEYS, SampleFields
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 from .fakes import make_program
-
-
-class FixedClock:
-    def __init__(self, mono: float, wall: float) -> None:
-        self.mono, self.wall_s = mono, wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    async def sleep(self, seconds: float) -> None: ...
 
 
 class Keep:
@@ -61,11 +49,11 @@ def both(keys: tuple[str, ...], vals: list[Any], *, mono: float = 12.5,
     out = []
     with tempfile.TemporaryDirectory() as d:
         for fast in (True, False):
-            clock, sink = FixedClock(0.0, wall - mono), Keep()
+            clock, sink = ManualClock(0.0, epoch=wall - mono), Keep()
             j = Journal(Path(d) / f"{fast}.jsonl", run_id=run_id, channel=channel, clock=clock,
                         sinks=[sink])
             j.write("state", state="started")
-            clock.mono, clock.wall_s = mono, wall
+            clock.now, clock.epoch = mono, wall - mono
             if fast:
                 j.write_values(j.layout("sample", keys), vals)
             else:
@@ -101,7 +89,7 @@ def test_any_keys_run_id_and_channel_are_escaped_like_json(keys: list[str], data
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_values_are_refused_as_before(bad: float, tmp_path: Path) -> None:
-    j = Journal(tmp_path / "x.jsonl", run_id="r", channel="p", clock=FixedClock(1.0, 2.0))
+    j = Journal(tmp_path / "x.jsonl", run_id="r", channel="p", clock=ManualClock(1.0, epoch=1.0))
     layout = j.layout("sample", SAMPLE_KEYS)
     vals: list[Any] = [0.5] * len(SAMPLE_KEYS)
     vals[3] = bad
@@ -115,7 +103,7 @@ def test_non_finite_values_are_refused_as_before(bad: float, tmp_path: Path) -> 
 
 
 def test_layouts_refuse_unknown_types_and_repeated_keys(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "x.jsonl", run_id="r", channel="p", clock=FixedClock(1.0, 2.0))
+    j = Journal(tmp_path / "x.jsonl", run_id="r", channel="p", clock=ManualClock(1.0, epoch=1.0))
     with pytest.raises(ValueError, match="unknown journal record type"):
         j.layout("gossip", ("a",))
     with pytest.raises(ValueError, match="must be unique"):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pumpctl.clock import ManualClock
 from simulators.physics import (
     EventKind,
     ModelEvent,
@@ -17,20 +18,6 @@ from simulators.physics import (
     StallReason,
     SyringePumpModel,
 )
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return 1_700_000_000.0 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def model(clock: ManualClock, *, contents: float = 60.0, **params: Any) -> SyringePumpModel:
