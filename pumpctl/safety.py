@@ -87,11 +87,6 @@ class SafetyTolerances:
         return cls(**{**base.__dict__, **overrides})
 
 
-# allowed_rate_ml_h() recomputes this close to a point where it may change: far more than
-# any rounding of `plan_t ± slack`, far less than a poll.
-_WINDOW_MARGIN_S = 1e-6
-
-
 def counter_quantum_ml(value_ml: float) -> float:
     """Smallest step a 4-significant-digit, ≤ 3-decimal pump display can show near `value_ml`."""
     v = abs(value_ml)
@@ -219,13 +214,6 @@ class SafetyMonitor:
         # The display step at the planned total is needed several times per sample; the
         # program is frozen and the cap fixed here, so work it out once.
         self._cap_quantum = self.quantum(self.cap_ml)
-        # Where allowed_rate_ml_h() may change value (see there).
-        slack = tol.timing_slack_s
-        breaks = {self.plan.end_s - slack, self.plan.end_s + self.end_grace_s}
-        for st in self.plan.steps:
-            breaks.update((st.start_s - slack, st.end_s + slack))
-        self._rate_breaks = sorted(breaks)
-        self._rate_window = (0.0, 0.0, 0.0)  # (after, before, allowed rate): empty for now
         self.expect = _Expectation()
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
@@ -241,25 +229,7 @@ class SafetyMonitor:
         return max(t.volume_abs_ml, t.volume_rel * planned_ml, 2 * self.quantum(planned_ml))
 
     def allowed_rate_ml_h(self, plan_t: float) -> float:
-        """Highest rate the pump may run at around plan time `plan_t` (incl. tolerance).
-
-        Checked with every sample; it is a step function of `plan_t` that can change only
-        where a step's start or end enters or leaves the timing slack, or at the end-grace
-        limits. So the value is kept for the open window between two such points (minus a
-        margin for rounding) and worked out again only outside it."""
-        lo, hi, rate = self._rate_window
-        if lo < plan_t < hi:
-            return rate
-        rate = self._allowed_rate_ml_h(plan_t)
-        breaks = self._rate_breaks
-        i = bisect.bisect_right(breaks, plan_t)
-        lo = breaks[i - 1] + _WINDOW_MARGIN_S if i > 0 else -math.inf
-        hi = breaks[i] - _WINDOW_MARGIN_S if i < len(breaks) else math.inf
-        if lo < plan_t < hi:  # (at a change point itself the value holds for that point only)
-            self._rate_window = (lo, hi, rate)
-        return rate
-
-    def _allowed_rate_ml_h(self, plan_t: float) -> float:
+        """Highest rate the pump may run at around plan time `plan_t` (incl. tolerance)."""
         slack = self.tolerances.timing_slack_s
         rate = self.plan.max_rate_ml_h(plan_t - slack, plan_t + slack)
         if plan_t >= self.plan.end_s - slack and plan_t <= self.plan.end_s + self.end_grace_s:
@@ -369,9 +339,7 @@ class SafetyMonitor:
         """
         self._last_valid_at = now
         out: list[Breach] = []
-        state = status.state
-        moving = state is PumpState.INFUSING or state is PumpState.WITHDRAWING \
-            or state is PumpState.PURGING  # = state.is_moving, without the enum lookups
+        moving = status.state.is_moving
         if status.alarm is not None or status.state is PumpState.ALARM:
             kind = status.alarm.kind.value if status.alarm else "unknown"
             code = status.alarm.code if status.alarm else "?"
@@ -437,8 +405,7 @@ class SafetyMonitor:
                                         extra=self.tolerances.sensor_abs_ml, band=band_lo)
             if m_under is not None and under is None:
                 out.append(m_under)
-        if len(out) > 1:
-            out.sort(key=_severity)
+        out.sort(key=_severity)
         return out
 
     # -- internals ---------------------------------------------------------------------

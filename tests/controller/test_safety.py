@@ -309,23 +309,3 @@ def test_property_commanded_rate_above_plan_is_refused(t: float, factor: float) 
     allowed = m.plan.max_rate_ml_h(t - 2.0, t + 2.0)
     b = m.check_command("set_rate", allowed * factor, plan_t=t, delivered_ml=0)
     assert b is not None and b.kind is BreachKind.RATE_EXCEEDED
-
-
-def _allowed_afresh(m: SafetyMonitor, plan_t: float) -> float:
-    """The allowed rate worked out from the steps, as if the monitor had never been asked."""
-    return SafetyMonitor(m.program, m.tolerances).allowed_rate_ml_h(plan_t)
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.floats(-10.0, 2600.0),
-                          st.sampled_from([598.0, 602.0, 2398.0, 2400.0, 2402.0, 2448.0, -2.0]),
-                          st.sampled_from([598.0, 602.0, 2398.0, 2448.0]).map(
-                              lambda t: math.nextafter(t, math.inf))),
-                min_size=1, max_size=40))
-def test_allowed_rate_kept_between_changes_equals_a_fresh_computation(times: list[float]) -> None:
-    """allowed_rate_ml_h() keeps its value over the window where it cannot change; in any
-    order of plan times, including exactly where a step's edge meets the timing slack, it
-    must give what a fresh monitor gives."""
-    m = SafetyMonitor(make_program([(600.0, 60.0), (1800.0, 30.0)], max_rate=1000.0))
-    for t in times + sorted(times):
-        assert m.allowed_rate_ml_h(t) == _allowed_afresh(m, t)
