@@ -153,9 +153,8 @@ class SimulatedPump:
             self._occlusion_clear_at = None
             self.model.set_occluded(False)
         self.model.sync()
-        # watchdog_deadline(), inlined: this runs for every packet.
-        if self.safe_s > 0 and self.powered and self._last_valid_at is not None \
-                and now >= self._last_valid_at + self.safe_s:
+        deadline = self.watchdog_deadline()
+        if deadline is not None and now >= deadline:
             self._last_valid_at = None  # re-armed by the next valid packet
             self._halt()
             self.raise_alarm("T")

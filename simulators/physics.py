@@ -287,9 +287,7 @@ class SyringePumpModel:
     def counters_ml(self) -> tuple[float, float]:
         """(`infused_ml`, `withdrawn_ml`) after one sync: what every `DIS` reply reads."""
         self._sync()
-        step = self._geometry()[0]
-        return (math.floor(self._infused_ml / step + 1e-9) * step,
-                math.floor(self._withdrawn_ml / step + 1e-9) * step)
+        return self._quantise(self._infused_ml), self._quantise(self._withdrawn_ml)
 
     def _quantise(self, ml: float) -> float:
         step = self._geometry()[0]
