@@ -164,3 +164,27 @@ def test_cancelled_while_waiting_for_a_straggler_sends_nothing() -> None:
         protocol.data_received(b"\x0200S5.000ML\x03")
         assert (await task).data == "5.000ML"
     vrun(main())
+
+
+def test_an_owed_reply_holds_back_only_requests_to_its_own_pump() -> None:
+    """Replies name their pump: a dead pump on a shared line must not slow the others."""
+    async def main() -> None:
+        protocol, sent, bus = await _bus_that_gave_up_on_rat(0.5)  # pump 0 owes a reply
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        other = asyncio.ensure_future(bus.transact(1, "DIS", safe=False))
+        await asyncio.sleep(0)
+        assert sent.data == [b"0RAT\r", b"1DIS\r"]  # pump 1 is asked at once
+        protocol.data_received(b"\x0201SI1.000W0.000ML\x03")
+        assert (await other).data == "I1.000W0.000ML" and loop.time() == t0
+        assert bus.quiet_waits == 0
+        same = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
+        await asyncio.sleep(0.1)
+        assert sent.data[-1] == b"1DIS\r"  # pump 0 still owes its RAT reply
+        # Pump 0's late reply arrives: dropped, and pump 0 is asked straight away.
+        protocol.data_received(b"\x0200S1.000MH\x03")
+        await asyncio.sleep(0.001)
+        assert sent.data[-1] == b"0DIS\r" and bus.stale_replies == 1 and bus.quiet_waits == 1
+        protocol.data_received(b"\x0200SI2.000W0.000ML\x03")
+        assert (await same).data == "I2.000W0.000ML"
+    vrun(main())

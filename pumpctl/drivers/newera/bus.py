@@ -7,8 +7,8 @@ simulator use: no reader task, so a reply costs no extra event-loop turn), or by
 task from an asyncio stream pair (`from_streams`). The one request in flight gets the frame
 from its address, and anything else is either an unsolicited alarm packet (safe mode sends
 one when an alarm occurs) or a stale reply that arrived after we stopped waiting for it (the
-request timed out or its caller was cancelled); the next request waits for that straggler
-first, so it is never taken as the next request's answer.
+request timed out or its caller was cancelled); the next request to that pump waits for the
+straggler first, so it is never taken as that request's answer.
 Timeouts are loop timers, so they run in virtual time under test.
 """
 
@@ -55,7 +55,6 @@ class _InFlight:
 class _Straggler:
     """A reply still owed to a request we stopped waiting for."""
 
-    address: int
     until: float  # loop time after which we stop expecting it
     arrived: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -137,7 +136,9 @@ class NewEraBus:
         self._closed = False
         self._eof = False
         # A reply still owed to a request we stopped waiting for (timeout or cancellation).
-        self._straggler: _Straggler | None = None
+        # Keyed by address: replies carry their pump's address, so only the next request to
+        # that same pump could mistake one for its own answer.
+        self._stragglers: dict[int, _Straggler] = {}
         self._dup_guard: dict[int, tuple[str, float]] = {}
         self._alarm_listeners: list[AlarmListener] = []
         self._drivers: dict[int, object] = {}
@@ -231,12 +232,12 @@ class NewEraBus:
                 raise PumpProtocolError(f"connection closed; cannot send {request!r}")
             if self._reader is not None:
                 self._ensure_reader()
-            if self._straggler is not None:
-                await self._wait_for_straggler()
+            target = address if reply_address is None else reply_address
+            if self._stragglers and target in self._stragglers:
+                await self._wait_for_straggler(target)
             self._parser.reset()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Reply] = loop.create_future()
-            target = address if reply_address is None else reply_address
             self._in_flight = _InFlight(target, request, expect, future)
             self.requests += 1
             try:
@@ -269,24 +270,25 @@ class NewEraBus:
 
     def _expect_straggler(self, address: int, timeout: float) -> None:
         """The protocol has no sequence numbers and replies do not repeat their command: a
-        reply we stopped waiting for, arriving during the next request, would be taken as that
-        request's answer. So the next request first waits until that reply has come (and been
-        dropped), or one more `timeout` has passed."""
+        reply we stopped waiting for, arriving during the next request to the same pump, would
+        be taken as that request's answer. So that request first waits until the reply has come
+        (and been dropped), or one more `timeout` has passed. Requests to other pumps on the
+        line go ahead: a reply names its pump, so they cannot mistake it."""
         deadline = asyncio.get_running_loop().time() + timeout
-        self._straggler = _Straggler(address, deadline)
+        self._stragglers[address] = _Straggler(deadline)
 
-    async def _wait_for_straggler(self) -> None:
-        straggler = self._straggler
-        assert straggler is not None
+    async def _wait_for_straggler(self, address: int) -> None:
+        straggler = self._stragglers[address]
         remaining = straggler.until - asyncio.get_running_loop().time()
         if remaining > 0 and not straggler.arrived.done():
+            self.quiet_waits += 1
             # Only a wait: if we are cancelled here, nothing was sent, and the straggler is
             # still expected by whoever sends next.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await asyncio.shield(straggler.arrived)
-        self._straggler = None
-        self.quiet_waits += 1
+        if self._stragglers.get(address) is straggler:
+            del self._stragglers[address]
 
     def _encode(self, address: int, command: str, data: str, safe: bool) -> tuple[bytes, str]:
         """Wire bytes and printable text of a request. Requests without data (the status
@@ -391,10 +393,9 @@ class NewEraBus:
             return
         self.stale_replies += 1
         log.debug("dropped a reply nobody was waiting for: %r", payload)
-        straggler = self._straggler
-        if straggler is not None and straggler.address == reply.address \
-                and not straggler.arrived.done():
-            straggler.arrived.set_result(None)  # the owed reply came: the line is clear
+        straggler = self._stragglers.get(reply.address)
+        if straggler is not None and not straggler.arrived.done():
+            straggler.arrived.set_result(None)  # the owed reply came: that pump is clear
 
     # ---- line-wide operations ---------------------------------------------------------------
 
