@@ -85,3 +85,34 @@ def test_active_and_placebo_stop_together_on_a_fault(tmp_path: Path) -> None:
     assert running == [False, False]
     assert results[1].reason == "linked channel active faulted"
     assert results[1].delivered_volume_ml < 35.0 * 0.5
+
+
+def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(tmp_path: Path) -> None:
+    """Pump 1 stops answering 10 min in: its run faults (no valid status), while pumps 0 and
+    2 on the same line complete with their polls on time (virtual time, so exact)."""
+    programs = [compile_seed(STANDARD_PLAN) for _ in range(3)]
+
+    async def main() -> list[RunResult]:
+        clock = LoopClock()
+        async with NewEraSimulator(clock, [SimPumpConfig(address=i) for i in range(3)]) as sim:
+            sim.pump(1).inject(parse_fault("drop-replies@10m:count=-1"))
+            bus = memory_bus(sim, clock=clock)
+            try:
+                ctls = []
+                for i, program in enumerate(programs):
+                    driver = bus.pump(i)
+                    await driver.open()
+                    ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
+                                                   clock=clock, channel=f"pump{i}"))
+                return await run_channels(ctls)
+            finally:
+                await bus.close()
+
+    results = run_clock(main(), virtual=True)
+    assert [r.outcome for r in results] == ["completed", "faulted", "completed"]
+    assert results[1].alarms[0]["kind"] == "no_status"
+    for healthy in (results[0], results[2]):
+        # The silent pump holds the line for at most one request timeout (1 s) at a time; the
+        # wait for its owed replies happens off the line. So no healthy poll falls a whole
+        # poll interval behind (holding the line during that wait made them 2-3 s late).
+        assert max(healthy.poll_lateness_s) < 1.0, max(healthy.poll_lateness_s)

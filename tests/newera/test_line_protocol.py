@@ -181,6 +181,12 @@ def test_an_owed_reply_holds_back_only_requests_to_its_own_pump() -> None:
         same = asyncio.ensure_future(bus.transact(0, "DIS", safe=False))
         await asyncio.sleep(0.1)
         assert sent.data[-1] == b"1DIS\r"  # pump 0 still owes its RAT reply
+        # ... and waits for it off the line: pump 1 is asked meanwhile.
+        meanwhile = asyncio.ensure_future(bus.transact(1, "VOL", safe=False))
+        await asyncio.sleep(0)
+        assert sent.data[-1] == b"1VOL\r"
+        protocol.data_received(b"\x0201S5.000ML\x03")
+        assert (await meanwhile).data == "5.000ML"
         # Pump 0's late reply arrives: dropped, and pump 0 is asked straight away.
         protocol.data_received(b"\x0200S1.000MH\x03")
         await asyncio.sleep(0.001)

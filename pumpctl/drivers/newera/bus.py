@@ -225,16 +225,22 @@ class NewEraBus:
         wire, request = self._encode(address, command, data, safe)
         expect = framing or (Framing.SAFE if safe else Framing.BASIC)
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        # acquire/release rather than `async with`: two coroutine calls fewer per request.
-        await self._lock.acquire()
+        target = address if reply_address is None else reply_address
+        while True:
+            # A reply this pump still owes is waited for without holding the line, so requests
+            # to the other pumps on it go on meanwhile.
+            while target in self._stragglers:
+                await self._wait_for_straggler(target)
+            # acquire/release rather than `async with`: two coroutine calls fewer per request.
+            await self._lock.acquire()
+            if target not in self._stragglers:
+                break  # (a request to this pump that held the line before us may have left one)
+            self._lock.release()
         try:
             if self.closed:
                 raise PumpProtocolError(f"connection closed; cannot send {request!r}")
             if self._reader is not None:
                 self._ensure_reader()
-            target = address if reply_address is None else reply_address
-            if self._stragglers and target in self._stragglers:
-                await self._wait_for_straggler(target)
             self._parser.reset()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Reply] = loop.create_future()
