@@ -10,12 +10,33 @@ from pumpctl.clock import run as run_clock
 from pumpctl.controller import InfusionController, RunResult
 from pumpctl.fleet import run_channels
 from pumpctl.journal import read_records
+from pumpctl.plan.program import RateProgram
 from pumpctl.sensors import ModelBalance
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import memory_bus
 
 from .conftest import PLANS_DIR, STANDARD_PLAN, compile_seed
+
+
+async def _run_on_one_line(sim: NewEraSimulator, clock: LoopClock, programs: list[RateProgram],
+                           journal_dir: Path, *, poll_s: float = 1.0,
+                           with_sensors: bool = False) -> list[RunResult]:
+    """One controller per program, for the pumps at addresses 0, 1, ... of `sim`, all on one
+    shared in-memory line (one request in flight at a time)."""
+    bus = memory_bus(sim, clock=clock)
+    try:
+        ctls = []
+        for i, program in enumerate(programs):
+            driver = bus.pump(i)
+            await driver.open()
+            sensor = ModelBalance(sim.pump(i).model) if with_sensors else None
+            ctls.append(InfusionController(driver, program, journal_dir=journal_dir, clock=clock,
+                                           channel=f"pump{i}", poll_s=poll_s,
+                                           volume_sensor=sensor))
+        return await run_channels(ctls)
+    finally:
+        await bus.close()
 
 
 def test_a_line_of_five_pumps_runs_five_plans_at_once(tmp_path: Path) -> None:
@@ -29,19 +50,8 @@ def test_a_line_of_five_pumps_runs_five_plans_at_once(tmp_path: Path) -> None:
         clock = LoopClock()
         configs = [SimPumpConfig(address=i) for i in range(len(programs))]
         async with NewEraSimulator(clock, configs) as sim:
-            bus = memory_bus(sim, clock=clock)
-            try:
-                ctls = []
-                for i, program in enumerate(programs):
-                    driver = bus.pump(i)
-                    await driver.open()
-                    ctls.append(InfusionController(
-                        driver, program, journal_dir=tmp_path, clock=clock, channel=f"pump{i}",
-                        poll_s=2.0,
-                        volume_sensor=ModelBalance(sim.pump(i).model)))
-                results = await run_channels(ctls)
-            finally:
-                await bus.close()
+            results = await _run_on_one_line(sim, clock, programs, tmp_path, poll_s=2.0,
+                                             with_sensors=True)
             return results, [sim.pump(i).model.infused_ml for i in range(len(programs))]
 
     results, counters = run_clock(main(), virtual=True)
@@ -96,17 +106,7 @@ def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(tmp_path: Path) -
         clock = LoopClock()
         async with NewEraSimulator(clock, [SimPumpConfig(address=i) for i in range(3)]) as sim:
             sim.pump(1).inject(parse_fault("drop-replies@10m:count=-1"))
-            bus = memory_bus(sim, clock=clock)
-            try:
-                ctls = []
-                for i, program in enumerate(programs):
-                    driver = bus.pump(i)
-                    await driver.open()
-                    ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
-                                                   clock=clock, channel=f"pump{i}"))
-                return await run_channels(ctls)
-            finally:
-                await bus.close()
+            return await _run_on_one_line(sim, clock, programs, tmp_path)
 
     results = run_clock(main(), virtual=True)
     assert [r.outcome for r in results] == ["completed", "faulted", "completed"]
