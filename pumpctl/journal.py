@@ -130,12 +130,15 @@ class Journal:
         line = (_ENCODER.encode(record) + "\n").encode()
         self._append(line, durable=type_ in DURABLE_TYPES)
         self._seq += 1
+        self._hand_to_sinks(record)
+        return record
+
+    def _hand_to_sinks(self, record: dict[str, Any]) -> None:
         for sink in self._sinks:
             try:
                 sink.emit(record)
             except Exception:  # a broken sink must never stop a run; the journal has it
                 self.sink_errors += 1
-        return record
 
     def layout(self, type_: str, keys: Sequence[str]) -> RecordLayout:
         """Compile a record type with fixed keys for `write_values` (once per run)."""
@@ -158,11 +161,11 @@ class Journal:
         try:
             line = layout.template % (seq, scalar[type(t)](t), scalar[type(elapsed)](elapsed),
                                       *[scalar[type(v)](v) for v in values])
-        except KeyError:  # a nested or unusual value: the general encoder decides
-            self.write_fields(layout.type, dict(zip(layout.keys, values, strict=True)))
-            return
-        if ":nan" in line or ":inf" in line or ":-inf" in line:
-            # maybe a non-finite float (or only a string that looks like one): json decides
+        except KeyError:  # a nested or unusual value
+            line = None
+        if line is None or ":nan" in line or ":inf" in line or ":-inf" in line:
+            # Not encodable by the template, or maybe a non-finite float (or only a string that
+            # looks like one): the general encoder writes it or refuses it.
             self.write_fields(layout.type, dict(zip(layout.keys, values, strict=True)))
             return
         self._append(line.encode(), durable=layout.durable)
@@ -172,11 +175,7 @@ class Journal:
                 "type": layout.type, "seq": seq, "t": t, "elapsed_s": elapsed,
                 "run_id": self.run_id, "channel": self.channel}
             record.update(zip(layout.keys, values, strict=True))
-            for sink in self._sinks:
-                try:
-                    sink.emit(record)
-                except Exception:  # a broken sink must never stop a run; the journal has it
-                    self.sink_errors += 1
+            self._hand_to_sinks(record)
 
     def _append(self, line: bytes, *, durable: bool) -> None:
         if self._fd is None:
