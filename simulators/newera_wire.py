@@ -9,6 +9,7 @@ facts file and against an unmodified third-party client.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 
@@ -46,19 +47,9 @@ class RequestFramer:
             self._safe = None  # the rest of that packet never came
         self._last_byte_at = now
         if self._safe is None and not self._text:
-            # The usual chunk: one whole basic command ("0DIS\r"), nothing pending. A host
-            # polls with a handful of them, so each is worked out once (bounded memo).
-            packet = _CHUNK_PACKETS.get(data)
+            packet = _whole_basic_command(bytes(data))
             if packet is not None:
                 return [packet]
-            if data and data.find(CR) == len(data) - 1 and data.find(STX) < 0:
-                text = data[:-1].translate(None, _NOT_TEXT)
-                if len(text) <= MAX_BASIC_LINE:
-                    packet = Packet(text.decode("ascii").upper(), safe=False)
-                    if len(_CHUNK_PACKETS) >= _SPLIT_CACHE_MAX:
-                        _CHUNK_PACKETS.clear()
-                    _CHUNK_PACKETS[bytes(data)] = packet
-                    return [packet]
         out: list[Packet] = []
         # Worked through in runs rather than byte by byte: text up to the next STX or CR,
         # or as many bytes as the open safe packet still needs.
@@ -119,8 +110,21 @@ class RequestFramer:
         return Packet(clean_text(payload), safe=True, valid=valid)
 
 
-# Whole one-command chunks already seen, and the packet each one is (see `feed`).
-_CHUNK_PACKETS: dict[bytes, Packet] = {}
+# A host polls with a handful of distinct texts; the caches of their parses below are bounded
+# so that noise cannot grow them.
+_CACHE_MAX = 256
+
+
+@functools.lru_cache(maxsize=_CACHE_MAX)
+def _whole_basic_command(chunk: bytes) -> Packet | None:
+    """The packet when `chunk` is exactly one whole basic command ("0DIS\\r", the usual read
+    while nothing is pending), else None (the framer then works through it byte run by run)."""
+    if not chunk or chunk.find(CR) != len(chunk) - 1 or chunk.find(STX) >= 0:
+        return None
+    text = chunk[:-1].translate(None, _NOT_TEXT)
+    if len(text) > MAX_BASIC_LINE:
+        return None
+    return Packet(text.decode("ascii").upper(), safe=False)
 
 # Bytes a pump drops from command text: controls, space and DEL and above.
 _NOT_TEXT = bytes(b for b in range(256) if not 0x20 < b < 0x7F)
@@ -140,46 +144,23 @@ class Command:
 _COMMAND = re.compile(r"(\d*)(\*[A-Z]+|[A-Z]{3}|)(.*)")
 
 
-_SPLIT_CACHE: dict[str, Command | None] = {}
-_SPLIT_CACHE_MAX = 256  # a host polls with a handful of distinct texts; noise must not grow it
 
 
+@functools.lru_cache(maxsize=_CACHE_MAX)
 def split_command(text: str) -> Command | None:
     """`01RAT52.5MH` -> Command(1, "RAT", "52.5MH"); None when it has no command shape."""
-    try:
-        return _SPLIT_CACHE[text]
-    except KeyError:
-        pass
     match = _COMMAND.fullmatch(text)
-    command = None
-    if match is not None:
-        digits, name, data = match.groups()
-        address = int(digits) if digits else None
-        command = Command(address, "?", data) if not name and data else \
-            Command(address, name, data)
-    if len(_SPLIT_CACHE) >= _SPLIT_CACHE_MAX:
-        _SPLIT_CACHE.clear()
-    _SPLIT_CACHE[text] = command
-    return command
+    if match is None:
+        return None
+    digits, name, data = match.groups()
+    address = int(digits) if digits else None
+    return Command(address, "?", data) if not name and data else Command(address, name, data)
 
 
-_FRAMED: dict[tuple[str, bool], bytes] = {}
-
-
+@functools.lru_cache(maxsize=_CACHE_MAX)
 def frame_reply(text: str, *, safe: bool) -> bytes:
     """Reply bytes for `text`; the few replies a polling host gets again and again (the rate,
-    a plain status) are framed once (bounded memo)."""
-    key = (text, safe)
-    frame = _FRAMED.get(key)
-    if frame is None:
-        frame = _frame(text, safe)
-        if len(_FRAMED) >= _SPLIT_CACHE_MAX:
-            _FRAMED.clear()
-        _FRAMED[key] = frame
-    return frame
-
-
-def _frame(text: str, safe: bool) -> bytes:
+    a plain status) are framed once (bounded cache)."""
     payload = text.encode("ascii")
     if not safe:
         return b"\x02" + payload + b"\x03"

@@ -11,6 +11,7 @@ refused here instead of being truncated on the way to the pump.
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -253,24 +254,15 @@ _DISPENSED_REPLY = re.compile(r"I([\d.]+)W([\d.]+)(UL|ML)")
 _DISPENSED_NUMBERS = re.compile(r"I(\d+\.?\d*|\.\d+)W(\d+\.?\d*|\.\d+)(UL|ML)")
 _RATE_UNITS = {unit.value: (unit, unit.ml_h) for unit in RateUnit}
 _VOLUME_UNITS = {unit.value: (unit, unit.ml) for unit in VolumeUnit}
-_MEMO_MAX = 128  # entries in each memo of parsed replies before it is emptied
+# Replies repeat poll after poll (the same rate, the same status); their parses are immutable
+# and kept in bounded caches (least recently used first out, so changing volumes cannot grow
+# them). A reply that fails to parse raises and is not cached.
+_MEMO_MAX = 128
 
 
-_RATE_MEMO: dict[str, tuple[float, RateUnit]] = {}
-
-
+@functools.lru_cache(maxsize=_MEMO_MAX)
 def parse_rate(data: str) -> tuple[float, RateUnit]:
-    """`52.50MH` -> (52.5 mL/h, MH). The same text every poll: parsed once (bounded memo)."""
-    parsed = _RATE_MEMO.get(data)
-    if parsed is None:
-        parsed = _parse_rate(data)
-        if len(_RATE_MEMO) >= _MEMO_MAX:
-            _RATE_MEMO.clear()
-        _RATE_MEMO[data] = parsed
-    return parsed
-
-
-def _parse_rate(data: str) -> tuple[float, RateUnit]:
+    """`52.50MH` -> (52.5 mL/h, MH)."""
     match = _RATE_REPLY.fullmatch(data)
     if not match:
         raise PumpProtocolError(f"rate reply {data!r} is not <number><UM|MM|UH|MH>")
@@ -326,22 +318,10 @@ class Reply:
         return PumpState.ALARM if self.alarm else STATUS_STATES[self.status]
 
 
-# Replies repeat: a status poll reads the same rate reply (`00I13.13MH`) every second. They
-# are immutable, so each distinct (payload, framing) is parsed once and then looked up; the
-# memo is emptied when it fills, so changing replies (volumes) cannot make it grow.
-_REPLY_MEMO: dict[tuple[bytes, bool], Reply] = {}
-
-
+@functools.lru_cache(maxsize=_MEMO_MAX)
 def parse_reply(payload: bytes, *, safe: bool = False) -> Reply:
     """Decode the text between the framing bytes, e.g. `00A?S` or `01I52.50MH`."""
-    key = (payload, safe)
-    reply = _REPLY_MEMO.get(key)
-    if reply is None:
-        reply = _parse_reply(payload, safe)  # raises for a bad reply: nothing remembered
-        if len(_REPLY_MEMO) >= _MEMO_MAX:
-            _REPLY_MEMO.clear()
-        _REPLY_MEMO[key] = reply
-    return reply
+    return _parse_reply(payload, safe)
 
 
 def _parse_reply(payload: bytes, safe: bool) -> Reply:
@@ -394,31 +374,21 @@ def _is_one_basic_frame(data: bytes) -> bool:
             and data.find(ETX) == len(data) - 1 and data.find(STX, 1) < 0)
 
 
-# Whole basic frames already decoded (bytes as read -> reply), for `parse_basic_frame`.
-_FRAME_MEMO: dict[bytes, Reply] = {}
-
-
+@functools.lru_cache(maxsize=_MEMO_MAX)
 def parse_basic_frame(data: bytes) -> Reply | None:
     """The reply when `data` is exactly one valid basic frame (what a read from the line
     usually holds), else None: the caller then hands `data` to a `ReplyParser`, which splits
     it and says what is wrong with it. Rate and status replies repeat poll after poll, so
-    each distinct frame is decoded once (bounded memo, emptied when full)."""
-    reply = _FRAME_MEMO.get(data)
-    if reply is not None:
-        return reply
+    each distinct read is decoded once (bounded cache)."""
     if not _is_one_basic_frame(data):
         return None
     payload = data[1:-1]
     if payload.translate(None, _PRINTABLE):
         return None
     try:
-        reply = _parse_reply(payload, False)
+        return parse_reply(payload)
     except PumpError:
         return None
-    if len(_FRAME_MEMO) >= _MEMO_MAX:
-        _FRAME_MEMO.clear()
-    _FRAME_MEMO[bytes(data)] = reply
-    return reply
 
 
 class ReplyParser:
