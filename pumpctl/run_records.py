@@ -13,7 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pumpctl import __version__
-from pumpctl.drivers.base import PumpIdentity, PumpState, PumpStatus
+from pumpctl.drivers.base import PumpIdentity, PumpStatus
 from pumpctl.plan.program import RateProgram
 from pumpctl.run_types import ResumePoint
 from pumpctl.safety import Breach, SafetyMonitor
@@ -50,8 +50,6 @@ def header_fields(program: RateProgram, monitor: SafetyMonitor, identity: PumpId
         duration_s=p.duration_s, **more)
 
 
-# PumpState.is_moving as a set: a hash lookup instead of a property call, once per poll.
-_MOVING = frozenset(s for s in PumpState if s.is_moving)
 
 # The keys of a `sample` record after the common ones, in the order they are written.
 SAMPLE_KEYS = ("state", "rate_ml_h", "infused_ml", "withdrawn_ml", "counter_ml", "measured_ml",
@@ -89,7 +87,7 @@ class SampleFields:
             round(max(0.0, self._cap_ml - delivered), 6),
             round(max(0.0, self._end_s - plan_t), 3), round(plan_t, 3), round(dose, 6),
             round(dose / weight, 6) if weight else None,
-            round(st.rate_ml_h * self._conc, 6) if state in _MOVING else 0.0,
+            round(st.rate_ml_h * self._conc, 6) if state.is_moving else 0.0,
             segment, paused,
             alarm.kind.value if alarm else (breaches[0].kind.value if breaches else None))
 
