@@ -50,7 +50,6 @@ def header_fields(program: RateProgram, monitor: SafetyMonitor, identity: PumpId
         duration_s=p.duration_s, **more)
 
 
-
 # The keys of a `sample` record after the common ones, in the order they are written.
 SAMPLE_KEYS = ("state", "rate_ml_h", "infused_ml", "withdrawn_ml", "counter_ml", "measured_ml",
                "planned_ml", "vtbi_ml", "remaining_ml", "remaining_s", "plan_t_s", "dose_mg",
