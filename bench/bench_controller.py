@@ -34,12 +34,12 @@ sys.path.insert(0, str(REPO))
 
 from pumpctl.clock import LoopClock  # noqa: E402
 from pumpctl.clock import run as run_clock  # noqa: E402
-from pumpctl.controller import InfusionController, RunResult  # noqa: E402
-from pumpctl.fleet import request_stop_all, run_channels  # noqa: E402
+from pumpctl.drivers.sensors import ModelBalance  # noqa: E402
 from pumpctl.journal import read_records  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
 from pumpctl.plan.program import RateProgram  # noqa: E402
-from pumpctl.sensors import ModelBalance  # noqa: E402
+from pumpctl.run.controller import InfusionController, RunResult  # noqa: E402
+from pumpctl.run.fleet import request_stop_all, run_channels  # noqa: E402
 
 STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
 

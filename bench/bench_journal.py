@@ -30,7 +30,7 @@ from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus  # noqa
 from pumpctl.journal import Journal  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
 from pumpctl.plan.program import RateProgram  # noqa: E402
-from pumpctl.run_records import SampleFields  # noqa: E402
+from pumpctl.run.records import SampleFields  # noqa: E402
 from pumpctl.safety import SafetyMonitor  # noqa: E402
 
 # The oracle of the sample test: the fields as the controller built them before the fast path.

@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 import aiomqtt  # noqa: E402
 
 from pumpctl.clock import LoopClock  # noqa: E402
-from pumpctl.controller import InfusionController  # noqa: E402
-from pumpctl.fleet import request_stop_all, run_channels  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
+from pumpctl.run.controller import InfusionController  # noqa: E402
+from pumpctl.run.fleet import request_stop_all, run_channels  # noqa: E402
 from pumpctl.telemetry.mapping import RecordMapper  # noqa: E402
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run  # noqa: E402
 from pumpctl.telemetry.topics import Topics  # noqa: E402

@@ -16,12 +16,12 @@ import pytest
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, RunResult
 from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.sensors import ModelBalance
+from pumpctl.run.controller import InfusionController, RunResult
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import PtyServer, memory_bus

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pumpctl.controller import InfusionController
 from pumpctl.plan.program import RateProgram
+from pumpctl.run.controller import InfusionController
 from simulators import newera_pump
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator

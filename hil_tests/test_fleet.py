@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, RunResult
-from pumpctl.fleet import run_channels
+from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.program import RateProgram
-from pumpctl.sensors import ModelBalance
+from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.fleet import run_channels
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import memory_bus

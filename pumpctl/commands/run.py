@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from pumpctl.errors import PumpctlError
-from pumpctl.run_display import summary_table
-from pumpctl.runner import RunOptions, SinkFactory, execute
+from pumpctl.run.display import summary_table
+from pumpctl.run.session import RunOptions, SinkFactory, execute
 from pumpctl.timescale import parse_speed
 
 
@@ -109,7 +109,7 @@ def _usage(message: str) -> PumpctlError:
 
 
 def _print_result(result: object, as_json: bool, console: Console) -> None:
-    from pumpctl.controller import RunResult
+    from pumpctl.run.controller import RunResult
 
     assert isinstance(result, RunResult)
     if as_json:

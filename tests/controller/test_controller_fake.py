@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, RunResult, floor_to_pump_format
 from pumpctl.drivers.base import AlarmKind, PumpState
-from pumpctl.fleet import run_channels
 from pumpctl.journal import read_records
+from pumpctl.run.controller import InfusionController, RunResult, floor_to_pump_format
+from pumpctl.run.fleet import run_channels
 
 from .fakes import FakeDriver, FakePump, make_program
 

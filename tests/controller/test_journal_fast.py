@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pumpctl.clock import ManualClock
 from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus
 from pumpctl.journal import Journal, JournalError, read_records
-from pumpctl.run_records import SAMPLE_KEYS, SampleFields
+from pumpctl.run.records import SAMPLE_KEYS, SampleFields
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 from .fakes import make_program

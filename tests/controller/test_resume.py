@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, ResumePoint, RunResult
 from pumpctl.drivers.base import PumpState
-from pumpctl.resume import JournalState, ResumeRefused, load_journal_state, reconcile
+from pumpctl.run.controller import InfusionController, ResumePoint, RunResult
+from pumpctl.run.resume import JournalState, ResumeRefused, load_journal_state, reconcile
 
 from .fakes import FakeDriver, FakePump, make_program
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from pumpctl.clock import LoopClock
-from pumpctl.controller import InfusionController
 from pumpctl.plan.compile import compile_plan_file
+from pumpctl.run.controller import InfusionController
 from pumpctl.telemetry.runtime import telemetry_for_run
 from simulators.serve import embedded_newera
 

@@ -22,11 +22,11 @@ from rich.console import Console
 
 from pumpctl.clock import LoopClock, VirtualTimeLoop, wait_until
 from pumpctl.clock import run as run_clock
-from pumpctl.controller import InfusionController, RunResult
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.runner import RunOptions, execute
+from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.session import RunOptions, execute
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run, telemetry_sink_factory
 from simulators.serve import embedded_newera
 from tests.telemetry.broker import Mosquitto, SubscriberProcess, TlsFiles

@@ -11,8 +11,9 @@ watchdog stops it too.
 Plan time runs only while the pump is meant to infuse: it starts when `run` is sent and is
 frozen while paused, so a pause shifts the rest of the schedule instead of skipping it.
 
-This module is the run's timeline and remote-control hooks; the parts it calls are in
-`run_commands`, `run_prepare`, `run_records`, `run_stop` and `run_types` (re-exported here).
+This module is the run's timeline and remote-control hooks; the parts it calls are its
+siblings in `pumpctl.run`: `commands`, `prepare`, `records`, `stop` and `types` (the result
+types are re-exported here).
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ from typing import Any
 
 from pumpctl.clock import Clock, LoopClock, SharedDeadline
 from pumpctl.drivers.base import PumpAlarmError, PumpDriver, PumpError, PumpIdentity, PumpStatus
+from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
-from pumpctl.run_commands import BreachStop, RunCommands
-from pumpctl.run_prepare import prepare_pump
-from pumpctl.run_records import SampleFields, header_fields, json_result, summary_fields, whoami
-from pumpctl.run_stop import final_delivered, stop_until_confirmed, unconfirmed_stop
-from pumpctl.run_types import (
+from pumpctl.run.commands import BreachStop, RunCommands
+from pumpctl.run.prepare import prepare_pump
+from pumpctl.run.records import SampleFields, header_fields, json_result, summary_fields, whoami
+from pumpctl.run.stop import final_delivered, stop_until_confirmed, unconfirmed_stop
+from pumpctl.run.types import (
     OUTCOMES,
     REMOTE_PREFIXES,
     ResumePoint,
@@ -43,7 +45,6 @@ from pumpctl.run_types import (
     floor_to_pump_format,
 )
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances
-from pumpctl.sensors import VolumeSensor
 
 __all__ = ["OUTCOMES", "REMOTE_PREFIXES", "InfusionController", "ResumePoint", "RunResult",
            "breach_for_error", "floor_to_pump_format"]

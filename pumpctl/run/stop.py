@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from pumpctl.drivers.base import PumpDriver, PumpStatus
-from pumpctl.run_commands import RunCommands
+from pumpctl.run.commands import RunCommands
 from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
 
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pumpctl.controller import ResumePoint
 from pumpctl.drivers.base import PumpDriver, PumpError
 from pumpctl.errors import PumpctlError
 from pumpctl.journal import find_run, read_records
 from pumpctl.plan.program import RateProgram
+from pumpctl.run.controller import ResumePoint
 from pumpctl.safety import SafetyMonitor, SafetyTolerances
 
 

@@ -1,7 +1,7 @@
 """What a run hands back and the small rules shared by everything that runs a program.
 
 `RunResult` is the controller's answer (the CLI, the fleet runner and the HIL tests read it),
-`ResumePoint` is how `pumpctl.resume` tells a new controller where the old run stopped. The
+`ResumePoint` is how `pumpctl.run.resume` tells a new controller where the old run stopped. The
 two helpers turn a driver error into the safety monitor's `Breach` vocabulary and a planned
 volume into one the pump's 4-digit display can hold, so the hardware limit never exceeds
 the plan.
@@ -24,7 +24,7 @@ REMOTE_PREFIXES = ("mqtt:", "remote:")
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where a resumed run picks up (see pumpctl.resume): volume already in, plan time reached."""
+    """Where a resumed run picks up (see `resume`): volume already in, plan time reached."""
 
     resume_of: str
     baseline_ml: float

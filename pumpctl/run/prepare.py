@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from pumpctl.drivers.base import Direction, PumpDriver
-from pumpctl.run_commands import RunCommands
+from pumpctl.drivers.sensors import VolumeSensor
+from pumpctl.run.commands import RunCommands
 from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
-from pumpctl.sensors import VolumeSensor
 
 
 async def prepare_pump(commands: RunCommands, driver: PumpDriver, *, watchdog_s: int | None,

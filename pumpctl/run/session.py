@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.live import Live
 
 from pumpctl.clock import Clock, LoopClock
-from pumpctl.controller import InfusionController, RunResult
 from pumpctl.drivers.base import PumpDriver
+from pumpctl.drivers.sensors import ModelBalance, VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.journal import RecordSink
 from pumpctl.plan.program import RateProgram
-from pumpctl.run_display import RunDisplay
-from pumpctl.sensors import ModelBalance, VolumeSensor
+from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.display import RunDisplay
 from pumpctl.timescale import run_at_speed
 
 
@@ -141,7 +141,7 @@ async def _pump(opts: RunOptions, program: RateProgram, clock: Clock, faults: li
 
 
 async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunResult:
-    from pumpctl.resume import load_journal_state, reconcile
+    from pumpctl.run.resume import load_journal_state, reconcile
 
     clock = LoopClock()
     state = None

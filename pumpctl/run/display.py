@@ -13,7 +13,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pumpctl.controller import RunResult
+from pumpctl.run.controller import RunResult
 
 
 def _fmt_s(seconds: float | None) -> str:

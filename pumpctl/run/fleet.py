@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from pumpctl.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult
 
 
 async def run_channels(controllers: Sequence[InfusionController], *,

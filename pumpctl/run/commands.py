@@ -16,11 +16,11 @@ from typing import Any, NoReturn, TypeVar
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError
 from pumpctl.journal import Journal, JournalError, RecordLayout
-from pumpctl.run_records import SAMPLE_KEYS, json_result
+from pumpctl.run.records import SAMPLE_KEYS, json_result
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 T = TypeVar("T")
-log = logging.getLogger("pumpctl.controller")
+log = logging.getLogger("pumpctl.run.controller")
 
 
 class BreachStop(Exception):

@@ -15,7 +15,7 @@ from typing import Any
 from pumpctl import __version__
 from pumpctl.drivers.base import PumpIdentity, PumpStatus
 from pumpctl.plan.program import RateProgram
-from pumpctl.run_types import ResumePoint
+from pumpctl.run.types import ResumePoint
 from pumpctl.safety import Breach, SafetyMonitor
 
 
