@@ -24,7 +24,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import PtyServer, memory_bus
+from simulators.serve import PtyServer, memory_line
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS_DIR = REPO / "configs" / "plans"
@@ -58,7 +58,7 @@ async def sim_driver(sim: NewEraSimulator, clock: Clock, link: str, tmp_path: Pa
                      *, safe_s: int | None = None) -> AsyncIterator[NewEraDriver]:
     """A driver for address 0 of `sim`, over the in-memory link or a real pty."""
     if link == "memory":
-        bus = memory_bus(sim, clock=clock)
+        bus = memory_line(sim, clock=clock)
         try:
             driver = bus.pump(0, safe_s=safe_s)
             await driver.open()

@@ -14,7 +14,7 @@ from pumpctl.run.controller import InfusionController, RunResult
 from pumpctl.run.fleet import run_channels
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_bus
+from simulators.serve import memory_line
 
 from .conftest import PLANS_DIR, STANDARD_PLAN, compile_seed
 
@@ -24,7 +24,7 @@ async def _run_on_one_line(sim: NewEraSimulator, clock: LoopClock, programs: lis
                            with_sensors: bool = False) -> list[RunResult]:
     """One controller per program, for the pumps at addresses 0, 1, ... of `sim`, all on one
     shared in-memory line (one request in flight at a time)."""
-    bus = memory_bus(sim, clock=clock)
+    bus = memory_line(sim, clock=clock)
     try:
         ctls = []
         for i, program in enumerate(programs):
@@ -74,7 +74,7 @@ def test_active_and_placebo_stop_together_on_a_fault(tmp_path: Path) -> None:
         sims = [NewEraSimulator(clock, [SimPumpConfig()]) for _ in range(2)]
         async with sims[0], sims[1]:
             sims[0].inject(parse_fault("occlusion@15m"))
-            buses = [memory_bus(s, clock=clock) for s in sims]
+            buses = [memory_line(s, clock=clock) for s in sims]
             try:
                 ctls = []
                 for name, bus, program in zip(("active", "placebo"), buses, (active, placebo),

@@ -2,7 +2,8 @@
 
 - `memory_transport(sim, protocol)`: an asyncio transport wired straight to the simulator (no
   OS resources, no per-byte cost); `memory_bus(sim)` puts a `NewEraBus` on one, and
-  `memory_link(sim)` gives an asyncio stream pair on one instead.
+  `memory_link(sim)` gives an asyncio stream pair on one instead; `memory_line(sim)` is the
+  `NewEraLine` (pumps and their drivers) on a memory bus.
 - `PtyServer(sim, link)`: a pseudo-terminal with a symlink to its slave, so anything that
   opens a serial port by path (pyserial, nesp-lib, minicom) talks to the simulator.
 - `TcpServer(sim, host, port)`: a raw TCP port, as a serial device server would offer.
@@ -25,6 +26,7 @@ from typing import Any
 from pumpctl.clock import Clock
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.drivers.newera.line import NewEraLine
 from pumpctl.errors import PumpctlError
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
@@ -149,6 +151,12 @@ def memory_bus(sim: NewEraSimulator, *, clock: Clock | None = None,
     transport = memory_transport(sim, protocol)
     return NewEraBus.from_transport(transport, protocol, clock=clock, timeout_s=timeout_s,
                                     retries=retries)
+
+
+def memory_line(sim: NewEraSimulator, *, clock: Clock | None = None,
+                timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 1) -> NewEraLine:
+    """The `NewEraLine` on a memory bus to `sim`: `pump(address)` gives a driver."""
+    return NewEraLine(memory_bus(sim, clock=clock, timeout_s=timeout_s, retries=retries))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,10 +349,10 @@ async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
     async with sim:
         for fault in faults:
             sim.inject(fault)
-        bus = memory_bus(sim, clock=clock, timeout_s=timeout_s)
-        driver = bus.pump(0, safe_s=safe_s if safe_s else None)
+        line = memory_line(sim, clock=clock, timeout_s=timeout_s)
+        driver = line.pump(0, safe_s=safe_s if safe_s else None)
         try:
             await driver.open()
             yield sim, driver
         finally:
-            await bus.close()
+            await line.close()

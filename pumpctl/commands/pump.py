@@ -27,7 +27,7 @@ from rich.table import Table
 from pumpctl.drivers.base import Direction, PumpAlarmError, PumpOutOfRange, PumpStatus
 from pumpctl.drivers.newera.codec import ValueRefused
 from pumpctl.drivers.newera.driver import NewEraDriver
-from pumpctl.drivers.open import PumpUrl, open_bus, open_driver, parse_pump_url
+from pumpctl.drivers.open import PumpUrl, open_driver, open_line, parse_pump_url
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
 from pumpctl.units import Kind, parse_quantity
@@ -349,11 +349,11 @@ def scan(ctx: typer.Context,
         raise UsageError(f"--last {last} is below --first {first}")
 
     async def main() -> dict[str, Any]:
-        async with open_bus(opts.target) as bus:
-            found = await bus.scan(range(first, last + 1), timeout_s=timeout)
+        async with open_line(opts.target) as line:
+            found = await line.scan(range(first, last + 1), timeout_s=timeout)
             pumps = []
             for address in found:
-                driver = bus.pump(address)
+                driver = line.pump(address)
                 await driver.open()
                 assert driver.identity is not None
                 pumps.append({"address": address, "model": driver.identity.model,

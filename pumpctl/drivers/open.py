@@ -25,8 +25,9 @@ import serial_asyncio_fast
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError
-from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
+from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol
 from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.drivers.newera.line import NewEraLine
 from pumpctl.errors import UsageError
 
 BAUD_RATES = (300, 1200, 2400, 9600, 19200)
@@ -128,18 +129,19 @@ async def connect_transport(target: PumpUrl,
 
 
 @contextlib.asynccontextmanager
-async def open_bus(url: str | PumpUrl, *, clock: Clock | None = None) -> AsyncIterator[NewEraBus]:
-    """A `NewEraBus` on the port named by `url` (for several pumps on one line, or `scan`)."""
+async def open_line(url: str | PumpUrl, *,
+                   clock: Clock | None = None) -> AsyncIterator[NewEraLine]:
+    """The `NewEraLine` on the port named by `url` (for several pumps on one line, or `scan`)."""
     target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
     protocol = LineProtocol()
     transport = await connect_transport(target, protocol)
     assert isinstance(transport, asyncio.WriteTransport)
-    bus = NewEraBus.from_transport(transport, protocol, clock=clock,
-                                   timeout_s=target.timeout_s, retries=target.retries)
+    line = NewEraLine.from_transport(transport, protocol, clock=clock,
+                                     timeout_s=target.timeout_s, retries=target.retries)
     try:
-        yield bus
+        yield line
     finally:
-        await bus.close()
+        await line.close()
 
 
 @contextlib.asynccontextmanager
@@ -148,8 +150,8 @@ async def open_driver(url: str | PumpUrl, *,
     """An opened driver for the pump named by `url`; closed (heartbeat stopped, port closed)
     on exit. The pump itself is not stopped here: that is the caller's decision."""
     target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
-    async with open_bus(target, clock=clock) as bus:
-        driver = bus.pump(target.address, safe_s=target.safe_s)
+    async with open_line(target, clock=clock) as line:
+        driver = line.pump(target.address, safe_s=target.safe_s)
         await driver.open()
         try:
             yield driver

@@ -117,7 +117,7 @@ def test_error_replies_become_errors() -> None:
             await d.run()
             with pytest.raises(PumpNotApplicable, match=r"\?NA"):
                 await d.set_diameter(10)
-            reply = await bus.transact(0, "XYZ", safe=False)
+            reply = await bus.bus.transact(0, "XYZ", safe=False)
             assert isinstance(codec.error_for(reply, "XYZ"), codec.CommandNotRecognised)
             await d.stop()
     vrun(main())

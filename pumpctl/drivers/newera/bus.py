@@ -2,7 +2,7 @@
 
 The bus owns the byte stream (a serial port, pty or TCP socket via pyserial-asyncio-fast, or
 an in-memory pipe in tests). Incoming bytes are split into frames as they arrive, either
-straight from the transport through a `LineProtocol` (what `open_bus` and the embedded
+straight from the transport through a `LineProtocol` (what `open_line` and the embedded
 simulator use: no reader task, so a reply costs no extra event-loop turn), or by a reader
 task from an asyncio stream pair (`from_streams`). The one request in flight gets the frame
 from its address, and anything else is either an unsolicited alarm packet (safe mode sends
@@ -20,15 +20,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import Alarm, PumpError, PumpProtocolError, PumpTimeout
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import Frame, Reply
-
-if TYPE_CHECKING:
-    from pumpctl.drivers.newera.driver import NewEraDriver
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +114,11 @@ class LineProtocol(asyncio.Protocol):
 
 
 class NewEraBus:
-    """A connection to a New Era line; `pump(address)` gives a driver for one pump on it."""
+    """Requests and replies on a New Era line: one request in flight, replies matched to it.
+
+    The bus knows addresses, not pumps: `NewEraLine` (pumpctl.drivers.newera.line) owns a bus
+    and the drivers of the pumps on it.
+    """
 
     def __init__(self, reader: asyncio.StreamReader | None, writer: LineWriter, *,
                  clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -141,7 +142,6 @@ class NewEraBus:
         self._stragglers: dict[int, _Straggler] = {}
         self._dup_guard: dict[int, tuple[str, float]] = {}
         self._alarm_listeners: list[AlarmListener] = []
-        self._drivers: dict[int, object] = {}
         self.last_sent_at: dict[int, float] = {}
         self._encoded: dict[tuple[int, str, bool], tuple[bytes, str]] = {}
         self.stale_replies = 0
@@ -166,26 +166,6 @@ class NewEraBus:
         protocol.attach(bus)
         return bus
 
-    def pump(self, address: int, *, safe_s: int | None = None) -> NewEraDriver:
-        """The driver for the pump at `address` (one per address; `safe_s` arms the watchdog
-        at `open()`, None leaves the pump's mode as found)."""
-        from pumpctl.drivers.newera.driver import NewEraDriver
-
-        if not 0 <= address <= codec.MAX_ADDRESS:
-            raise codec.PumpOutOfRange(f"address {address} is outside 0-{codec.MAX_ADDRESS}")
-        driver = self._drivers.get(address)
-        if driver is None:
-            driver = NewEraDriver(self, address, safe_s=safe_s)
-            self._drivers[address] = driver
-        assert isinstance(driver, NewEraDriver)
-        return driver
-
-    def moved(self, driver: NewEraDriver, old: int, new: int) -> None:
-        """A driver's pump took a new address (`*ADR`): `pump(new)` now returns it."""
-        if self._drivers.get(old) is driver:
-            del self._drivers[old]
-        self._drivers[new] = driver
-
     def add_alarm_listener(self, listener: AlarmListener) -> None:
         """Called with (address, alarm) for alarm packets nobody asked for."""
         self._alarm_listeners.append(listener)
@@ -195,14 +175,10 @@ class NewEraBus:
         return self._closed or self._eof
 
     async def close(self) -> None:
-        """Stop every driver's heartbeat and close the stream (does not touch the pumps)."""
+        """Close the stream (does not touch the pumps; `NewEraLine.close` stops the drivers'
+        heartbeats first)."""
         if self._closed:
             return
-        from pumpctl.drivers.newera.driver import NewEraDriver
-
-        for driver in list(self._drivers.values()):
-            if isinstance(driver, NewEraDriver):
-                await driver.stop_heartbeat()
         self._closed = True
         if self._task is not None:
             self._task.cancel()
@@ -402,25 +378,3 @@ class NewEraBus:
         straggler = self._stragglers.get(reply.address)
         if straggler is not None and not straggler.arrived.done():
             straggler.arrived.set_result(None)  # the owed reply came: that pump is clear
-
-    # ---- line-wide operations ---------------------------------------------------------------
-
-    async def scan(self, addresses: range | list[int] = range(codec.MAX_ADDRESS + 1), *,
-                   timeout_s: float = 0.1, attempts: int = 1) -> list[int]:
-        """Addresses that answer a safe-framed `SAF` query (a harmless read in either mode).
-
-        `attempts=2` also finds units that ignore the first command after power-up, at twice
-        the cost for every silent address."""
-        found = []
-        for address in addresses:
-            for _ in range(attempts):
-                try:
-                    await self.transact(address, "SAF", safe=True, framing=Framing.EITHER,
-                                        timeout_s=timeout_s)
-                except PumpTimeout:
-                    continue
-                except PumpError:
-                    pass  # something answered, even if garbled
-                found.append(address)
-                break
-        return found

@@ -1,4 +1,4 @@
-"""`PumpDriver` for one New Era pump on a `NewEraBus`.
+"""`PumpDriver` for one New Era pump on a `NewEraBus` (get it from `NewEraLine.pump`).
 
 Rules this driver keeps, so the controller can trust what it returns:
 - every setting is read back after it is sent and compared; a difference is an error;
@@ -40,6 +40,9 @@ from pumpctl.drivers.newera.codec import RateUnit, Reply, VolumeUnit
 
 __all__ = ["DEFAULT_TIMEOUT_S", "NewEraBus", "NewEraDriver"]
 
+# (driver, old address, new address): how the line that handed out a driver learns of `*ADR`.
+MovedListener = Callable[["NewEraDriver", int, int], None]
+
 log = logging.getLogger(__name__)
 
 DIAMETER_RANGE_MM = (0.1, 80.0)
@@ -55,10 +58,12 @@ def _same(a: float, b: float) -> bool:
 
 
 class NewEraDriver:
-    """One pump at one address. Get it from `NewEraBus.pump(address)`."""
+    """One pump at one address. Get it from `NewEraLine.pump(address)`."""
 
-    def __init__(self, bus: NewEraBus, address: int, *, safe_s: int | None = None) -> None:
+    def __init__(self, bus: NewEraBus, address: int, *, safe_s: int | None = None,
+                 on_moved: MovedListener | None = None) -> None:
         self.bus = bus
+        self._on_moved = on_moved
         self.address = address
         self._want_safe_s = safe_s
         self.safe_s = 0
@@ -364,8 +369,9 @@ class NewEraDriver:
         if not 0 <= new <= codec.MAX_ADDRESS:
             raise PumpOutOfRange(f"address {new} is outside 0-{codec.MAX_ADDRESS}")
         await self._send("*ADR", str(new), reply_address=new)
-        self.bus.moved(self, self.address, new)
-        self.address = new
+        old, self.address = self.address, new
+        if self._on_moved is not None:
+            self._on_moved(self, old, new)
 
     # ---- motion -----------------------------------------------------------------------------
 
