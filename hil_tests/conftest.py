@@ -21,7 +21,7 @@ from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import PtyServer, memory_line
@@ -92,9 +92,9 @@ def run_scenario(program: RateProgram, tmp_path: Path, *, link: str = "memory",
             async with sim_driver(sim, clock, link, tmp_path, safe_s=safe_s) as driver:
                 model = sim.pump(0).model
                 ctl = InfusionController(
-                    driver, program, journal_dir=tmp_path / "runs", clock=clock,
-                    poll_s=poll_s, volume_sensor=ModelBalance(model) if sensor else None,
-                    pump_url=f"sim+{link}")
+                    driver, program, RunSettings(journal_dir=tmp_path / "runs", poll_s=poll_s,
+                                                 pump_url=f"sim+{link}"),
+                    clock=clock, volume_sensor=ModelBalance(model) if sensor else None)
                 task = asyncio.create_task(ctl.run())
                 if during is not None:
                     await during(sim, ctl)

@@ -10,7 +10,7 @@ from pumpctl.clock import run as run_clock
 from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.fleet import run_channels
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
@@ -31,8 +31,8 @@ async def _run_on_one_line(sim: NewEraSimulator, clock: LoopClock, programs: lis
             driver = bus.pump(i)
             await driver.open()
             sensor = ModelBalance(sim.pump(i).model) if with_sensors else None
-            ctls.append(InfusionController(driver, program, journal_dir=journal_dir, clock=clock,
-                                           channel=f"pump{i}", poll_s=poll_s,
+            settings = RunSettings(journal_dir=journal_dir, channel=f"pump{i}", poll_s=poll_s)
+            ctls.append(InfusionController(driver, program, settings, clock=clock,
                                            volume_sensor=sensor))
         return await run_channels(ctls)
     finally:
@@ -81,8 +81,9 @@ def test_active_and_placebo_stop_together_on_a_fault(tmp_path: Path) -> None:
                                               strict=True):
                     driver = bus.pump(0)
                     await driver.open()
-                    ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
-                                                   clock=clock, channel=name))
+                    ctls.append(InfusionController(
+                        driver, program, RunSettings(journal_dir=tmp_path, channel=name),
+                        clock=clock))
                 results = await run_channels(ctls, stop_all_on_fault=True)
                 await asyncio.sleep(60)  # nothing keeps running afterwards
             finally:

@@ -27,7 +27,7 @@ from pumpctl.drivers.sensors import ModelBalance, VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.journal import RecordSink
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.display import RunDisplay
 from pumpctl.timescale import run_at_speed
 
@@ -166,12 +166,13 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
     try:
         async with _pump(opts, program, clock, faults) as (driver, sensor, watchdog_s):
             point = await reconcile(state, driver) if state is not None else None
-            ctl = InfusionController(
-                driver, program, journal_dir=opts.journal_dir, clock=clock, channel=opts.channel,
-                poll_s=opts.poll_s, sinks=sinks, pump_url=opts.pump_url or "sim://embedded",
-                watchdog_s=watchdog_s, resume=point, volume_sensor=sensor,
+            settings = RunSettings(
+                journal_dir=opts.journal_dir, channel=opts.channel, poll_s=opts.poll_s,
+                pump_url=opts.pump_url or "sim://embedded", watchdog_s=watchdog_s,
                 header_extra={"speed": "max" if opts.speed is None else opts.speed,
                               "sim_faults": opts.sim_faults})
+            ctl = InfusionController(driver, program, settings, clock=clock, sinks=sinks,
+                                     resume=point, volume_sensor=sensor)
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal {opts.journal_dir}/"
                               f"{ctl.run_id}.jsonl", highlight=False)

@@ -1,7 +1,8 @@
-"""What a run hands back and the small rules shared by everything that runs a program.
+"""What a run is given and hands back, and the small rules shared by everything that runs one.
 
-`RunResult` is the controller's answer (the CLI, the fleet runner and the HIL tests read it),
-`ResumePoint` is how `pumpctl.run.resume` tells a new controller where the old run stopped. The
+`RunSettings` is how a run is set up, `RunResult` is the controller's answer (the CLI, the
+fleet runner and the HIL tests read it), `ResumePoint` is how `pumpctl.run.resume` tells a new
+controller where the old run stopped. The
 two helpers turn a driver error into the safety monitor's `Breach` vocabulary and a planned
 volume into one the pump's 4-digit display can hold, so the hardware limit never exceeds
 the plan.
@@ -10,16 +11,35 @@ the plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pumpctl.drivers.base import PumpAlarmError, PumpError, ReadbackMismatch
-from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
+from pumpctl.safety import Breach, BreachKind, SafetyTolerances, counter_quantum_ml
 
 OUTCOMES = ("completed", "aborted", "faulted")
 # Senders whose stop request came over the network: their stop is also journaled as an alarm.
 REMOTE_PREFIXES = ("mqtt:", "remote:")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How one run is set up, apart from what it runs on (driver, program, clock), where it
+    reports to (sinks, a sensor) and what it continues (a resume point)."""
+
+    journal_dir: Path | str = "runs"
+    channel: str = "pump0"
+    poll_s: float = 1.0  # status poll interval
+    tolerances: SafetyTolerances | None = None  # None: the syringe-pump defaults
+    pump_url: str = ""  # as journaled in the header
+    watchdog_s: int | None = None  # arm the pump's own watchdog with this; None: leave it
+    run_id: str | None = None  # None: a new id
+    operator: str | None = None  # None: the login name
+    header_extra: Mapping[str, Any] = field(default_factory=dict)  # more header fields
+    stop_timeout_s: float = 3.0  # per attempt of the final stop
+    stop_attempts: int = 3
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,12 @@ import pytest
 from pumpctl.clock import run as run_clock
 from pumpctl.drivers.base import AlarmKind, PumpState
 from pumpctl.journal import read_records
-from pumpctl.run.controller import InfusionController, RunResult, floor_to_pump_format
+from pumpctl.run.controller import (
+    InfusionController,
+    RunResult,
+    RunSettings,
+    floor_to_pump_format,
+)
 from pumpctl.run.fleet import run_channels
 
 from .fakes import FakeDriver, FakePump, make_program
@@ -32,13 +37,17 @@ class ListSink:
         self.closed = True
 
 
+def _in(journal_dir: Path, **kw: Any) -> RunSettings:
+    return RunSettings(journal_dir=journal_dir, **kw)
+
+
 def drive(tmp_path: Path, steps: list[tuple[float, float]] | None = None, *,
           during: Callable[[FakePump, InfusionController], Coroutine[Any, Any, None]] | None = None,
           sinks: list[Any] | None = None, **kw: Any) -> tuple[RunResult, FakePump, list[dict]]:
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(steps), journal_dir=tmp_path,
-                                 sinks=sinks or [], **kw)
+        ctl = InfusionController(FakeDriver(pump), make_program(steps),
+                                 RunSettings(journal_dir=tmp_path, **kw), sinks=sinks or [])
         task = asyncio.create_task(ctl.run())
         if during is not None:
             await during(pump, ctl)
@@ -103,8 +112,7 @@ def test_bad_poll_interval_is_a_usage_error(tmp_path: Path, bad: float) -> None:
     from pumpctl.errors import UsageError
 
     async def main() -> None:
-        InfusionController(FakeDriver(FakePump()), make_program(), journal_dir=tmp_path,
-                           poll_s=bad)
+        InfusionController(FakeDriver(FakePump()), make_program(), _in(tmp_path, poll_s=bad))
 
     with pytest.raises(UsageError, match="poll interval"):
         run_clock(main(), virtual=True)
@@ -149,7 +157,7 @@ def test_operator_stop_aborts_and_stops_the_pump(tmp_path: Path) -> None:
 def test_stop_before_start_never_runs_the_pump(tmp_path: Path) -> None:
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         ctl.request_stop("changed my mind", "operator")
         return await ctl.run(), pump
 
@@ -160,7 +168,7 @@ def test_stop_before_start_never_runs_the_pump(tmp_path: Path) -> None:
 def test_cancellation_still_stops_the_pump(tmp_path: Path) -> None:
     async def main() -> tuple[FakePump, Path]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(60)
         task.cancel()
@@ -247,7 +255,7 @@ def test_hardware_stop_at_total_even_without_polls(tmp_path: Path) -> None:
 def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
     async def main() -> list[RunResult]:
         ctls = [InfusionController(FakeDriver(FakePump()), make_program([(600.0, 30.0 + i)]),
-                                   journal_dir=tmp_path, channel=f"pump{i}") for i in range(5)]
+                                   _in(tmp_path, channel=f"pump{i}")) for i in range(5)]
         return await run_channels(ctls)
 
     results = run_clock(main(), virtual=True)
@@ -260,9 +268,8 @@ def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
 def test_linked_channels_stop_together(tmp_path: Path) -> None:
     async def main() -> tuple[list[RunResult], list[FakePump]]:
         pumps = [FakePump(), FakePump()]
-        ctls = [InfusionController(FakeDriver(p), make_program(), journal_dir=tmp_path,
-                                   channel=name) for p, name in zip(pumps, ("active", "placebo"),
-                                                                    strict=True)]
+        ctls = [InfusionController(FakeDriver(p), make_program(), _in(tmp_path, channel=name))
+                for p, name in zip(pumps, ("active", "placebo"), strict=True)]
 
         async def occlude() -> None:
             await asyncio.sleep(300)
@@ -292,7 +299,7 @@ def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> No
 
     async def main() -> RunResult:
         ctl = InfusionController(FakeDriver(FakePump()), make_program([(60.0, 60.0)]),
-                                 journal_dir=tmp_path)
+                                 _in(tmp_path))
         ctl.add_sink(sink)
         ctl.journal_note({"type": "command", "op": "remote_command", "args": {"command": "x"},
                           "sender": "mqtt:alice", "result": "accepted"})
@@ -321,7 +328,7 @@ def test_a_failing_journal_stops_the_pump(tmp_path: Path) -> None:
 
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(300)
         assert ctl.journal is not None
@@ -364,7 +371,7 @@ def test_cancel_during_a_hung_status_is_not_taken_for_a_timeout(tmp_path: Path) 
     the pump is stopped and the cancellation goes on, it is not swallowed as a timeout."""
     async def main() -> tuple[bool, FakePump, Path]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(None), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(None), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(600.0)
         pump.status_delay_s = math.inf
