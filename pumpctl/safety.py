@@ -6,6 +6,11 @@ its duration) and caps everything at the program's hard `limits`. The controller
 before sending each command and hands it each status sample; whatever it returns as a
 `Breach` makes the controller stop the pump and journal an alarm.
 
+What the pump can do is read from the capabilities its driver declares, never assumed: the
+resolution of its counters (the tolerance of every volume comparison), whether it has a
+volume-to-dispense (without one the monitor does not ask for it before `run`), a watchdog
+(arming one it lacks is refused) and pause.
+
 The tolerances and windows, and why they have the values they do, are in docs/safety.md.
 """
 
@@ -15,22 +20,22 @@ import math
 from dataclasses import dataclass, field
 
 from pumpctl.breach import Breach, BreachKind, most_serious_first
-from pumpctl.drivers.base import Direction, PumpState, PumpStatus
+from pumpctl.drivers.base import (
+    Counters,
+    Direction,
+    PumpCapabilities,
+    PumpState,
+    PumpStatus,
+    Resolution,
+    RunOutline,
+)
 from pumpctl.plan.program import RateProgram
 from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
 from pumpctl.tolerances import PumpClass, SafetyTolerances
 
 # The vocabulary lives beside the monitor; importing it from here keeps working.
 __all__ = ["Breach", "BreachKind", "PlannedDelivery", "PumpClass", "SafetyConfigError",
-           "SafetyMonitor", "SafetyTolerances", "counter_quantum_ml"]
-
-
-def counter_quantum_ml(value_ml: float) -> float:
-    """Smallest step a 4-significant-digit, ≤ 3-decimal pump display can show near `value_ml`."""
-    v = abs(value_ml)
-    if v < 1.0:
-        return 0.001
-    return max(0.001, 10.0 ** (math.floor(math.log10(v)) - 3))
+           "SafetyMonitor", "SafetyTolerances"]
 
 
 @dataclass
@@ -49,13 +54,21 @@ class SafetyMonitor:
 
     Volumes handed to the monitor are *delivered since the original start of the plan*
     (for a resumed run: the reconciled volume of earlier runs plus the pump's counter).
+    `capabilities` are the pump's (its driver's); without them, a pump with every capability
+    whose counters step by the program's volume resolution.
     """
 
     program: RateProgram
     tolerances: SafetyTolerances = field(default_factory=SafetyTolerances)
+    capabilities: PumpCapabilities | None = None
 
     def __post_init__(self) -> None:
         p = self.program
+        if self.capabilities is None:
+            step = Resolution(p.limits.volume_resolution_ml)
+            self.capabilities = PumpCapabilities(counters=Counters(resolution=step))
+        self.caps: PumpCapabilities = self.capabilities
+        self._counter_resolution = self.caps.counters.resolution
         self.plan = PlannedDelivery(p)
         lim = p.limits
         self.diameter_mm = p.syringe.inner_diameter_mm
@@ -85,7 +98,10 @@ class SafetyMonitor:
     # -- figures -----------------------------------------------------------------------
 
     def quantum(self, volume_ml: float) -> float:
-        return max(counter_quantum_ml(volume_ml), self.program.limits.volume_resolution_ml)
+        """The smallest volume step that can be told apart near `volume_ml`: the pump's
+        counter resolution there, or the program's volume resolution if coarser."""
+        return max(self._counter_resolution.at(volume_ml),
+                   self.program.limits.volume_resolution_ml)
 
     def volume_tolerance(self, planned_ml: float) -> float:
         t = self.tolerances
@@ -108,12 +124,22 @@ class SafetyMonitor:
     def check_command(self, op: str, value: object, *, plan_t: float,
                       delivered_ml: float) -> Breach | None:
         """Approve (None) or refuse an outgoing command before it is sent."""
-        if op in ("stop", "pause", "status", "identify", "acknowledge_alarm", "set_watchdog"):
+        if op in ("stop", "status", "identify", "acknowledge_alarm"):
             return None
         if op == "set_rate":
             return self._check_rate("commanded rate", _as_float(value), plan_t)
         if op == "set_volume_limit":
+            if self.caps.volume_cap is None:
+                return Breach(BreachKind.COMMAND_REFUSED, "this pump has no volume to dispense")
             return self._check_vtbi(_as_float(value), delivered_ml)
+        if op == "prepare":
+            return self._check_outline(value)
+        if op == "set_watchdog":
+            return self._check_watchdog(value)
+        if op == "pause":
+            if not self.caps.pause:
+                return Breach(BreachKind.COMMAND_REFUSED, "this pump cannot pause")
+            return None
         if op == "set_diameter":
             d = _as_float(value)
             if abs(d - self.diameter_mm) > 0.005:
@@ -136,7 +162,8 @@ class SafetyMonitor:
                 return Breach(BreachKind.TOTAL_REACHED,
                               f"delivered {delivered_ml:.4g} mL: the planned total is reached",
                               delivered_ml, self.cap_ml, fault=False)
-            if self.expect.vtbi_ml is None or self.expect.vtbi_ml <= 0:
+            if self.caps.volume_cap is not None and (self.expect.vtbi_ml is None
+                                                     or self.expect.vtbi_ml <= 0):
                 return Breach(BreachKind.VOLUME_LIMIT,
                               "refusing to run without a volume to dispense (the pump's own stop)")
             if self.expect.rate_ml_h is None:
@@ -165,6 +192,37 @@ class SafetyMonitor:
             self._under_since.clear()
         elif op in ("pause", "stop"):
             self.expect.moving = False
+        return None
+
+    def _check_outline(self, outline: object) -> Breach | None:
+        """The rates a run will set: each within the pump limit, all writable on this pump."""
+        if not isinstance(outline, RunOutline):
+            return Breach(BreachKind.COMMAND_REFUSED, f"prepare needs a run outline, got "
+                          f"{type(outline).__name__}")
+        hard = self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel)
+        for rate in outline.rates_ml_h:
+            if not math.isfinite(rate) or not 0 < rate <= hard:
+                return Breach(BreachKind.RATE_EXCEEDED, f"program rate {rate:g} mL/h outside "
+                              f"0-{self.program.limits.max_rate_ml_h:g} mL/h", rate,
+                              self.program.limits.max_rate_ml_h)
+        problem = self.caps.rates.problem(outline.rates_ml_h)
+        if problem is not None:
+            return Breach(BreachKind.COMMAND_REFUSED, problem)
+        return None
+
+    def _check_watchdog(self, value: object) -> Breach | None:
+        """Disarming is always allowed; arming needs a watchdog, within its range."""
+        seconds = _as_float(value)
+        if seconds == 0:
+            return None
+        watchdog = self.caps.watchdog
+        if watchdog is None:
+            return Breach(BreachKind.COMMAND_REFUSED,
+                          f"watchdog {value} s asked, but this pump has no watchdog of its own",
+                          seconds, None)
+        if not (seconds.is_integer() and watchdog.min_s <= seconds <= watchdog.max_s):
+            return Breach(BreachKind.COMMAND_REFUSED, f"watchdog {value} s outside the pump's "
+                          f"{watchdog.min_s}-{watchdog.max_s} s", seconds, watchdog.max_s)
         return None
 
     def _readback_mismatch(self, what: str, unit: str, read: float,

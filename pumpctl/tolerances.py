@@ -22,7 +22,7 @@ class SafetyTolerances:
     volume_rel: float = 0.02  # accuracy class of a syringe pump (±2 %)
     volume_abs_ml: float = 0.05  # floor early in a run, when 2 % of almost nothing is nothing
     rate_rel: float = 0.02  # a commanded/reported rate may exceed the step rate by this much
-    readback_rel: float = 0.002  # 4-significant-digit number format plus unit conversion
+    readback_rel: float = 0.002  # the pump's number format (digits) plus unit conversion
     timing_slack_s: float = 2.0  # plan clock vs pump clock: command and poll latency
     under_window_s: float = 15.0  # under-delivery must persist this long to be an occlusion
     no_status_s: float = 5.0  # no valid status for this long → stop

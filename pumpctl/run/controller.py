@@ -4,9 +4,10 @@ The controller follows the compiled `segments` (rate changes at each boundary) o
 polls the pump, and asks the independent `SafetyMonitor` about every command before it is sent
 and every status sample after it arrives. Any breach, pump error, operator stop, cancellation
 or bug ends the same way: stop the pump, confirm it stopped, read back what was delivered,
-journal it. The pump's own volume-to-dispense is set to the remaining planned volume, so the
-hardware stops at the planned total even if this process dies; with safe mode armed, the pump's
-watchdog stops it too.
+journal it. Where the pump has a volume-to-dispense (its driver's capabilities say), it is set
+to the remaining planned volume, so the hardware stops at the planned total even if this
+process dies; where it has none, the controller stops it at the end of the program itself.
+With the pump's own watchdog armed, the pump stops if the controller dies.
 
 Plan time runs only while the pump is meant to infuse: it starts when `run` is sent and is
 frozen while paused, so a pause shifts the rest of the schedule instead of skipping it.
@@ -27,15 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from pumpctl.clock import Clock, LoopClock
-from pumpctl.drivers.base import PumpDriver, PumpError, PumpIdentity, PumpStatus
+from pumpctl.drivers.base import PumpDriver, PumpError, PumpStatus, RunOutline
 from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.run.commands import BreachStop, RunCommands
+from pumpctl.run.pausing import pause_pump, resume_pump
 from pumpctl.run.planclock import PlanClock
-from pumpctl.run.prepare import prepare_pump
-from pumpctl.run.records import SampleFields, header_fields, json_result, summary_fields, whoami
+from pumpctl.run.prepare import identify_and_record, prepare_pump
+from pumpctl.run.records import SampleFields, header_fields, summary_fields, whoami
 from pumpctl.run.requests import RunRequests, StopRequested
 from pumpctl.run.sampling import Sampler
 from pumpctl.run.schedule import Schedule
@@ -47,12 +49,11 @@ from pumpctl.run.types import (
     RunResult,
     RunSettings,
     breach_for_error,
-    floor_to_pump_format,
 )
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances
 
 __all__ = ["OUTCOMES", "REMOTE_PREFIXES", "InfusionController", "ResumePoint", "RunResult",
-           "RunSettings", "breach_for_error", "floor_to_pump_format"]
+           "RunSettings", "breach_for_error"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class InfusionController:
         tol = cfg.tolerances or SafetyTolerances()
         if tol.no_status_s < 2.5 * self.poll_s:  # a single missed poll must not look like silence
             tol = SafetyTolerances(**{**tol.__dict__, "no_status_s": 2.5 * self.poll_s})
-        self.monitor = SafetyMonitor(program, tol)
+        self.monitor = SafetyMonitor(program, tol, driver.capabilities)
+        # No volume to dispense: nothing in the pump stops it at the total, so we do.
+        self._self_stop = driver.capabilities.volume_cap is None
         self.sinks = list(sinks)
         self.resume = resume
         self.run_id = cfg.run_id or new_run_id(cfg.channel)
@@ -182,27 +185,38 @@ class InfusionController:
 
     async def _prepare(self) -> None:
         c = self._commands
-        identity: PumpIdentity | None = None
-        ident_error: PumpError | None = None
-        try:
-            identity = await self.driver.identify()
-        except PumpError as exc:
-            ident_error = exc
         cfg = self.settings
-        c.write_header(header_fields(
+        await identify_and_record(c, self.driver, lambda identity: header_fields(
             self.program, self.monitor, identity, pump_url=cfg.pump_url,
             operator=self.operator, poll_s=self.poll_s, watchdog_s=cfg.watchdog_s,
-            alarm_at_open=getattr(self.driver, "alarm_at_open", None), resume=self.resume,
+            alarm_at_open=self.driver.alarm_at_open, resume=self.resume,
             extra=dict(cfg.header_extra)))
-        if ident_error is not None:
-            c.write("command", op="identify", args={}, error=str(ident_error),
-                    error_type=type(ident_error).__name__)
-            raise ident_error
-        c.write("command", op="identify", args={}, result=json_result(identity))
+        outline = RunOutline(tuple(s.rate_ml_h for s in self.program.segments),
+                             self._volume_target() - self.baseline_ml)
         await prepare_pump(c, self.driver, watchdog_s=cfg.watchdog_s,
                            diameter_mm=self.program.syringe.inner_diameter_mm,
-                           volume_sensor=self.volume_sensor,
+                           volume_sensor=self.volume_sensor, outline=outline,
                            handle_stop=lambda: self._handle_requests(started=False))
+
+    def _volume_target(self) -> float:
+        """What the run delivers in all (earlier runs included): the plan's total, checked."""
+        return min(self.program.total_volume_ml, self.monitor.cap_ml)
+
+    async def _rearm(self, infused_ml: float) -> None:
+        """After a stop that stood for a pause: the cap again, for what remains."""
+        self._delivered = max(self._delivered, self.baseline_ml + infused_ml)
+        await self._set_volume_cap(self._delivered)
+
+    async def _set_volume_cap(self, delivered_ml: float) -> None:
+        """Set the pump's volume to dispense to what remains after `delivered_ml` (floored to
+        what the pump can hold, so the hardware never stops beyond the plan)."""
+        cap = self.driver.capabilities.volume_cap
+        if cap is None:
+            return
+        vtbi = cap.resolution.floor(self._volume_target() - delivered_ml)
+        read = await self._commands.checked("set_volume_limit", vtbi,
+                                            lambda: self.driver.set_volume_limit(vtbi))
+        self._vtbi_total = delivered_ml + read
 
     def _segment_record(self, seg: Segment) -> None:
         self._commands.write("segment", index=self._schedule.index, rate_ml_h=seg.rate_ml_h,
@@ -224,10 +238,7 @@ class InfusionController:
         offset = self._plan.offset_s
         seg = self._schedule.start()
         await c.checked("set_rate", seg.rate_ml_h, lambda: d.set_rate(seg.rate_ml_h))
-        target = min(self.program.total_volume_ml, self.monitor.cap_ml)
-        vtbi = floor_to_pump_format(target - self.baseline_ml)
-        read = await c.checked("set_volume_limit", vtbi, lambda: d.set_volume_limit(vtbi))
-        self._vtbi_total = self.baseline_ml + read
+        await self._set_volume_cap(self.baseline_ml)
         await self._handle_requests(started=False)
         self._segment_record(seg)
         c.write("state", state="started", reason="resume" if self.resume else "plan start",
@@ -258,6 +269,9 @@ class InfusionController:
                     now = self._now()  # the rate changes took time
                 for m in schedule.due_monitoring(plan_t):
                     self._commands.write("monitoring", at_s=m.at_s, kind=m.kind, label=m.label)
+                if self._self_stop and plan_t >= schedule.end_s - _DUE_S:
+                    self._completed = True  # the program is through: stop the pump now
+                    return
             if now >= next_poll - _DUE_S:
                 self._lateness.append(now - next_poll)
                 while next_poll <= now + _DUE_S:
@@ -266,6 +280,8 @@ class InfusionController:
                     return
             deadline = next_poll
             boundary = None if plan.paused else schedule.next_start()
+            if boundary is None and self._self_stop and not plan.paused:
+                boundary = schedule.end_s
             if boundary is not None:
                 deadline = min(deadline, plan.clock_time_of(boundary))
             # Until the next deadline, or until a request arrives.
@@ -277,22 +293,21 @@ class InfusionController:
         stop = self._requests.take_stop()
         if stop is not None:
             reason, sender = stop
-            if sender.startswith(REMOTE_PREFIXES):
-                rec = c.write("alarm", kind="remote_stop", source="operator",
-                              message=f"stop requested by {sender}: {reason}",
-                              value=sender, limit=None)
-                c.alarms.append(rec)
+            if sender.startswith(REMOTE_PREFIXES):  # a stop over the network is an alarm too
+                c.alarms.append(c.write("alarm", kind="remote_stop", source="operator",
+                                        message=f"stop requested by {sender}: {reason}",
+                                        value=sender, limit=None))
             raise StopRequested()
         if not started:
             return  # pause/resume wait until the pump is running
         while (request := self._requests.pop()) is not None:
             kind, reason, sender = request
             if kind == "pause" and not self._plan.paused:
-                await c.checked("pause", None, self.driver.pause)
+                await pause_pump(c, self.driver)
                 self._plan.pause(self._now())
                 c.write("state", state="paused", reason=reason, sender=sender)
             elif kind == "resume" and self._plan.paused:
-                await c.checked("run", None, self.driver.run)
+                await resume_pump(c, self.driver, rearm=self._rearm)
                 self._plan.resume(self._now())
                 c.write("state", state="resumed", reason=reason, sender=sender)
 
@@ -320,8 +335,9 @@ class InfusionController:
             for b in breaches:  # most serious first; the run ends on the first
                 c.alarm(b)
             raise BreachStop(breaches[0])
-        if not st.state.is_moving and not paused and self.monitor.is_complete(delivered):
-            self._completed = True
+        if not paused and self.monitor.is_complete(delivered) and (
+                not st.state.is_moving or (self._self_stop and delivered >= self.monitor.cap_ml)):
+            self._completed = True  # the pump stopped itself, or we stop it at the total
             return True
         end = self.monitor.plan.end_s + self.monitor.end_grace_s
         if plan_t > end and not paused:
@@ -342,8 +358,9 @@ class InfusionController:
         else:
             reason, sender = "planned total delivered", "controller"
         confirmed = await self._stop_pump(reason, sender)
-        final = self._delivered = final_delivered(self._last_status, baseline_ml=self.baseline_ml,
-                                                  delivered_ml=self._delivered)
+        final = self._delivered = final_delivered(
+            self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
+            resolution=self.driver.capabilities.counters.resolution)
         if fault is None and stop_by is None and self._completed:
             shortfall = self.monitor.cap_ml - final
             if shortfall > self.monitor.volume_tolerance(self.monitor.cap_ml):

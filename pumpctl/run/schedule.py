@@ -31,6 +31,12 @@ class Schedule:
         self.index = index
         return self.segments[index]
 
+    @property
+    def end_s(self) -> float:
+        """Plan time the last segment ends: the program's total is in by then."""
+        last = self.segments[-1]
+        return last.start_s + last.duration_s
+
     def next_start(self) -> float | None:
         """Plan time of the next rate change, or None after the last segment began."""
         i = self.index + 1

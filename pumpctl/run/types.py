@@ -2,22 +2,19 @@
 
 `RunSettings` is how a run is set up, `RunResult` is the controller's answer (the CLI, the
 fleet runner and the HIL tests read it), `ResumePoint` is how `pumpctl.run.resume` tells a new
-controller where the old run stopped. The
-two helpers turn a driver error into the safety monitor's `Breach` vocabulary and a planned
-volume into one the pump's 4-digit display can hold, so the hardware limit never exceeds
-the plan.
+controller where the old run stopped. `breach_for_error` turns a driver error into the
+safety monitor's `Breach` vocabulary.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pumpctl.drivers.base import PumpAlarmError, PumpError, ReadbackMismatch
-from pumpctl.safety import Breach, BreachKind, SafetyTolerances, counter_quantum_ml
+from pumpctl.safety import Breach, BreachKind, SafetyTolerances
 
 OUTCOMES = ("completed", "aborted", "faulted")
 # Senders whose stop request came over the network: their stop is also journaled as an alarm.
@@ -75,14 +72,6 @@ class RunResult:
         d["journal_path"] = str(self.journal_path)
         d.pop("poll_lateness_s")
         return d
-
-
-def floor_to_pump_format(volume_ml: float) -> float:
-    """Largest value ≤ `volume_ml` that a 4-digit, ≤ 3-decimal pump field can hold."""
-    if volume_ml <= 0:
-        return 0.0
-    q = counter_quantum_ml(volume_ml)
-    return round(math.floor(volume_ml / q + 1e-9) * q, 3)
 
 
 def breach_for_error(exc: PumpError) -> Breach:

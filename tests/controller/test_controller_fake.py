@@ -1,5 +1,5 @@
-"""InfusionController on an in-test fake pump, in virtual time (the simulator tests are in
-hil_tests/)."""
+"""InfusionController on the product's fake pump (pumpctl.drivers.fake), in virtual time (the
+simulator tests are in hil_tests/)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,12 @@ import pytest
 
 from pumpctl.clock import run as run_clock
 from pumpctl.drivers.base import AlarmKind, PumpState
+from pumpctl.drivers.fake import FakeDriver, FakePump
 from pumpctl.journal import read_records
-from pumpctl.run.controller import (
-    InfusionController,
-    RunResult,
-    RunSettings,
-    floor_to_pump_format,
-)
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.fleet import run_channels
 
-from .fakes import FakeDriver, FakePump, make_program
+from .programs import make_program
 
 
 class ListSink:
@@ -79,7 +75,7 @@ def test_standard_plan_completes_and_journals_everything(tmp_path: Path) -> None
     assert [r["seq"] for r in recs] == list(range(len(recs)))
     assert sink.records == recs  # every record, in order, after the journal
     h = recs[0]
-    assert h["total_volume_ml"] == 35.0 and h["pump"]["model"] == "NE1000"
+    assert h["total_volume_ml"] == 35.0 and h["pump"]["model"] == "fake"
     assert h["program"]["segments"][0]["rate_ml_h"] == 52.5
     assert states(recs) == ["started", "stopping", "stopped", "completed"]
     samples = [r for r in recs if r["type"] == "sample"]
@@ -284,12 +280,6 @@ def test_linked_channels_stop_together(tmp_path: Path) -> None:
     assert [r.outcome for r in results] == ["faulted", "aborted"]
     assert all(p.state is PumpState.STOPPED for p in pumps)
     assert results[1].reason.startswith("linked channel active faulted")
-
-
-@pytest.mark.parametrize(("v", "expected"), [(35.0, 35.0), (17.4567, 17.45), (0.12345, 0.123),
-                                             (123.456, 123.4), (0.0, 0.0)])
-def test_volume_is_floored_to_the_pump_format(v: float, expected: float) -> None:
-    assert floor_to_pump_format(v) == pytest.approx(expected)
 
 
 def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import pytest
 
 from pumpctl.clock import run as run_clock
 from pumpctl.drivers.base import PumpState
+from pumpctl.drivers.fake import FakeDriver, FakePump
 from pumpctl.run.controller import InfusionController, ResumePoint, RunResult, RunSettings
 from pumpctl.run.resume import JournalState, ResumeRefused, load_journal_state, reconcile
 
-from .fakes import FakeDriver, FakePump, make_program
+from .programs import make_program
 
 
 def crashed_run(tmp_path: Path, at_s: float = 900.0) -> tuple[Path, float]:

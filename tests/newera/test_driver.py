@@ -17,6 +17,7 @@ from pumpctl.drivers.base import (
     PumpOutOfRange,
     PumpState,
     ReadbackMismatch,
+    RunOutline,
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import RateUnit
@@ -99,6 +100,29 @@ def test_rate_units_cannot_change_while_running() -> None:
                 await d.set_rate(0.1255)
             await d.stop()
             assert await d.set_rate(0.1255) == pytest.approx(0.1255)
+    vrun(main())
+
+
+def test_prepare_chooses_one_unit_for_every_rate_of_a_run() -> None:
+    """Issue 9 item 6 at the driver: 85.56 mL/h alone would go out in mL/h, and 53.472 mL/h
+    (891.2 µL/min) could then not be set while running. Told both first, the driver sends
+    both in µL/min."""
+    async def main() -> None:
+        async with driver_line() as (sim, bus):
+            d = bus.pump(0)
+            await d.open()
+            choice = await d.prepare(RunOutline((85.56, 53.472, 53.478), 24.0))
+            assert choice == {"rate_unit": "UM"}
+            assert await d.set_rate(85.56) == pytest.approx(85.56)
+            assert sim.pump(0).rate == (1426.0, "UM")
+            await d.run()
+            assert await d.set_rate(53.472) == pytest.approx(53.472)
+            assert sim.pump(0).rate == (891.2, "UM")
+            # The units already set are kept when they write every rate.
+            await d.stop()
+            assert await d.prepare(RunOutline((52.5, 21.0), 10.0)) == {"rate_unit": "UM"}
+            with pytest.raises(PumpOutOfRange, match="no one rate unit"):
+                await d.prepare(RunOutline((1500.0, 0.1255), 10.0))
     vrun(main())
 
 

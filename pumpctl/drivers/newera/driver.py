@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pumpctl.drivers.base import (
     Alarm,
     AlarmKind,
+    Counters,
     Direction,
+    NumberFormat,
     PumpAlarmError,
+    PumpCapabilities,
     PumpChecksumError,
     PumpError,
     PumpIdentity,
@@ -32,7 +36,12 @@ from pumpctl.drivers.base import (
     PumpState,
     PumpStatus,
     PumpTimeout,
+    RateFormat,
     ReadbackMismatch,
+    Resolution,
+    RunOutline,
+    VolumeCap,
+    WatchdogRange,
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, Framing, NewEraBus
@@ -47,6 +56,7 @@ log = logging.getLogger(__name__)
 
 DIAMETER_RANGE_MM = (0.1, 80.0)
 MAX_WATCHDOG_S = 255
+PROFILE = "newera-ne1000"  # configs/pumps/: the number format, rate units and resolution
 _RETRYABLE = (PumpTimeout, PumpChecksumError, PumpProtocolError)
 # Alarms a pump is expected to hold when a session starts: it was powered up, or the previous
 # controller's watchdog stopped it. Either way it is stopped and nothing needs deciding.
@@ -55,6 +65,25 @@ _BENIGN_AT_OPEN = (AlarmKind.POWER_RESET, AlarmKind.WATCHDOG)
 
 def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+@functools.cache
+def capabilities(profile: str = PROFILE) -> PumpCapabilities:
+    """What a New Era pump can do. The protocol's facts are here (a volume to dispense, safe
+    mode's watchdog of 1-255 s, `STP` that pauses a running pump); the numbers it can be told
+    (digits, rate units, resolution) are the pump profile's, the same data the plan compiler
+    uses. Read on first use: a bench command that never asks does not load the profile."""
+    from pumpctl.plan.library import load_pump_profile
+
+    loaded = load_pump_profile(profile)
+    fmt = loaded.number_format
+    digits = NumberFormat(fmt.max_digits, fmt.max_decimals)
+    resolution = Resolution(loaded.volume_resolution_ml, digits)
+    return PumpCapabilities(
+        rates=RateFormat(tuple(loaded.rate_unit_sizes().items()), digits,
+                         loaded.rate_units_change_while_running),
+        counters=Counters(withdrawn=True, resolution=resolution),
+        volume_cap=VolumeCap(resolution), watchdog=WatchdogRange(1, MAX_WATCHDOG_S), pause=True)
 
 
 class NewEraDriver:
@@ -75,12 +104,17 @@ class NewEraDriver:
         self._listeners: list[Callable[[Alarm], None]] = []
         self._state = PumpState.STOPPED
         self._rate_units: RateUnit | None = None
+        self._run_units: RateUnit | None = None  # chosen by prepare() for every rate of a run
         self._volume_units: VolumeUnit | None = None
         self._direction: Direction | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
         self.heartbeat_error: PumpError | None = None
         bus.add_alarm_listener(self._on_unsolicited)
+
+    @property
+    def capabilities(self) -> PumpCapabilities:
+        return capabilities()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -273,11 +307,30 @@ class NewEraDriver:
         self._volume_units = None  # the pump may switch µL/mL with the diameter
         return read
 
+    async def prepare(self, outline: RunOutline) -> Mapping[str, object]:
+        """Choose one rate unit that writes every rate of the run (the pump refuses a change
+        of units while it runs): the units already set if they can, else the first of
+        mL/h, µL/h, µL/min, mL/min that can. `set_rate` then always uses it."""
+        if self._rate_units is None:
+            await self.rate()
+        current = self._rate_units
+        order = [u for u in codec.RATE_UNIT_PREFERENCE if u is not current]
+        for units in ([current] if current else []) + order:
+            if all(codec.is_expressible(r / units.ml_h) and r > 0 for r in outline.rates_ml_h):
+                self._run_units = units
+                return {"rate_unit": units.value}
+        rates = ", ".join(f"{r:g}" for r in outline.rates_ml_h)
+        raise PumpOutOfRange(f"no one rate unit of pump {self.address} writes every rate of "
+                             f"this run ({rates} mL/h) in {codec.MAX_DIGITS} digits, and it "
+                             "cannot change units while it runs")
+
     async def set_rate(self, ml_h: float) -> float:
         if self._rate_units is None:
             await self.rate()
         moving = self._state.is_moving or self._state is PumpState.PAUSED
-        if moving:
+        if self._run_units is not None:
+            text, units = codec.encode_rate(ml_h, units=self._run_units)
+        elif moving:
             text, units = codec.encode_rate(ml_h, units=self._rate_units)
         else:
             text, units = codec.encode_rate(ml_h, prefer=self._rate_units)
