@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -46,6 +47,8 @@ class _InFlight:
     request: str
     framing: Framing
     future: asyncio.Future[Reply]
+    shape: re.Pattern[str] | None  # what its answer's data looks like (codec.answer_shape)
+    misfit: str | None = None  # the last reply from its pump that was not its answer
 
 
 @dataclass
@@ -143,8 +146,9 @@ class NewEraBus:
         self._dup_guard: dict[int, tuple[str, float]] = {}
         self._alarm_listeners: list[AlarmListener] = []
         self.last_sent_at: dict[int, float] = {}
-        self._encoded: dict[tuple[int, str, bool], tuple[bytes, str]] = {}
+        self._encoded: dict[tuple[int, str, bool], tuple[bytes, str, re.Pattern[str] | None]] = {}
         self.stale_replies = 0
+        self.misfits = 0  # replies from the right pump that were not the answer (also stale)
         self.quiet_waits = 0  # requests that first waited for a straggling reply
         self.garbled = 0
         self.requests = 0
@@ -198,7 +202,7 @@ class NewEraBus:
                        framing: Framing | None = None, reply_address: int | None = None,
                        timeout_s: float | None = None) -> Reply:
         """Send one request and wait for its reply frame (no retries here)."""
-        wire, request = self._encode(address, command, data, safe)
+        wire, request, shape = self._encode(address, command, data, safe)
         expect = framing or (Framing.SAFE if safe else Framing.BASIC)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         target = address if reply_address is None else reply_address
@@ -220,7 +224,7 @@ class NewEraBus:
             self._parser.reset()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Reply] = loop.create_future()
-            self._in_flight = _InFlight(target, request, expect, future)
+            flight = self._in_flight = _InFlight(target, request, expect, future, shape)
             self.requests += 1
             try:
                 self._writer.write(wire)
@@ -234,6 +238,10 @@ class NewEraBus:
                     return await future
                 except _Expired:
                     self._expect_straggler(target, timeout)
+                    if flight.misfit is not None:
+                        raise PumpProtocolError(
+                            f"pump {target} answered {request!r} only with {flight.misfit!r}, "
+                            f"which is not its answer, within {timeout:g} s") from None
                     raise PumpTimeout(f"no reply from pump {target} to {request!r} "
                                       f"within {timeout:g} s") from None
                 except asyncio.CancelledError:
@@ -272,9 +280,10 @@ class NewEraBus:
         if self._stragglers.get(address) is straggler:
             del self._stragglers[address]
 
-    def _encode(self, address: int, command: str, data: str, safe: bool) -> tuple[bytes, str]:
-        """Wire bytes and printable text of a request. Requests without data (the status
-        queries sent on every poll) are remembered, so they are framed only once."""
+    def _encode(self, address: int, command: str, data: str,
+                safe: bool) -> tuple[bytes, str, re.Pattern[str] | None]:
+        """Wire bytes, printable text and answer shape of a request. Requests without data
+        (the status queries sent on every poll) are remembered, so they are framed once."""
         key = (address, command, safe)
         if not data:
             cached = self._encoded.get(key)
@@ -282,7 +291,7 @@ class NewEraBus:
                 return cached
         payload = codec.request_payload(address, command, data)
         encoded = (codec.frame_safe(payload) if safe else codec.frame_basic(payload),
-                   payload.decode())
+                   payload.decode(), codec.answer_shape(command, bool(data)))
         if not data:
             self._encoded[key] = encoded
         return encoded
@@ -367,12 +376,22 @@ class NewEraBus:
                 # this reply crossed, the other copy follows: drop it when it comes.
                 self._dup_guard[reply.address] = (reply.alarm.code,
                                                   self.clock.monotonic() + self.timeout_s)
-            flight.future.set_result(reply)
-            return
-        if reply.alarm is not None:
+            shape = flight.shape
+            if (shape is None or reply.alarm is not None or reply.error is not None
+                    or shape.fullmatch(reply.data)):
+                flight.future.set_result(reply)
+                return
+            # From the right pump, but not the answer to this request: a late answer to an
+            # earlier one (an alarm or a `?` error answers anything, so those are taken).
+            flight.misfit = reply.data
+            self.misfits += 1
+            log.debug("reply %r does not answer %r: taken as a late one", payload,
+                      flight.request)
+        elif reply.alarm is not None:
             for listener in list(self._alarm_listeners):
                 listener(reply.address, reply.alarm)
-            return
+            if safe:
+                return  # in safe mode the pump sends alarms unasked: it may owe one yet
         self.stale_replies += 1
         log.debug("dropped a reply nobody was waiting for: %r", payload)
         straggler = self._stragglers.get(reply.address)

@@ -349,6 +349,31 @@ def _parse_reply(payload: bytes, safe: bool) -> Reply:
     return Reply(address, status, data=rest, safe=safe)
 
 
+# What the data of each command's answer looks like (a write, RUN, STP, CLD and `*ADR` answer
+# with none). Replies carry no sequence number and do not repeat their command, so this is
+# how the bus tells a request's own answer from a late answer to an earlier one.
+_QUERY_ANSWERS = {
+    "": "",
+    "VER": r"NE.*",
+    "DIA": r"[\d.]+",
+    "RAT": r"[\d.]+(UM|MM|UH|MH)",
+    "VOL": r"[\d.]+(UL|ML)",
+    "DIR": r"INF|WDR",
+    "DIS": r"I[\d.]+W[\d.]+(UL|ML)",
+    "SAF": r"\d+",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def answer_shape(command: str, with_data: bool) -> re.Pattern[str] | None:
+    """The pattern the data of an answer to `command` (sent with or without data) matches
+    in full; None for a command this codec does not know (anything is taken)."""
+    if with_data or command in ("RUN", "STP", "CLD", "*ADR"):
+        return re.compile("")
+    shape = _QUERY_ANSWERS.get(command)
+    return None if shape is None else re.compile(shape)
+
+
 def error_for(reply: Reply, request: str) -> PumpError | None:
     """The exception a `?...` reply stands for, naming the request it answered."""
     if reply.error is None:
