@@ -337,7 +337,7 @@ class SafetyMonitor:
     def _check_total(self, delivered_ml: float, dose: float) -> Breach | None:
         """A pump still running at the planned total (not a fault: the plan is done)."""
         # The pump's own stop should act at the total. Half a display step of margin: a
-        # counter shown rounded to 4 digits can read the total a moment before it is there.
+        # counter shown rounded to its resolution can read the total a moment before it is.
         half_q = self._cap_quantum / 2
         if (delivered_ml >= self.cap_ml + half_q
                 or dose >= self.cap_dose_mg + half_q * self.concentration):

@@ -16,14 +16,15 @@ PACKAGE = "pumpctl"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 
 
-def module_name(path: Path, root: Path = ROOT) -> str:
-    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+def module_name(path: Path, root: Path | None = None) -> str:
+    parts = list(path.relative_to((root or ROOT).parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def modules(root: Path = ROOT) -> dict[str, Path]:
+def modules(root: Path | None = None) -> dict[str, Path]:
+    root = root or ROOT
     return {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
 
 
@@ -52,7 +53,7 @@ def imported_names(path: Path, current: str) -> Iterator[tuple[str, int]]:
                 yield f"{base}.{alias.name}", node.lineno
 
 
-def graph(root: Path = ROOT) -> dict[str, dict[str, int]]:
+def graph(root: Path | None = None) -> dict[str, dict[str, int]]:
     """module -> {module of the package at `root` it imports: line of the first such import}."""
     known = modules(root)
     edges: dict[str, dict[str, int]] = {}

@@ -25,3 +25,51 @@ def test_a_circle_hidden_behind_a_late_import_is_found(tmp_path: Path) -> None:
     assert cycles(graph(pkg)) == [["pkg.sub.bus", "pkg.sub.driver"]]
     (pkg / "sub" / "bus.py").write_text("def pump():\n    return None\n")
     assert cycles(graph(pkg)) == []
+
+
+# The run, the safety monitor and the journal know pumps only through the driver contract
+# (pumpctl.drivers.base, .open's registry, .fake, .sensors): a protocol package (any
+# subpackage of pumpctl.drivers: newera, later modbus) or a simulator is never imported there.
+PROTOCOL_FREE = ("pumpctl.run", "pumpctl.safety", "pumpctl.journal", "pumpctl.breach",
+                 "pumpctl.planned_delivery", "pumpctl.tolerances")
+
+
+def _protocol_packages() -> set[str]:
+    from .imports import ROOT
+
+    return {f"pumpctl.drivers.{p.name}" for p in (ROOT / "drivers").iterdir()
+            if (p / "__init__.py").exists()}
+
+
+def test_run_safety_and_journal_import_no_protocol_package() -> None:
+    from .imports import ROOT, imported_names, modules
+
+    protocols = _protocol_packages()
+    assert "pumpctl.drivers.newera" in protocols
+    offending = []
+    for name, path in modules().items():
+        if not any(name == p or name.startswith(p + ".") for p in PROTOCOL_FREE):
+            continue
+        for target, line in imported_names(path, name):
+            if target.split(".")[0] == "simulators" or any(
+                    target == p or target.startswith(p + ".") for p in protocols):
+                offending.append(f"{path.relative_to(ROOT.parent)}:{line} imports {target}")
+    assert not offending, "\n".join(offending)
+
+
+def test_run_safety_and_journal_hold_no_protocol_rule() -> None:
+    """The New Era number rule (4 digits, 3 decimals) and its unit codes are pump-profile
+    data: no literal of them above the driver line."""
+    import re
+
+    from .imports import ROOT, modules
+
+    rule = re.compile(r"4.digit|four.digit|max_digits\s*=\s*4|newera|new era", re.IGNORECASE)
+    codes = re.compile(r"\b(MH|UM|UH|MM|SAF|RAT|VOL|DIS|VER|STP)\b")  # New Era's own words
+    offending = []
+    for name, path in modules().items():
+        if any(name == p or name.startswith(p + ".") for p in PROTOCOL_FREE):
+            for number, text in enumerate(path.read_text().splitlines(), 1):
+                if rule.search(text) or codes.search(text):
+                    offending.append(f"{path.relative_to(ROOT.parent)}:{number}: {text.strip()}")
+    assert not offending, "\n".join(offending)

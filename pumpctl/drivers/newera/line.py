@@ -10,6 +10,7 @@ Keeping that ownership here is what lets the bus and the driver not know each ot
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError, PumpOutOfRange, PumpTimeout
@@ -54,7 +55,7 @@ class NewEraLine:
             del self._drivers[old]
         self._drivers[new] = driver
 
-    async def scan(self, addresses: range | list[int] = range(codec.MAX_ADDRESS + 1), *,
+    async def scan(self, addresses: Sequence[int] = range(codec.MAX_ADDRESS + 1), *,
                    timeout_s: float = 0.1, attempts: int = 1) -> list[int]:
         """Addresses that answer a safe-framed `SAF` query (a harmless read in either mode).
 
