@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pumpctl.drivers.newera.driver import capabilities
+from pumpctl.drivers.newera.capabilities import capabilities
 from pumpctl.plan.compile import compile_plan
 from pumpctl.plan.errors import PlanError
 from pumpctl.plan.model import PlanFile

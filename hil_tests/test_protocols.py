@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pumpctl.drivers.newera.driver import capabilities
+from pumpctl.drivers.newera.capabilities import capabilities
 
 from .conftest import SEED_PLANS, STANDARD_PLAN, compile_seed, run_scenario
 

@@ -17,25 +17,22 @@ The tolerances and windows, and why they have the values they do, are in docs/sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pumpctl.breach import Breach, BreachKind, most_serious_first
 from pumpctl.drivers.base import (
-    Counters,
     Direction,
-    PumpCapabilities,
     PumpState,
     PumpStatus,
-    Resolution,
     RunOutline,
 )
-from pumpctl.plan.program import RateProgram
 from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
+from pumpctl.safety_limits import RunLimits
 from pumpctl.tolerances import PumpClass, SafetyTolerances
 
 # The vocabulary lives beside the monitor; importing it from here keeps working.
-__all__ = ["Breach", "BreachKind", "PlannedDelivery", "PumpClass", "SafetyConfigError",
-           "SafetyMonitor", "SafetyTolerances"]
+__all__ = ["Breach", "BreachKind", "PlannedDelivery", "PumpClass", "RunLimits",
+           "SafetyConfigError", "SafetyMonitor", "SafetyTolerances"]
 
 
 @dataclass
@@ -49,75 +46,20 @@ class _Expectation:
 
 
 @dataclass
-class SafetyMonitor:
-    """Checks commands before they are sent and status samples as they arrive.
+class SafetyMonitor(RunLimits):
+    """Checks commands before they are sent and status samples as they arrive, against the
+    run's limits (`RunLimits`: program, tolerances, the pump's capabilities).
 
     Volumes handed to the monitor are *delivered since the original start of the plan*
     (for a resumed run: the reconciled volume of earlier runs plus the pump's counter).
-    `capabilities` are the pump's (its driver's); without them, a pump with every capability
-    whose counters step by the program's volume resolution.
     """
 
-    program: RateProgram
-    tolerances: SafetyTolerances = field(default_factory=SafetyTolerances)
-    capabilities: PumpCapabilities | None = None
-
     def __post_init__(self) -> None:
-        p = self.program
-        if self.capabilities is None:
-            step = Resolution(p.limits.volume_resolution_ml)
-            self.capabilities = PumpCapabilities(counters=Counters(resolution=step))
-        self.caps: PumpCapabilities = self.capabilities
-        self._counter_resolution = self.caps.counters.resolution
-        self.plan = PlannedDelivery(p)
-        lim = p.limits
-        self.diameter_mm = p.syringe.inner_diameter_mm
-        self.cap_ml = min(self.plan.total_ml, lim.max_total_volume_ml, p.syringe.capacity_ml)
-        step_dose = sum(s.dose_mg for s in p.steps)
-        dose_caps = [step_dose, lim.max_total_dose_mg]
-        if lim.hard_max_dose_mg is not None:
-            dose_caps.append(lim.hard_max_dose_mg)
-        self.cap_dose_mg = min(dose_caps)
-        self.concentration = p.concentration_mg_per_ml
-        if self.concentration <= 0 or not math.isfinite(self.concentration):
-            raise SafetyConfigError(f"concentration_mg_per_ml = {self.concentration}: must be > 0")
-        if p.total_volume_ml > self.cap_ml + self.quantum(self.cap_ml):
-            raise SafetyConfigError(
-                f"total_volume_ml = {p.total_volume_ml}: exceeds the checked cap "
-                f"{self.cap_ml:.4g} mL (sum of steps, hard volume limit, syringe capacity)")
-        tol = self.tolerances
-        self.end_grace_s = max(tol.end_grace_min_s, tol.end_grace_rel * self.plan.end_s)
-        # The display step at the planned total is needed several times per sample; the
-        # program is frozen and the cap fixed here, so work it out once.
-        self._cap_quantum = self.quantum(self.cap_ml)
+        super().__post_init__()
         self.expect = _Expectation()
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
         self._last_delivered: float | None = None
-
-    # -- figures -----------------------------------------------------------------------
-
-    def quantum(self, volume_ml: float) -> float:
-        """The smallest volume step that can be told apart near `volume_ml`: the pump's
-        counter resolution there, or the program's volume resolution if coarser."""
-        return max(self._counter_resolution.at(volume_ml),
-                   self.program.limits.volume_resolution_ml)
-
-    def volume_tolerance(self, planned_ml: float) -> float:
-        t = self.tolerances
-        return max(t.volume_abs_ml, t.volume_rel * planned_ml, 2 * self.quantum(planned_ml))
-
-    def allowed_rate_ml_h(self, plan_t: float) -> float:
-        """Highest rate the pump may run at around plan time `plan_t` (incl. tolerance)."""
-        slack = self.tolerances.timing_slack_s
-        rate = self.plan.max_rate_ml_h(plan_t - slack, plan_t + slack)
-        if plan_t >= self.plan.end_s - slack and plan_t <= self.plan.end_s + self.end_grace_s:
-            rate = max(rate, self.plan.last_rate_ml_h)  # finishing the last few drops late
-        rate *= 1.0 + self.tolerances.rate_rel
-        return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
-
-    def is_complete(self, delivered_ml: float) -> bool:
-        return delivered_ml >= self.cap_ml - self._cap_quantum
 
     # -- commands ----------------------------------------------------------------------
 
@@ -396,11 +338,6 @@ class SafetyMonitor:
                           f"{remaining:.4g} mL",
                           vtbi, round(remaining, 6))
         return None
-
-    def _band(self, t: float) -> tuple[float, float]:
-        """Planned-so-far volume at plan time `t` and the tolerance around it."""
-        planned = self.plan.volume_at(t)
-        return planned, self.volume_tolerance(planned)
 
     def _check_over(self, delivered: float, dose: float, plan_t: float, *,
                     what: str = "delivered", extra: float = 0.0,

@@ -23,13 +23,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pumpctl.drivers.base import (
-    Direction,
-    PumpAlarmError,
-    PumpDriver,
-    PumpOutOfRange,
-    PumpStatus,
-)
+from pumpctl.drivers.base import Direction, PumpAlarmError, PumpDriver, PumpOutOfRange, PumpStatus
 from pumpctl.drivers.newera.codec import ValueRefused
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import PumpTarget, open_driver, open_line, parse_pump_url

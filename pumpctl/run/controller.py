@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,10 @@ from typing import Any
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver, PumpError, PumpStatus, RunOutline
 from pumpctl.drivers.sensors import VolumeSensor
-from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.run.commands import BreachStop, RunCommands
-from pumpctl.run.pausing import pause_pump, resume_pump
+from pumpctl.run.pausing import VolumeCap, pause_pump, resume_pump
 from pumpctl.run.planclock import PlanClock
 from pumpctl.run.prepare import identify_and_record, prepare_pump
 from pumpctl.run.records import SampleFields, header_fields, summary_fields, whoami
@@ -50,7 +48,7 @@ from pumpctl.run.types import (
     RunSettings,
     breach_for_error,
 )
-from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances
+from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 __all__ = ["OUTCOMES", "REMOTE_PREFIXES", "InfusionController", "ResumePoint", "RunResult",
            "RunSettings", "breach_for_error"]
@@ -71,19 +69,13 @@ class InfusionController:
                  sinks: Sequence[RecordSink] = (), resume: ResumePoint | None = None,
                  volume_sensor: VolumeSensor | None = None) -> None:
         cfg = settings or RunSettings()
-        poll_s = cfg.poll_s
-        if not (isinstance(poll_s, int | float) and math.isfinite(poll_s) and 0 < poll_s <= 60):
-            raise UsageError(f"poll interval {poll_s} s: must be > 0 and <= 60 s")
         self.driver = driver
         self.program = program
         self.settings = cfg
         self.clock: Clock = clock or LoopClock()
         self.channel = cfg.channel
-        self.poll_s = float(poll_s)
-        tol = cfg.tolerances or SafetyTolerances()
-        if tol.no_status_s < 2.5 * self.poll_s:  # a single missed poll must not look like silence
-            tol = SafetyTolerances(**{**tol.__dict__, "no_status_s": 2.5 * self.poll_s})
-        self.monitor = SafetyMonitor(program, tol, driver.capabilities)
+        self.poll_s = float(cfg.poll_s)
+        self.monitor = SafetyMonitor(program, cfg.safety_tolerances(), driver.capabilities)
         # No volume to dispense: nothing in the pump stops it at the total, so we do.
         self._self_stop = driver.capabilities.volume_cap is None
         self.sinks = list(sinks)
@@ -99,7 +91,8 @@ class InfusionController:
         self._samples = SampleFields(program, self.monitor)
         self._schedule = Schedule(program, self._plan.offset_s)
         self._delivered = self.baseline_ml
-        self._vtbi_total: float | None = None
+        self._cap = VolumeCap(self._commands, driver,
+                              min(program.total_volume_ml, self.monitor.cap_ml))
         self._lateness: list[float] = []
         self._stopped_at: float | None = None
         self._completed = False
@@ -192,31 +185,16 @@ class InfusionController:
             alarm_at_open=self.driver.alarm_at_open, resume=self.resume,
             extra=dict(cfg.header_extra)))
         outline = RunOutline(tuple(s.rate_ml_h for s in self.program.segments),
-                             self._volume_target() - self.baseline_ml)
+                             self._cap.target_ml - self.baseline_ml)
         await prepare_pump(c, self.driver, watchdog_s=cfg.watchdog_s,
                            diameter_mm=self.program.syringe.inner_diameter_mm,
                            volume_sensor=self.volume_sensor, outline=outline,
                            handle_stop=lambda: self._handle_requests(started=False))
 
-    def _volume_target(self) -> float:
-        """What the run delivers in all (earlier runs included): the plan's total, checked."""
-        return min(self.program.total_volume_ml, self.monitor.cap_ml)
-
     async def _rearm(self, infused_ml: float) -> None:
         """After a stop that stood for a pause: the cap again, for what remains."""
         self._delivered = max(self._delivered, self.baseline_ml + infused_ml)
-        await self._set_volume_cap(self._delivered)
-
-    async def _set_volume_cap(self, delivered_ml: float) -> None:
-        """Set the pump's volume to dispense to what remains after `delivered_ml` (floored to
-        what the pump can hold, so the hardware never stops beyond the plan)."""
-        cap = self.driver.capabilities.volume_cap
-        if cap is None:
-            return
-        vtbi = cap.resolution.floor(self._volume_target() - delivered_ml)
-        read = await self._commands.checked("set_volume_limit", vtbi,
-                                            lambda: self.driver.set_volume_limit(vtbi))
-        self._vtbi_total = delivered_ml + read
+        await self._cap.set_for(self._delivered)
 
     def _segment_record(self, seg: Segment) -> None:
         self._commands.write("segment", index=self._schedule.index, rate_ml_h=seg.rate_ml_h,
@@ -238,7 +216,7 @@ class InfusionController:
         offset = self._plan.offset_s
         seg = self._schedule.start()
         await c.checked("set_rate", seg.rate_ml_h, lambda: d.set_rate(seg.rate_ml_h))
-        await self._set_volume_cap(self.baseline_ml)
+        await self._cap.set_for(self.baseline_ml)
         await self._handle_requests(started=False)
         self._segment_record(seg)
         c.write("state", state="started", reason="resume" if self.resume else "plan start",
@@ -329,7 +307,7 @@ class InfusionController:
         breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now,
                                              measured_ml=measured)
         c.write_sample(self._samples.values(st, delivered, plan_t, measured,
-                                            self._vtbi_total, self._schedule.index, paused,
+                                            self._cap.total_ml, self._schedule.index, paused,
                                             breaches))
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first

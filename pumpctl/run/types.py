@@ -8,12 +8,14 @@ safety monitor's `Breach` vocabulary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pumpctl.drivers.base import PumpAlarmError, PumpError, ReadbackMismatch
+from pumpctl.errors import UsageError
 from pumpctl.safety import Breach, BreachKind, SafetyTolerances
 
 OUTCOMES = ("completed", "aborted", "faulted")
@@ -37,6 +39,19 @@ class RunSettings:
     header_extra: Mapping[str, Any] = field(default_factory=dict)  # more header fields
     stop_timeout_s: float = 3.0  # per attempt of the final stop
     stop_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        p = self.poll_s
+        if not (isinstance(p, int | float) and math.isfinite(p) and 0 < p <= 60):
+            raise UsageError(f"poll interval {p} s: must be > 0 and <= 60 s")
+
+    def safety_tolerances(self) -> SafetyTolerances:
+        """The tolerances, with a no-status window of at least 2.5 polls: a single missed
+        poll must not look like silence."""
+        tol = self.tolerances or SafetyTolerances()
+        if tol.no_status_s < 2.5 * self.poll_s:
+            tol = SafetyTolerances(**{**tol.__dict__, "no_status_s": 2.5 * self.poll_s})
+        return tol
 
 
 @dataclass(frozen=True)

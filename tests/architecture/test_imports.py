@@ -31,7 +31,7 @@ def test_a_circle_hidden_behind_a_late_import_is_found(tmp_path: Path) -> None:
 # (pumpctl.drivers.base, .open's registry, .fake, .sensors): a protocol package (any
 # subpackage of pumpctl.drivers: newera, later modbus) or a simulator is never imported there.
 PROTOCOL_FREE = ("pumpctl.run", "pumpctl.safety", "pumpctl.journal", "pumpctl.breach",
-                 "pumpctl.planned_delivery", "pumpctl.tolerances")
+                 "pumpctl.planned_delivery", "pumpctl.tolerances", "pumpctl.safety_limits")
 
 
 def _protocol_packages() -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pumpctl.drivers.newera.driver import capabilities
+from pumpctl.drivers.newera.capabilities import capabilities
 from pumpctl.plan.program import (
     PlannedStep,
     ProgramLimits,

@@ -7,14 +7,14 @@ Rules this driver keeps, so the controller can trust what it returns:
 - alarms are sticky here even though the pump forgets them once any command has been
   answered with them: the driver keeps the alarm until `acknowledge_alarm()`, refuses to
   run or change settings meanwhile, and reports it in `status()`;
-- in safe mode a heartbeat keeps the pump's watchdog fed for as long as this process runs.
+- in safe mode a heartbeat keeps the pump's watchdog fed for as long as this process runs
+  (`safe_mode.SafeMode`, mixed in);
+- what the pump can do is declared from the pump profile (`capabilities`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import math
 import re
@@ -23,9 +23,7 @@ from collections.abc import Callable, Mapping
 from pumpctl.drivers.base import (
     Alarm,
     AlarmKind,
-    Counters,
     Direction,
-    NumberFormat,
     PumpAlarmError,
     PumpCapabilities,
     PumpChecksumError,
@@ -36,18 +34,17 @@ from pumpctl.drivers.base import (
     PumpState,
     PumpStatus,
     PumpTimeout,
-    RateFormat,
     ReadbackMismatch,
-    Resolution,
     RunOutline,
-    VolumeCap,
-    WatchdogRange,
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, Framing, NewEraBus
+from pumpctl.drivers.newera.capabilities import capabilities as newera_capabilities
 from pumpctl.drivers.newera.codec import RateUnit, Reply, VolumeUnit
+from pumpctl.drivers.newera.safe_mode import _RETRYABLE, MAX_WATCHDOG_S, SafeMode
 
-__all__ = ["DEFAULT_TIMEOUT_S", "NewEraBus", "NewEraDriver"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MAX_WATCHDOG_S", "NewEraBus", "NewEraDriver",
+           "newera_capabilities"]
 
 # (driver, old address, new address): how the line that handed out a driver learns of `*ADR`.
 MovedListener = Callable[["NewEraDriver", int, int], None]
@@ -55,9 +52,6 @@ MovedListener = Callable[["NewEraDriver", int, int], None]
 log = logging.getLogger(__name__)
 
 DIAMETER_RANGE_MM = (0.1, 80.0)
-MAX_WATCHDOG_S = 255
-PROFILE = "newera-ne1000"  # configs/pumps/: the number format, rate units and resolution
-_RETRYABLE = (PumpTimeout, PumpChecksumError, PumpProtocolError)
 # Alarms a pump is expected to hold when a session starts: it was powered up, or the previous
 # controller's watchdog stopped it. Either way it is stopped and nothing needs deciding.
 _BENIGN_AT_OPEN = (AlarmKind.POWER_RESET, AlarmKind.WATCHDOG)
@@ -67,26 +61,7 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-@functools.cache
-def capabilities(profile: str = PROFILE) -> PumpCapabilities:
-    """What a New Era pump can do. The protocol's facts are here (a volume to dispense, safe
-    mode's watchdog of 1-255 s, `STP` that pauses a running pump); the numbers it can be told
-    (digits, rate units, resolution) are the pump profile's, the same data the plan compiler
-    uses. Read on first use: a bench command that never asks does not load the profile."""
-    from pumpctl.plan.library import load_pump_profile
-
-    loaded = load_pump_profile(profile)
-    fmt = loaded.number_format
-    digits = NumberFormat(fmt.max_digits, fmt.max_decimals)
-    resolution = Resolution(loaded.volume_resolution_ml, digits)
-    return PumpCapabilities(
-        rates=RateFormat(tuple(loaded.rate_unit_sizes().items()), digits,
-                         loaded.rate_units_change_while_running),
-        counters=Counters(withdrawn=True, resolution=resolution),
-        volume_cap=VolumeCap(resolution), watchdog=WatchdogRange(1, MAX_WATCHDOG_S), pause=True)
-
-
-class NewEraDriver:
+class NewEraDriver(SafeMode):
     """One pump at one address. Get it from `NewEraLine.pump(address)`."""
 
     def __init__(self, bus: NewEraBus, address: int, *, safe_s: int | None = None,
@@ -114,7 +89,7 @@ class NewEraDriver:
 
     @property
     def capabilities(self) -> PumpCapabilities:
-        return capabilities()
+        return newera_capabilities()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -243,12 +218,6 @@ class NewEraDriver:
             raise codec.error_for(reply, f"{command}{data}") or PumpProtocolError(reply.error)
         return reply
 
-    @staticmethod
-    def _parse_int(reply: Reply, what: str) -> int:
-        if not reply.data.isdigit():
-            raise PumpProtocolError(f"{what} reply {reply.data!r} is not an integer")
-        return int(reply.data)
-
     # ---- queries ----------------------------------------------------------------------------
 
     async def identify(self) -> PumpIdentity:
@@ -368,55 +337,6 @@ class NewEraDriver:
         if infused or withdrawn:
             raise ReadbackMismatch("dispensed", "I0 W0", f"I{infused:g} W{withdrawn:g} mL")
 
-    async def set_watchdog(self, seconds: int) -> None:
-        if not (isinstance(seconds, int) and 0 <= seconds <= MAX_WATCHDOG_S):
-            raise PumpOutOfRange(f"watchdog {seconds!r} s is outside 0-{MAX_WATCHDOG_S} s")
-        # Allowed with a sticky alarm: arming the pump's own safety net is never refused.
-        # Always safe-framed: a pump in either mode takes it, and answers in the new mode.
-        reply: Reply | None = None
-        for _ in range(2):  # an alarm answer means "not executed, alarm now acknowledged"
-            try:
-                reply = await self.bus.transact(self.address, "SAF", str(seconds), safe=True,
-                                                framing=Framing.EITHER)
-            except _RETRYABLE:
-                reply = None  # settled by the read-back below
-                break
-            self._note(reply)
-            if reply.alarm is None:
-                break
-        if reply is not None:
-            if reply.alarm is not None:
-                raise PumpAlarmError(reply.alarm)
-            error = codec.error_for(reply, f"SAF{seconds}")
-            if error is not None:
-                raise error
-        self._safe = seconds > 0 if reply is None else reply.safe
-        read = await self._verify_watchdog()
-        if read != seconds:
-            raise ReadbackMismatch("watchdog", f"{seconds} s", f"{read} s")
-        self.safe_s = read
-        if read:
-            self._start_heartbeat()
-        else:
-            await self.stop_heartbeat()
-
-    async def _verify_watchdog(self) -> int:
-        """Safe-framed `SAF` query (either mode answers it), retried like any read."""
-        last: PumpError | None = None
-        for _ in range(1 + self.bus.retries):
-            try:
-                reply = await self.bus.transact(self.address, "SAF", safe=True,
-                                                framing=Framing.EITHER)
-            except _RETRYABLE as exc:
-                last = exc
-                continue
-            self._note(reply)
-            if reply.alarm is not None:
-                continue  # acknowledged now; ask again
-            self._safe = reply.safe
-            return self._parse_int(reply, "SAF")
-        raise last or PumpAlarmError(self.alarm or codec.alarm_from_letter("?"))
-
     async def set_address(self, new: int) -> None:
         """`*ADR`: every pump on the line takes it, so connect one pump at a time."""
         if not 0 <= new <= codec.MAX_ADDRESS:
@@ -467,36 +387,3 @@ class NewEraDriver:
         await self._send("")
         self.alarm = None
         self.alarm_at_open = None
-
-    # ---- heartbeat --------------------------------------------------------------------------
-
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"newera-heartbeat-{self.address}")
-
-    async def stop_heartbeat(self) -> None:
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _beat(self) -> None:
-        """Make sure the pump hears a valid packet at least every third of its watchdog time:
-        any request counts, a status query is sent only when the line has been quiet."""
-        while self.safe_s > 0:
-            period = self.safe_s / 3.0
-            last = self.bus.last_sent_at.get(self.address, 0.0)
-            wait = last + period - self.bus.clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await self._send("")
-                self.heartbeats += 1
-                self.heartbeat_error = None
-            except PumpError as exc:
-                self.heartbeat_error = exc
-                log.info("heartbeat to pump %d failed: %s", self.address, exc)
-                await asyncio.sleep(period)
