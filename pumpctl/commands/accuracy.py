@@ -144,3 +144,49 @@ def analyse_command(
         typer.echo(json.dumps(out))
         return
     print_result(result, Console(highlight=False), title=str(samples))
+
+
+@accuracy_app.command("run")
+def run_command(
+    rig: Annotated[Path, typer.Option("--rig", help="Rig file (configs/rigs/*.yaml).")],
+    rate: Rate,
+    duration: Annotated[str, typer.Option("--duration", help="How long to deliver.")] = "2h",
+    interval: Interval = "0.5min",
+    start: Start = "60min",
+    period: Period = "60min",
+    windows: Windows = STANDARD_WINDOWS,
+    speed: Annotated[str, typer.Option(
+        "--speed", help="N x real time, or 'max' for virtual time (simulated rigs only).")] = "1",
+    journal: Annotated[Path, typer.Option("--journal", help="Journal directory.")] = Path("runs"),
+    as_json: AsJson = False,
+) -> None:
+    """Deliver at RATE into the rig's balance, read it every interval, and analyse.
+
+    Exit codes: 0 done, 2 bad input, 4 pump or balance error before the start, 5 aborted
+    (operator, signal, a failed balance reading), 6 faulted (safety stop).
+    """
+    from pumpctl.rig import load_rig
+    from pumpctl.run.accuracy import AccuracyRun, execute
+    from pumpctl.timescale import parse_speed
+
+    rig_spec = load_rig(rig)
+    density = f"{rig_spec.balance.density.f:g}" if rig_spec.balance else "0.998"
+    evaporation = (f"{rig_spec.balance.evaporation.f:g} mg/min" if rig_spec.balance
+                   else None)
+    inputs = build_inputs(rate=rate, interval=interval, density=density, start=start,
+                          period=period, windows=windows, evaporation=evaporation)
+    job = AccuracyRun(rig=rig_spec, inputs=inputs, duration_s=_minutes(duration, "--duration")
+                      * 60, speed=parse_speed(speed), journal_dir=journal)
+    console = Console(stderr=as_json, highlight=False)
+    execute(job, None if as_json else console)
+    assert job.result is not None and job.run is not None
+    if as_json:
+        out: dict[str, Any] = job.result.as_dict()
+        out["run_id"] = job.run.run_id
+        out["journal"] = str(journal / f"{job.run.run_id}.jsonl")
+        out["inputs"]["rig"] = rig_spec.name
+        out["inputs"]["duration_min"] = job.duration_s / 60
+        typer.echo(json.dumps(out))
+        return
+    print_result(job.result, console, title=f"run {job.run.run_id}")
+    console.print(f"report: pumpctl report {job.run.run_id} --journal {journal}")
