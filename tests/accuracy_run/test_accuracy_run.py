@@ -62,7 +62,7 @@ def test_the_start_up_graph_shows_the_compliance(two_hours: tuple[dict, Path]) -
 
 
 def test_the_journal_holds_every_reading_and_the_inputs(two_hours: tuple[dict, Path]) -> None:
-    data, journal = two_hours
+    data, _journal = two_hours
     records = read_records(Path(data["journal"]))
     header = records[0]
     assert header["accuracy"]["rate_ml_h"] == 5.0 and header["accuracy"]["rig"] == \
