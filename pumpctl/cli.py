@@ -19,6 +19,7 @@ from pumpctl.commands import (
     course,
     plan,
     pump,
+    report,
     run,
     runs,
     sim,
@@ -42,7 +43,7 @@ def _root() -> None:
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report):
     area.register(app)
 
 
