@@ -43,7 +43,7 @@ from pumpctl.plan.program import (
 from pumpctl.plan.representable import program_rate_unit
 from pumpctl.rig import Rig
 from pumpctl.run.controller import InfusionController, RunResult
-from pumpctl.run.session import RunAborted, RunFaulted
+from pumpctl.run.session import RunAborted, RunFaulted, _signals
 from pumpctl.timescale import run_at_speed
 
 PROFILE = "newera-ne1000"
@@ -235,7 +235,10 @@ async def _main(job: AccuracyRun, program: RateProgram, console: Console | None)
         try:
             # The readings end one interval before the plan does; a failed reading asks the
             # controller to stop. Either way the controller decides how the run ends.
-            return await ctl.run()
+            # SIGTERM stops; Ctrl-C asks on a terminal (as `pumpctl run` does): the pump is
+            # stopped and the run journaled as aborted.
+            with _signals(ctl, console or Console(stderr=True)):
+                return await ctl.run()
         finally:
             weighing.cancel()
             with contextlib.suppress(asyncio.CancelledError, BalanceError):
