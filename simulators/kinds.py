@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from pumpctl.drivers.open import EmbeddedPump, SimulatedSetup, SimulatorKind, register_simulator
 from pumpctl.drivers.sensors import ModelBalance
+from simulators.physics import PhysicsParams
 
 
 def _check_faults(texts: Sequence[str]) -> None:
@@ -28,9 +29,15 @@ async def _newera(setup: SimulatedSetup) -> AsyncIterator[EmbeddedPump]:
     from simulators.serve import embedded_newera
 
     faults = [parse_fault(text) for text in setup.faults]
-    async with embedded_newera(setup.clock, diameter_mm=setup.diameter_mm,
-                               faults=faults) as (sim, driver):
-        yield EmbeddedPump(driver, ModelBalance(sim.pump(0).model))
+    if setup.physics is not None and not isinstance(setup.physics, PhysicsParams):
+        raise TypeError(f"newera simulator physics must be PhysicsParams, not "
+                        f"{type(setup.physics).__name__}")
+    contents = setup.capacity_ml if setup.contents_ml is None else setup.contents_ml
+    async with embedded_newera(setup.clock, diameter_mm=setup.diameter_mm, faults=faults,
+                               capacity_ml=setup.capacity_ml, syringe_volume_ml=contents,
+                               physics=setup.physics) as (sim, driver):
+        model = sim.pump(0).model
+        yield EmbeddedPump(driver, ModelBalance(model), lambda: model.delivered_ml)
 
 
 def register() -> None:

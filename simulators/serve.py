@@ -30,6 +30,7 @@ from pumpctl.drivers.newera.line import NewEraLine
 from pumpctl.errors import PumpctlError
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
+from simulators.physics import PhysicsParams
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +338,7 @@ async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
                           faults: Sequence[Fault] = (), safe_s: int = 0,
                           syringe_volume_ml: float = 60.0, capacity_ml: float = 60.0,
                           baud: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                          physics: PhysicsParams | None = None,
                           ) -> AsyncIterator[tuple[NewEraSimulator, NewEraDriver]]:
     """An in-process simulated pump and an opened `NewEraDriver` talking to it in memory.
 
@@ -344,7 +346,8 @@ async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
     and the driver's heartbeat runs. Faults are scheduled relative to the simulator's start.
     """
     config = SimPumpConfig(diameter_mm=diameter_mm, capacity_ml=capacity_ml,
-                           syringe_volume_ml=syringe_volume_ml)
+                           syringe_volume_ml=syringe_volume_ml,
+                           physics=physics if physics is not None else PhysicsParams())
     sim = NewEraSimulator(clock, [config], baud=baud)
     async with sim:
         for fault in faults:

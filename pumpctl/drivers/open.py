@@ -102,6 +102,9 @@ class EmbeddedPump:
 
     driver: PumpDriver
     sensor: VolumeSensor | None  # what actually left the line, from the simulator's physics
+    # The same figure as a plain reading, for another simulated device in this process (a
+    # simulated balance under the line); None if the kind has no physics.
+    delivered_ml: Callable[[], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ class SimulatedSetup:
     clock: Clock
     diameter_mm: float
     faults: Sequence[str] = ()  # fault texts in the kind's own syntax (e.g. occlusion@10m)
+    capacity_ml: float = 60.0  # the syringe's capacity
+    contents_ml: float | None = None  # liquid in it at the start (None: full)
+    physics: object = None  # the kind's own physics settings (None: its defaults)
 
 
 @dataclass(frozen=True)
