@@ -14,7 +14,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
-from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry
+from pumpctl.commands import course, dashboard, plan, pump, run, runs, sim, telemetry
 from pumpctl.errors import PumpctlError
 
 app = typer.Typer(
@@ -32,7 +32,7 @@ def _root() -> None:
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry):
+for area in (plan, course, pump, sim, run, runs, telemetry, dashboard):
     area.register(app)
 
 
