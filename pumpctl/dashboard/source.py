@@ -48,6 +48,7 @@ class BrokerFeed:
         self._backoff = backoff_s
         self._client: aiomqtt.Client | None = None
         self.connected = False
+        self.ready = asyncio.Event()  # set while subscribed
         self.last_error = ""
         self.messages = 0
         self.connects = 0
@@ -70,6 +71,7 @@ class BrokerFeed:
                         await client.subscribe(topic_filter, qos=1)
                     self._client = client
                     self.connected = True
+                    self.ready.set()
                     self.connects += 1
                     delay = self._backoff[0]
                     log.info("dashboard subscribed at %s: %s", self.target.display,
@@ -81,6 +83,7 @@ class BrokerFeed:
                 self.last_error = str(exc) or type(exc).__name__
             finally:
                 was_connected, self.connected, self._client = self.connected, False, None
+                self.ready.clear()
             if was_connected:
                 log.warning("dashboard lost the broker %s (%s); reconnecting",
                             self.target.display, self.last_error)
