@@ -5,7 +5,7 @@
 
 window.PumpChart = (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 340, H = 170, L = 44, R = 10, T = 10, B = 28;
+  const W = 340, H = 150, L = 44, R = 10, T = 10, B = 28;
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);

@@ -120,7 +120,8 @@
     conn.hidden = live.online !== false && !(live.online === undefined && !t);
     if (live.online === false) {
       conn.textContent = runActive(p)
-        ? `✖ Controller went offline during the run (Last Will) at ${clock(live.status_since_ms)}: check the pump itself.`
+        ? `✖ Controller went offline during the run (Last Will) at ${clock(live.status_since_ms)}: ` +
+          "check the pump itself. The figures below are the last ones heard."
         : `Controller disconnected at ${clock(live.status_since_ms)} after the run.`;
     } else if (live.online === null || live.online === undefined) {
       conn.textContent = "No online/offline status heard from this controller.";
@@ -147,7 +148,9 @@
 
     const ended = run && run.run_state !== "running";
     // After the run the last sample's rate is history, not what the pump does now.
-    $(".rate", el).textContent = ended ? "run ended" : (t ? `${num(t.flow_rate_ml_h, 2)} mL/h` : "–");
+    const paused = t && PUMP_STATUS[t.pump_status] && PUMP_STATUS[t.pump_status][0] === "paused";
+    $(".rate", el).textContent = ended ? "run ended"
+      : (t ? `${paused ? "paused, set " : ""}${num(t.flow_rate_ml_h, 2)} mL/h` : "–");
     $(".dose-rate", el).textContent = ended ? "–" : (t ? `${num(t.dose_rate_mg_h, 2)} mg/h` : "–");
     $(".remaining", el).textContent = ended ? "ended" : (t ? duration(t.time_remaining_s) : "–");
     const elapsed = t ? t.elapsed_s : (ended ? run.elapsed_s : null);
@@ -242,6 +245,8 @@
     if (document.hidden) setTimeout(flush, 250); else requestAnimationFrame(flush);
   }
 
+  let shownCount = -1;
+
   function flush() {
     flushQueued = false;
     for (const key of dirty) {
@@ -249,6 +254,7 @@
       if (p) render(p);
     }
     dirty.clear();
+    if (pumps.size !== shownCount) renderBroker();
   }
 
   function renderAll() {
@@ -315,6 +321,7 @@
     } else {
       [icon, text, cls] = ["✓", `Live from ${broker.broker} · ${pumps.size} pump${pumps.size === 1 ? "" : "s"}`, "good"];
     }
+    shownCount = pumps.size;
     box.className = `broker ${cls}`;
     $(".icon", box).textContent = icon;
     $(".text", box).textContent = text;
