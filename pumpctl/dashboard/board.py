@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pumpctl.dashboard.layout import PumpTopic
 from pumpctl.telemetry.schema import (
@@ -46,20 +46,24 @@ MAX_PUMPS = 1000  # beyond this a misconfigured broker could exhaust memory; log
 MAX_POINTS = 1500  # delivered-volume points kept per pump (halved in resolution when full)
 SEEN_PER_PUMP = 512  # how many (run_id, seq, kind) keys are remembered for de-duplication
 
+def _tolerant(model: type[BaseModel]) -> type[BaseModel]:
+    """`model` with every check kept but unknown fields dropped instead of refused: a newer
+    controller's extra field must not blank a pump on an older dashboard."""
+    config = ConfigDict(extra="ignore", frozen=True)
+    return type(model.__name__, (model,), {"model_config": config, "__doc__": model.__doc__})
+
+
+_TELEMETRY = _tolerant(TelemetryPayload)
+_RUN = _tolerant(RunPayload)
+_RUN_STATE = _tolerant(RunStateEvent)
 _EVENT_MODELS: dict[str, type[BaseModel]] = {
-    "segment_changed": SegmentEvent,
-    "alarm": AlarmEvent,
-    "soft_limit_override": OverrideEvent,
-    "monitoring_due": MonitoringEvent,
-    "run_summary": SummaryEvent,
+    "segment_changed": _tolerant(SegmentEvent),
+    "alarm": _tolerant(AlarmEvent),
+    "soft_limit_override": _tolerant(OverrideEvent),
+    "monitoring_due": _tolerant(MonitoringEvent),
+    "run_summary": _tolerant(SummaryEvent),
 }
 _RUN_KEYS = tuple(k for k in RunPayload.model_fields if k != "program")
-
-
-def _validated(model: type[BaseModel], body: dict[str, Any]) -> dict[str, Any]:
-    """`body` checked against `model`, keeping only the fields the model knows."""
-    known = {k: v for k, v in body.items() if k in model.model_fields}
-    return model.model_validate(known).model_dump(mode="json")
 
 
 def planned_curve(program: dict[str, Any]) -> list[list[float]]:
@@ -206,12 +210,9 @@ class Board:
         try:
             if where.suffix == "status":
                 return self._status(pump, payload, now)
-            body = json.loads(payload)
-            if not isinstance(body, dict):
-                raise ValueError("not a JSON object")
             handler = {"run": self._run, "telemetry": self._telemetry,
                        "event": self._event}[where.suffix]
-            return handler(pump, body)
+            return handler(pump, payload)
         except (ValueError, ValidationError, UnicodeDecodeError) as exc:
             self.rejected += 1
             log.warning("ignored %s message of %s: %s", where.suffix, where.key,
@@ -229,9 +230,9 @@ class Board:
         pump.status_since_ms = now
         return [(pump.key, "live")]
 
-    def _run(self, pump: Pump, body: dict[str, Any]) -> list[Change]:
-        program = body.get("program")
-        run = _validated(RunPayload, body)
+    def _run(self, pump: Pump, payload: bytes) -> list[Change]:
+        run = _RUN.model_validate_json(payload).model_dump()
+        program = run.pop("program")
         if pump.seen(run["run_id"], run["seq"], "run"):
             return []
         if pump.run is not None and pump.run.get("run_id") == run["run_id"] \
@@ -240,15 +241,15 @@ class Board:
         if run["run_id"] != pump.run_id:
             pump.start_run(run["run_id"])
         pump.run = {k: run[k] for k in _RUN_KEYS if k in run}
-        pump.planned = planned_curve(program) if isinstance(program, dict) else []
+        pump.planned = planned_curve(program)
         changes: list[Change] = [(pump.key, "run"), (pump.key, "live")]
         if run["run_state"] != "running" and run.get("delivered_volume_ml") is not None:
             # The retained summary tells where a run we did not hear to its end finished.
             pump.add_point(run["elapsed_s"], run["delivered_volume_ml"])
         return changes
 
-    def _telemetry(self, pump: Pump, body: dict[str, Any]) -> list[Change]:
-        sample = _validated(TelemetryPayload, body)
+    def _telemetry(self, pump: Pump, payload: bytes) -> list[Change]:
+        sample = _TELEMETRY.model_validate_json(payload).model_dump()
         if pump.seen(sample["run_id"], sample["seq"], "telemetry"):
             return []
         if sample["run_id"] != pump.run_id:
@@ -273,15 +274,16 @@ class Board:
                 and sample["pump_status"] != "alarm":
             pump.alarm = {**alarm, "active": False, "cleared_time": sample["time"]}
 
-    def _event(self, pump: Pump, body: dict[str, Any]) -> list[Change]:
-        name = body.get("event")
+    def _event(self, pump: Pump, payload: bytes) -> list[Change]:
+        body = json.loads(payload)
+        name = body.get("event") if isinstance(body, dict) else None
         if not isinstance(name, str):
             raise ValueError("event payload without an `event` name")
-        model = RunStateEvent if name.startswith("run_") and name != "run_summary" \
+        model = _RUN_STATE if name.startswith("run_") and name != "run_summary" \
             else _EVENT_MODELS.get(name)
         if model is None:
             raise ValueError(f"unknown event {name[:40]!r}")
-        event = _validated(model, body)
+        event = model.model_validate(body).model_dump()
         if pump.seen(event["run_id"], event["seq"], "event"):
             return []
         if event["run_id"] != pump.run_id:
@@ -294,7 +296,7 @@ class Board:
         elif name == "monitoring_due":
             if event["due_at_s"] not in pump.monitoring_done:
                 pump.monitoring_done.append(event["due_at_s"])
-        elif model is RunStateEvent or name == "run_summary":
+        elif model is _RUN_STATE or name == "run_summary":
             pump.last_event = {"event": name, "reason": event.get("reason"),
                                "sender": event.get("sender"), "time": event["time"],
                                "outcome": event.get("outcome")}

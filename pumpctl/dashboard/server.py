@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,14 @@ class DashboardConfig:
     web_ssl: ssl.SSLContext | None = None
     keepalive_s: float = 15.0  # an SSE comment this often finds dead connections
     write_timeout_s: float = 30.0  # a browser that takes no bytes this long is dropped
+    # After each write a browser's stream rests this long, so what changed meanwhile goes
+    # out in one write: with many pumps that is one send per browser per rest instead of one
+    # per message, at the price of at most this much added latency.
+    batch_s: float = 0.025
+    # The kernel's send buffer of each stream: small, so a browser that reads slowly falls
+    # behind in the hub (where newer states replace older ones) rather than in a socket
+    # buffer full of stale frames.
+    send_buffer_bytes: int = 64 * 1024
 
 
 class Dashboard:
@@ -174,6 +183,11 @@ class Dashboard:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no"})
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                self.config.send_buffer_bytes)
         await response.prepare(request)
         viewer = self.hub.join()  # joined before the snapshot is built: nothing falls between
         snapshot = sse_frame("snapshot", self._snapshot())
@@ -182,6 +196,8 @@ class Dashboard:
             while frames is not None:
                 async with asyncio.timeout(self.config.write_timeout_s):
                     await response.write(b"".join(frames) if frames else b": keep-alive\n\n")
+                if self.config.batch_s > 0:
+                    await asyncio.sleep(self.config.batch_s)
                 frames = await viewer.take(self.config.keepalive_s)
         except (ConnectionError, TimeoutError) as exc:
             log.info("dropped browser %s: %s", request.remote, type(exc).__name__)

@@ -16,9 +16,8 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
     several megabytes, beyond aiohttp's line-length limit."""
     buffer = b""
     async for chunk in response.content.iter_any():
-        buffer += chunk
-        while b"\n\n" in buffer:
-            block, buffer = buffer.split(b"\n\n", 1)
+        *blocks, buffer = (buffer + chunk).split(b"\n\n")  # one pass per chunk, not per frame
+        for block in blocks:
             event, data = "message", []
             for line in block.decode().split("\n"):
                 name, _, value = line.partition(":")
