@@ -123,7 +123,6 @@ class Dashboard:
 
     async def start(self) -> str:
         """Subscribe and listen; returns the page's URL (the real port when 0 was asked)."""
-        self._feed_task = asyncio.create_task(self.feed.run(), name="dashboard-broker")
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port,
@@ -136,6 +135,9 @@ class Dashboard:
 
             raise UsageError(f"--listen {self.config.host}:{self.config.port}: "
                              f"{exc.strerror or exc}") from None
+        # Subscribe only once the page can be served: a port in use ends the command before
+        # any broker connection exists.
+        self._feed_task = asyncio.create_task(self.feed.run(), name="dashboard-broker")
         host, port = self._runner.addresses[0][:2]
         scheme = "https" if self.config.web_ssl else "http"
         shown = f"[{host}]" if ":" in host else host
