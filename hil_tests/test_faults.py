@@ -11,9 +11,9 @@ import pytest
 
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController
-from simulators import newera_pump
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator
+from simulators.newera import pump as newera_pump
 
 from .conftest import PLANS_DIR, SimRun, compile_seed, run_scenario
 

@@ -20,8 +20,8 @@ from pumpctl.drivers.base import (
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import RateUnit
-from simulators import newera_pump
 from simulators.newera import SimPumpConfig
+from simulators.newera import pump as newera_pump
 from simulators.serve import embedded_newera
 
 from .conftest import driver_line, vrun

@@ -6,7 +6,7 @@ import asyncio
 import binascii
 
 from simulators.newera import SimPumpConfig
-from simulators.newera_wire import RequestFramer, read_number, show_number, split_command
+from simulators.newera.wire import RequestFramer, read_number, show_number, split_command
 
 from .conftest import raw_line, vrun
 

@@ -19,8 +19,8 @@ from types import TracebackType
 
 from pumpctl.clock import Clock
 from simulators.faults import Fault
-from simulators.newera_pump import SimPumpConfig, SimulatedPump
-from simulators.newera_wire import Packet, RequestFramer, split_command
+from simulators.newera.pump import SimPumpConfig, SimulatedPump
+from simulators.newera.wire import Packet, RequestFramer, split_command
 from simulators.physics import RateLimits
 
 __all__ = ["NewEraSimulator", "SimPumpConfig", "SimulatedPump", "profile_rate_limits"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from pumpctl.clock import Clock
 from simulators.faults import Fault, FaultKind
-from simulators.newera_wire import Command, Packet, frame_reply, read_number, show_number
+from simulators.newera.wire import Command, Packet, frame_reply, read_number, show_number
 from simulators.physics import (
     EventKind,
     ModelEvent,
