@@ -13,7 +13,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator
-from simulators.newera import pump as newera_pump
+from simulators.newera import unit as newera_unit
 
 from .conftest import PLANS_DIR, SimRun, compile_seed, run_scenario
 
@@ -92,9 +92,7 @@ def test_stuck_motor_is_invisible_without_a_sensor_but_the_hardware_still_stops(
 
 def _front_panel_rate(sim: NewEraSimulator, ml_h: float) -> None:
     """Someone keys a new rate on the pump itself: the pump reports it and runs at it."""
-    pump = sim.pump(0)
-    pump.rate = (ml_h, "MH")
-    pump.model.set_rate(ml_h)
+    assert sim.pump(0).set_rate(ml_h) is None
 
 
 @pytest.mark.parametrize(("new_rate", "expected"), [(80.0, ("rate_exceeded",)),
@@ -127,19 +125,17 @@ def test_readback_mismatch_at_a_segment_boundary(tmp_path: Path,
     """A pump that applies a different rate than it was sent: caught by the driver's read-back
     at the first rate change of the stepped plan."""
     program = compile_seed(PLANS_DIR / "ketamine-stepped-0.5mgkg-40min.yaml")
-    original = newera_pump._HANDLERS["RAT"]
+    original = newera_unit._HANDLERS["RAT"]
 
-    def sloppy(pump: Any, data: str) -> str:
-        reply: str = original(pump, data)
+    def sloppy(unit: newera_unit.NewEraUnit, data: str) -> str:
+        reply = original(unit, data)
         if data and not reply:  # a rate was set: keep 90 % of it
-            value, units = pump.rate
-            pump.rate = (round(value * 0.9, 2), units)
-            pump.model.set_rate(value * 0.9)
+            assert unit.pump.set_rate(unit.pump.rate_ml_h * 0.9) is None
         return reply
 
     async def misapply(sim: NewEraSimulator, ctl: InfusionController) -> None:
         await asyncio.sleep(300)
-        monkeypatch.setitem(newera_pump._HANDLERS, "RAT", sloppy)
+        monkeypatch.setitem(newera_unit._HANDLERS, "RAT", sloppy)
 
     run = run_scenario(program, tmp_path, during=misapply)
     assert_safe_end(run, program, "readback_mismatch")

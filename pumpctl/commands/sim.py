@@ -121,7 +121,7 @@ async def _serve(configs: list[SimPumpConfig], link: Path | None,
         if endpoint is not None:
             server = await stack.enter_async_context(TcpServer(sim, *endpoint))
             where.append(f"tcp={endpoint[0]}:{server.port}")
-        addresses = ",".join(str(p.address) for p in sim.pumps)
+        addresses = ",".join(str(u.address) for u in sim.units)
         print(f"ready newera {' '.join(where)} addresses={addresses} "
               f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}", flush=True)
         await stop.wait()

@@ -19,11 +19,12 @@ from types import TracebackType
 
 from pumpctl.clock import Clock
 from simulators.faults import Fault
-from simulators.newera.pump import SimPumpConfig, SimulatedPump
+from simulators.newera.unit import NewEraUnit, SimPumpConfig
 from simulators.newera.wire import Packet, RequestFramer, split_command
 from simulators.physics import RateLimits
+from simulators.pump import SimulatedPump
 
-__all__ = ["NewEraSimulator", "SimPumpConfig", "SimulatedPump", "profile_rate_limits"]
+__all__ = ["NewEraSimulator", "NewEraUnit", "SimPumpConfig", "profile_rate_limits"]
 
 Sink = Callable[[bytes], None]
 BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
@@ -54,9 +55,11 @@ class NewEraSimulator:
             raise ValueError("a simulator needs at least one pump")
         limits = rate_limits if rate_limits is not None else profile_rate_limits(profile)
         self.baud = baud
-        self.pumps = [SimulatedPump(clock, cfg, rate_limits=limits, emit=self.send,
-                                    wake=self._poke, time_base=self._time_base)
-                      for cfg in configs]
+        # The protocol-free pumps, and the New Era face each shows at its address.
+        self.pumps = [SimulatedPump(clock, cfg.setup(), rate_limits=limits, wake=self._poke,
+                                    time_base=self._time_base) for cfg in configs]
+        self.units = [NewEraUnit(pump, cfg, emit=self.send)
+                      for pump, cfg in zip(self.pumps, configs, strict=True)]
         self._framer = RequestFramer()
         self._sinks: dict[int, Sink] = {}
         self._next_sink = 0
@@ -70,11 +73,16 @@ class NewEraSimulator:
 
     # ---- pumps and faults -------------------------------------------------------------------
 
-    def pump(self, address: int) -> SimulatedPump:
-        for pump in self.pumps:
-            if pump.address == address:
-                return pump
+    def unit(self, address: int) -> NewEraUnit:
+        """The New Era pump answering at `address` now."""
+        for unit in self.units:
+            if unit.address == address:
+                return unit
         raise KeyError(f"no simulated pump at address {address}")
+
+    def pump(self, address: int) -> SimulatedPump:
+        """The protocol-free pump behind `address` (physics, faults, alarms, counters)."""
+        return self.unit(address).pump
 
     def inject(self, fault: Fault) -> None:
         """Schedule `fault` for the pump its `pump` parameter names (default address 0), at
@@ -170,10 +178,10 @@ class NewEraSimulator:
             return
         system = command.name.startswith("*")
         address = command.address if command.address is not None else 0
-        for pump in list(self.pumps):
-            if not system and pump.address != address:
+        for unit in list(self.units):
+            if not system and unit.address != address:
                 continue
-            result = pump.on_packet(packet, command, now)
+            result = unit.on_packet(packet, command, now)
             if result is not None:
                 frame, delay = result
                 self.send(frame, delay=delay)

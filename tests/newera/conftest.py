@@ -80,9 +80,9 @@ async def raw_line(pumps: int | Sequence[SimPumpConfig] = 1, *, baud: int | None
         reader, writer = memory_link(sim)
         client = RawClient(reader, writer)
         if ack_power_up:
-            for pump in sim.pumps:
-                assert await client.ask(f"{pump.address}\r".encode()) == (
-                    b"\x02" + f"{pump.address:02d}A?R".encode() + b"\x03")
+            for unit in sim.units:
+                assert await client.ask(f"{unit.address}\r".encode()) == (
+                    b"\x02" + f"{unit.address:02d}A?R".encode() + b"\x03")
         yield sim, client
         writer.close()
 
