@@ -24,7 +24,8 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult
 from simulators.faults import Fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import PtyServer, memory_bus
+from simulators.newera.embedded import memory_bus
+from simulators.serve import PtyServer
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS_DIR = REPO / "configs" / "plans"

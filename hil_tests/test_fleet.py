@@ -14,7 +14,7 @@ from pumpctl.run.controller import InfusionController, RunResult
 from pumpctl.run.fleet import run_channels
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_bus
+from simulators.newera.embedded import memory_bus
 
 from .conftest import PLANS_DIR, STANDARD_PLAN, compile_seed
 

@@ -40,6 +40,7 @@ from simulators.physics import (
     StallReason,
     SyringePumpModel,
 )
+from simulators.wire_faults import ReplyFault, WireFaults
 
 __all__ = ["DIAMETER_RANGE_MM", "Motion", "PumpAlarm", "PumpSetup", "Refusal", "ReplyFault",
            "SimPumpState", "SimulatedPump"]
@@ -73,15 +74,6 @@ class Refusal(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BUSY = "busy"  # not while the motor runs (or, for some settings, while paused)
     ALARM_PENDING = "alarm_pending"  # acknowledge the alarm first
-
-
-@dataclass(frozen=True)
-class ReplyFault:
-    """What a fault does to the next reply: not sent, one byte XORed, or sent late."""
-
-    drop: bool = False
-    corrupt: tuple[int, int] | None = None  # (byte index as the fault gives it, XOR mask)
-    delay_s: float = 0.0
 
 
 @dataclass
@@ -136,14 +128,7 @@ class SimulatedPump:
         self._fed_at: float | None = None  # the watchdog runs from here once set
         self.ignore_first_quirk = False
         self._ignore_next = False
-        # Reply faults: how many replies are still affected (-1: all from now on).
-        self._drop_left = 0
-        self._delay_left = 0
-        self._delay_s = 0.0
-        self._corrupt_left = 0
-        self._corrupt_in_left = 0  # requests damaged "on the wire" on their way to the pump
-        self._corrupt_index = 1
-        self._corrupt_mask = 0x40
+        self.wire = WireFaults()  # faults on the bytes, which the engine carries out
         self._scheduled: list[tuple[float, Fault]] = []
         self._occlusion_clear_at: float | None = None
         self.alarm_log: list[tuple[float, PumpAlarm]] = []  # every alarm raised (tests, HIL)
@@ -371,36 +356,28 @@ class SimulatedPump:
 
     def apply(self, fault: Fault) -> None:
         """Apply `fault` now, whatever its time."""
+        if not self.wire.apply(fault):
+            self._apply_to_pump(fault)
+        self._wake()
+
+    def _apply_to_pump(self, fault: Fault) -> None:
         kind = fault.kind
-        now = self.clock.monotonic()
         if kind is FaultKind.OCCLUSION:
             self.model.set_occluded(True)
             clear_after = fault.param("clear_after")
-            self._occlusion_clear_at = now + clear_after if clear_after > 0 else None
+            self._occlusion_clear_at = (self.clock.monotonic() + clear_after if clear_after > 0
+                                        else None)
         elif kind is FaultKind.SYRINGE_EMPTY:
             self.model.empty_syringe()
         elif kind is FaultKind.STUCK_MOTOR:
             self.model.set_stuck(True)
         elif kind is FaultKind.FREE_FLOW:
             self.model.set_free_flow(fault.param("factor"))
-        elif kind is FaultKind.DROP_REPLIES:
-            self._drop_left = int(fault.param("count"))
-        elif kind is FaultKind.DELAY_REPLIES:
-            self._delay_left = int(fault.param("count"))
-            self._delay_s = fault.param("delay")
-        elif kind is FaultKind.CORRUPT_BYTES:
-            if fault.param("inbound"):
-                self._corrupt_in_left = int(fault.param("count"))
-            else:
-                self._corrupt_left = int(fault.param("count"))
-            self._corrupt_index = int(fault.param("index"))
-            self._corrupt_mask = int(fault.param("mask")) or 0x40
         elif kind is FaultKind.POWER_RESET:
             self.power_cut(fault.param("off"))
         elif kind is FaultKind.IGNORE_FIRST:
             self.ignore_first_quirk = True
             self._ignore_next = True
-        self._wake()
 
     def power_cut(self, off_s: float = 0.0) -> None:
         """Lose power now; it comes back after `off_s` (0: at once). Settings survive; the
@@ -436,25 +413,8 @@ class SimulatedPump:
     def take_inbound_corruption(self) -> bool:
         """True when a corrupt-bytes fault (inbound=1) damages this request; ask only for a
         request that arrived intact."""
-        if self._corrupt_in_left:
-            self._corrupt_in_left -= 1 if self._corrupt_in_left > 0 else 0
-            return True
-        return False
+        return self.wire.take_inbound_corruption()
 
     def take_reply_fault(self) -> ReplyFault | None:
-        """What happens to the reply about to be sent (None: it goes out as it is). A dropped
-        reply uses up no corruption or delay."""
-        if not (self._drop_left or self._corrupt_left or self._delay_left):
-            return None
-        if self._drop_left:
-            self._drop_left -= 1 if self._drop_left > 0 else 0
-            return ReplyFault(drop=True)
-        corrupt = None
-        if self._corrupt_left:
-            self._corrupt_left -= 1 if self._corrupt_left > 0 else 0
-            corrupt = (self._corrupt_index, self._corrupt_mask)
-        delay = 0.0
-        if self._delay_left:
-            self._delay_left -= 1 if self._delay_left > 0 else 0
-            delay = self._delay_s
-        return ReplyFault(corrupt=corrupt, delay_s=delay)
+        """What happens to the reply about to be sent (None: it goes out as it is)."""
+        return self.wire.take_reply_fault()

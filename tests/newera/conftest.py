@@ -11,7 +11,8 @@ from pumpctl.clock import LoopClock, run
 from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.codec import ETX, STX
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_bus, memory_link
+from simulators.newera.embedded import memory_bus
+from simulators.serve import memory_link
 
 T = TypeVar("T")
 

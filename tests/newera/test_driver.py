@@ -22,8 +22,8 @@ from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import RateUnit
 from simulators.newera import SimPumpConfig
 from simulators.newera import unit as newera_unit
+from simulators.newera.embedded import embedded_newera
 from simulators.pump import PumpAlarm
-from simulators.serve import embedded_newera
 
 from .conftest import driver_line, vrun
 

@@ -17,8 +17,8 @@ from pumpctl.drivers.base import (
     PumpTimeout,
 )
 from simulators.faults import Fault, FaultKind, parse_fault
+from simulators.newera.embedded import embedded_newera
 from simulators.physics import StallReason
-from simulators.serve import embedded_newera
 
 from .conftest import driver_line, vrun
 

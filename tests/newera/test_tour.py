@@ -21,7 +21,8 @@ from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import open_bus
 from simulators.newera import NewEraSimulator
-from simulators.serve import PtyServer, memory_bus, memory_link
+from simulators.newera.embedded import memory_bus
+from simulators.serve import PtyServer, memory_link
 
 
 @contextlib.asynccontextmanager

@@ -70,7 +70,7 @@ def test_a_simulator_error_goes_to_the_loop_not_to_the_writer(
             client = Recorder()
             transport = memory_transport(sim, client)
 
-            def broken(data: bytes) -> None:
+            def broken(token: int, data: bytes) -> None:
                 raise RuntimeError("simulator bug")
 
             monkeypatch.setattr(sim, "receive", broken)
