@@ -15,7 +15,7 @@ so each is served the same three ways:
 - `memory_transport(engine, protocol)`, `memory_link(engine)`: an in-process pipe, no OS
   resources, no per-byte cost (simulators/serve/memory.py);
 - `PtyServer(engine, link)`: a pseudo-terminal with a symlink to its slave, for anything that
-  opens a serial port by path (simulators/serve/pty.py);
+  opens a serial port by path; a live link is never taken over (simulators/serve/pty.py);
 - `TcpServer(engine, host, port)`: a raw TCP port (simulators/serve/tcp.py).
 Serving errors (a link or port in use, a bad path) are `SimulatorServeError` (exit code 2).
 """

@@ -1,5 +1,9 @@
 """Serving an engine on a pseudo-terminal, reachable through a symlink to its slave, so
 anything that opens a serial port by path (pyserial, nesp-lib, minicom) talks to it.
+
+A link has one owner: a link whose pty is held open by a live process is never taken over
+(`SimulatorServeError` naming the process); a link left by a process that has died is
+replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulators.serve.engine import SimEngine, SimulatorServeError
+from simulators.serve.owner import locked_directory, pty_owner
 
 
 class PtyServer:
@@ -80,14 +85,26 @@ class PtyServer:
 
     def _make_link(self) -> None:
         link = self.link_path
-        if link.is_symlink():
-            link.unlink()  # stale: left by a simulator that did not exit cleanly
-        elif link.exists():
-            raise SimulatorServeError(f"link path {link} exists and is not a symlink; "
-                                      "refusing to replace it")
         if not link.parent.is_dir():
             raise SimulatorServeError(f"link path {link}: directory {link.parent} does not exist")
-        os.symlink(self.pty_name, link)
+        try:
+            with locked_directory(link.parent):
+                if link.is_symlink():
+                    target = os.path.join(link.parent, os.readlink(link))
+                    # A pty number freed by a dead owner may be the one just given to us.
+                    ours = os.path.realpath(target) == self.pty_name
+                    owner = None if ours else pty_owner(target)
+                    if owner is not None:
+                        raise SimulatorServeError(
+                            f"link path {link} is in use: its pty {os.path.realpath(target)} is "
+                            f"held by {owner}; stop that process or choose another path")
+                    link.unlink()  # stale: left by a process that did not exit cleanly
+                elif link.exists():
+                    raise SimulatorServeError(f"link path {link} exists and is not a symlink; "
+                                              "refusing to replace it")
+                os.symlink(self.pty_name, link)
+        except OSError as exc:
+            raise SimulatorServeError(f"link path {link}: {exc.strerror or exc}") from None
 
     def _on_readable(self) -> None:
         self._read_some(watching=True)

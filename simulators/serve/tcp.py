@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-from simulators.serve.engine import SimEngine, SimulatorServeError
+from simulators.serve.engine import SimEngine
+from simulators.serve.owner import listen_error
 
 
 class TcpServer:
@@ -23,8 +24,7 @@ class TcpServer:
         try:
             self._server = await asyncio.start_server(self._serve, self.host, self.port)
         except OSError as exc:
-            raise SimulatorServeError(f"cannot listen on {self.host}:{self.port}: "
-                                      f"{exc.strerror or exc}") from None
+            raise listen_error(self.host, self.port, exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self.engine.ensure_started()
         return self
