@@ -12,8 +12,9 @@ What an engine must do with it:
   events happen first), and answer nothing while `powered` is False;
 - call `feed_watchdog(now)` for every valid request its protocol says feeds the watchdog;
 - map `Refusal` values to its own error replies and `PumpAlarm` values to its own alarm codes;
-- ask `take_ignored_command()`, `take_inbound_corruption()` and `take_reply_fault()` where
-  its wire would suffer those faults (the pump counts them down; the engine damages bytes);
+- ask `take_ignored_command()`, `wire.take_inbound_corruption()` and
+  `wire.take_reply_fault()` where its wire would suffer those faults (the pump counts them
+  down; the engine damages the bytes);
 - listen with `add_alarm_listener` (e.g. to send an alarm unasked) and
   `add_power_up_listener` (e.g. to restore protocol settings kept with the rate).
 The line an engine runs (`simulators.line.SimLine`) wakes a service task at
@@ -128,7 +129,9 @@ class SimulatedPump:
         self._fed_at: float | None = None  # the watchdog runs from here once set
         self.ignore_first_quirk = False
         self._ignore_next = False
-        self.wire = WireFaults()  # faults on the bytes, which the engine carries out
+        # Faults on the bytes: counted down here, carried out by the engine, which asks
+        # `wire.take_inbound_corruption()` and `wire.take_reply_fault()`.
+        self.wire = WireFaults()
         self._scheduled: list[tuple[float, Fault]] = []
         self._occlusion_clear_at: float | None = None
         self.alarm_log: list[tuple[float, PumpAlarm]] = []  # every alarm raised (tests, HIL)
@@ -410,11 +413,3 @@ class SimulatedPump:
             return True
         return False
 
-    def take_inbound_corruption(self) -> bool:
-        """True when a corrupt-bytes fault (inbound=1) damages this request; ask only for a
-        request that arrived intact."""
-        return self.wire.take_inbound_corruption()
-
-    def take_reply_fault(self) -> ReplyFault | None:
-        """What happens to the reply about to be sent (None: it goes out as it is)."""
-        return self.wire.take_reply_fault()

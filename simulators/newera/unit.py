@@ -133,7 +133,7 @@ class NewEraUnit:
         if pump.take_ignored_command():
             return None
         safe_mode = pump.watchdog_s > 0
-        if packet.valid and pump.take_inbound_corruption():
+        if packet.valid and pump.wire.take_inbound_corruption():
             if not packet.safe:
                 return self._send(f"{self._prefix()}?", safe_mode)  # garbled text
             packet = Packet(packet.text, safe=True, valid=False)  # its CRC no longer matches
@@ -159,7 +159,7 @@ class NewEraUnit:
 
     def _send(self, text: str, safe: bool) -> tuple[bytes, float] | None:
         frame = frame_reply(text, safe=safe)
-        fault = self.pump.take_reply_fault()
+        fault = self.pump.wire.take_reply_fault()
         if fault is None:
             return frame, 0.0
         if fault.drop:

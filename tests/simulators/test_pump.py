@@ -166,16 +166,16 @@ def test_stalls_raise_their_alarm_and_stop_the_motor(fault: str, alarm: PumpAlar
 def test_reply_faults_are_counted_down_for_the_engine() -> None:
     clock = ManualClock()
     pump = fresh(clock)
-    assert pump.take_reply_fault() is None
+    assert pump.wire.take_reply_fault() is None
     pump.apply(parse_fault("drop-replies@0s:count=2"))
-    assert [pump.take_reply_fault() for _ in range(3)] == [ReplyFault(drop=True)] * 2 + [None]
+    assert [pump.wire.take_reply_fault() for _ in range(3)] == [ReplyFault(drop=True)] * 2 + [None]
     pump.apply(parse_fault("corrupt-bytes@0s:count=1,index=3,mask=1"))
     pump.apply(parse_fault("delay-replies@0s:count=2,delay=1.5"))
-    assert pump.take_reply_fault() == ReplyFault(corrupt=(3, 1), delay_s=1.5)
-    assert pump.take_reply_fault() == ReplyFault(delay_s=1.5)
-    assert pump.take_reply_fault() is None
+    assert pump.wire.take_reply_fault() == ReplyFault(corrupt=(3, 1), delay_s=1.5)
+    assert pump.wire.take_reply_fault() == ReplyFault(delay_s=1.5)
+    assert pump.wire.take_reply_fault() is None
     pump.apply(parse_fault("corrupt-bytes@0s:count=1,inbound=1"))
-    assert [pump.take_inbound_corruption() for _ in range(2)] == [True, False]
+    assert [pump.wire.take_inbound_corruption() for _ in range(2)] == [True, False]
     pump.apply(parse_fault("ignore-first-command@0s"))
     assert [pump.take_ignored_command() for _ in range(2)] == [True, False]
     pump.power_cut()  # the quirk comes back with every power-up
