@@ -18,13 +18,14 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pumpctl.drivers.newera.capabilities import capabilities
+from pumpctl.drivers.base import NumberFormat, Resolution
 from pumpctl.plan.compile import compile_plan
 from pumpctl.plan.errors import PlanError
 from pumpctl.plan.model import PlanFile
 from pumpctl.plan.program import RateProgram
 
-from .conftest import run_scenario
+from .conftest import SimRun, run_scenario
+from .kinds import KINDS
 
 # Where writing a rate changes: each unit's powers of ten (its digits run out, or its
 # decimals start), in mL/h: µL/h 0.01-9.999, mL/h 1-1000, µL/min 0.06-600, mL/min 60-600.
@@ -88,19 +89,27 @@ def test_every_accepted_plan_runs_to_completion(case: tuple[dict[str, object], f
     program = compile_on_a_fitting_syringe(plan, weight)
     assume(program is not None)
     assert program is not None
-    with tempfile.TemporaryDirectory() as tmp:
-        run = run_scenario(program, Path(tmp), poll_s=60.0)
+    for kind in KINDS.values():
+        with tempfile.TemporaryDirectory() as tmp:
+            run = run_scenario(kind, program, Path(tmp), poll_s=60.0)
+        _check(run, program)
+
+
+def _check(run: SimRun, program: RateProgram) -> None:
     r = run.result
     rates_used = sorted({s.rate_ml_h for s in program.segments})
     assert r.outcome == "completed", (r.reason, run.alarms(), rates_used)
-    resolution = max(program.limits.volume_resolution_ml,
-                     capabilities().counters.resolution.at(program.total_volume_ml))
+    # The pump's counter resolution, as its driver declared it (journal header).
+    declared = run.records[0]["pump_capabilities"]["counters"]["resolution"]
+    digits = declared["digits"] and NumberFormat(**declared["digits"])
+    counter = Resolution(declared["step_ml"], digits or None)
+    resolution = max(program.limits.volume_resolution_ml, counter.at(program.total_volume_ml))
     # What the pump's counter says was delivered: within one resolution step (the volume to
     # dispense is the plan's total floored to what the pump can hold).
     assert abs(r.delivered_volume_ml - program.total_volume_ml) <= resolution + 1e-9
     # What the simulated motor did: it stops at the last whole motor step before the volume
     # to dispense (lead pitch / steps per turn x bore: 0.00014 mL on a 60 mL syringe).
-    model = run.sim.pump(0).model
+    model = run.pump.model
     motor_step = model.area_mm2 * model.params.lead_pitch_mm / model.params.steps_per_rev / 1000
     assert abs(run.infused_ml - program.total_volume_ml) <= resolution + motor_step + 1e-9
     assert not run.running and r.stop_confirmed

@@ -26,7 +26,7 @@ def _check_faults(texts: Sequence[str]) -> None:
 @contextlib.asynccontextmanager
 async def _newera(setup: SimulatedSetup) -> AsyncIterator[EmbeddedPump]:
     from simulators.faults import parse_fault
-    from simulators.serve import embedded_newera
+    from simulators.newera.embedded import embedded_newera
 
     faults = [parse_fault(text) for text in setup.faults]
     if setup.physics is not None and not isinstance(setup.physics, PhysicsParams):
