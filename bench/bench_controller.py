@@ -38,7 +38,7 @@ from pumpctl.drivers.sensors import ModelBalance  # noqa: E402
 from pumpctl.journal import read_records  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
 from pumpctl.plan.program import RateProgram  # noqa: E402
-from pumpctl.run.controller import InfusionController, RunResult  # noqa: E402
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings  # noqa: E402
 from pumpctl.run.fleet import request_stop_all, run_channels  # noqa: E402
 
 STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
@@ -56,8 +56,8 @@ async def _embedded_run(program: RateProgram, journal: Path, poll_s: float,
     clock = LoopClock()
     async with embedded_newera(clock, faults=[parse_fault(f) for f in faults],
                                baud=baud) as (sim, driver):
-        ctl = InfusionController(driver, program, journal_dir=journal, clock=clock,
-                                 poll_s=poll_s, volume_sensor=ModelBalance(sim.pump(0).model))
+        ctl = InfusionController(driver, program, RunSettings(journal_dir=journal, poll_s=poll_s),
+                                 clock=clock, volume_sensor=ModelBalance(sim.pump(0).model))
         return await ctl.run()
 
 
@@ -146,8 +146,8 @@ async def _fleet(n: int, directory: Path, seconds: float) -> tuple[list[RunResul
         for i in range(n):
             driver = await stack.enter_async_context(open_driver(f"newera://{directory}/ne{i}",
                                                                  clock=clock))
-            ctls.append(InfusionController(driver, program, journal_dir=directory / "runs",
-                                           clock=clock, channel=f"pump{i}", poll_s=1.0))
+            settings = RunSettings(journal_dir=directory / "runs", channel=f"pump{i}", poll_s=1.0)
+            ctls.append(InfusionController(driver, program, settings, clock=clock))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         loop = asyncio.get_running_loop()
         loop.call_later(seconds, request_stop_all, ctls, "benchmark over", "bench")

@@ -32,7 +32,7 @@ import aiomqtt  # noqa: E402
 
 from pumpctl.clock import LoopClock  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
-from pumpctl.run.controller import InfusionController  # noqa: E402
+from pumpctl.run.controller import InfusionController, RunSettings  # noqa: E402
 from pumpctl.run.fleet import request_stop_all, run_channels  # noqa: E402
 from pumpctl.telemetry.mapping import RecordMapper  # noqa: E402
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run  # noqa: E402
@@ -96,8 +96,8 @@ async def fleet(n: int, workdir: Path, broker: Mosquitto | None,
         controllers, sinks = [], []
         for i in range(n):
             _, driver = await stack.enter_async_context(embedded_newera(clock))
-            ctl = InfusionController(driver, program, journal_dir=workdir / "runs", clock=clock,
-                                     channel=f"pump{i:03d}")
+            settings = RunSettings(journal_dir=workdir / "runs", channel=f"pump{i:03d}")
+            ctl = InfusionController(driver, program, settings, clock=clock)
             if broker is not None:
                 sink = await stack.enter_async_context(telemetry_for_run(
                     broker.url, site="bench", pump_id=ctl.channel, telemetry_qos=qos,

@@ -22,7 +22,7 @@ from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from simulators.faults import Fault
 from simulators.pump import PumpSetup, SimulatedPump
 
@@ -81,9 +81,9 @@ def run_scenario(kind: SimKind, program: RateProgram, tmp_path: Path, *, link: L
             async with kind.open_drivers(sim, clock, link, tmp_path, 1, safe_s) as (driver,):
                 model = pump.model
                 ctl = InfusionController(
-                    driver, program, journal_dir=tmp_path / "runs", clock=clock,
-                    poll_s=poll_s, volume_sensor=ModelBalance(model) if sensor else None,
-                    pump_url=f"sim+{link}")
+                    driver, program, RunSettings(journal_dir=tmp_path / "runs", poll_s=poll_s,
+                                                 pump_url=f"sim+{link}"),
+                    clock=clock, volume_sensor=ModelBalance(model) if sensor else None)
                 task = asyncio.create_task(ctl.run())
                 if during is not None:
                     await during(pump, ctl)

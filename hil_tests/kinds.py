@@ -67,16 +67,17 @@ def _newera_url(link: Path, watchdog_s: int | None, timeout_s: float | None) -> 
 @contextlib.asynccontextmanager
 async def _newera_drivers(sim: SimLine, clock: Clock, link: Link, directory: Path, count: int,
                           watchdog_s: int | None) -> AsyncIterator[list[PumpDriver]]:
-    from pumpctl.drivers.open import open_bus
+    from pumpctl.drivers.newera.line import NewEraLine
+    from pumpctl.drivers.open import open_line
     from simulators.newera import NewEraSimulator
-    from simulators.newera.embedded import memory_bus
+    from simulators.newera.embedded import memory_line
     from simulators.serve import PtyServer, TcpServer
 
     assert isinstance(sim, NewEraSimulator)
     async with contextlib.AsyncExitStack() as stack:
         if link == "memory":
-            bus = memory_bus(sim, clock=clock)
-            stack.push_async_callback(bus.close)
+            line = memory_line(sim, clock=clock)
+            stack.push_async_callback(line.close)
         else:
             if link == "pty":
                 await stack.enter_async_context(PtyServer(sim, directory / "ne-pty"))
@@ -84,8 +85,10 @@ async def _newera_drivers(sim: SimLine, clock: Clock, link: Link, directory: Pat
             else:
                 server = await stack.enter_async_context(TcpServer(sim))
                 url = f"newera+tcp://127.0.0.1:{server.port}"
-            bus = await stack.enter_async_context(open_bus(url, clock=clock))
-        drivers = [bus.pump(address, safe_s=watchdog_s) for address in range(count)]
+            opened = await stack.enter_async_context(open_line(url, clock=clock))
+            assert isinstance(opened, NewEraLine)
+            line = opened
+        drivers = [line.pump(address, safe_s=watchdog_s) for address in range(count)]
         for driver in drivers:
             await driver.open()
             stack.push_async_callback(driver.close)

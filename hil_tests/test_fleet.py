@@ -11,7 +11,7 @@ from pumpctl.clock import run as run_clock
 from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.fleet import run_channels
 from simulators.faults import parse_fault
 from simulators.line import SimLine
@@ -31,8 +31,8 @@ async def _run_on_one_line(kind: SimKind, sim: SimLine, clock: LoopClock,
         ctls = []
         for i, (driver, program) in enumerate(zip(drivers, programs, strict=True)):
             model = sim.pump(kind.address(i)).model
-            ctls.append(InfusionController(driver, program, journal_dir=journal_dir, clock=clock,
-                                           channel=f"pump{i}", poll_s=poll_s,
+            settings = RunSettings(journal_dir=journal_dir, channel=f"pump{i}", poll_s=poll_s)
+            ctls.append(InfusionController(driver, program, settings, clock=clock,
                                            volume_sensor=ModelBalance(model) if with_sensors
                                            else None))
         return await run_channels(ctls)
@@ -79,8 +79,9 @@ def test_active_and_placebo_stop_together_on_a_fault(sim_kind: SimKind, tmp_path
                                           strict=True):
                 (driver,) = await stack.enter_async_context(
                     sim_kind.open_drivers(sim, clock, "memory", tmp_path, 1, None))
-                ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
-                                               clock=clock, channel=name))
+                ctls.append(InfusionController(
+                    driver, program, RunSettings(journal_dir=tmp_path, channel=name),
+                    clock=clock))
             results = await run_channels(ctls, stop_all_on_fault=True)
             await asyncio.sleep(60)  # nothing keeps running afterwards
             return results, [s.pump(sim_kind.address(0)).model.running for s in sims]

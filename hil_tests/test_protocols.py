@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pumpctl.safety import counter_quantum_ml
+from pumpctl.drivers.newera.capabilities import capabilities
 
 from .conftest import SEED_PLANS, STANDARD_PLAN, compile_seed, run_scenario
 from .kinds import Link, SimKind
@@ -37,7 +37,7 @@ def test_seed_plan_completes(sim_kind: SimKind, plan: Path, link: Link, tmp_path
     r = run.result
     assert r.outcome == "completed", (r.reason, run.alarms())
     resolution = max(program.limits.volume_resolution_ml,
-                     counter_quantum_ml(program.total_volume_ml))
+                     capabilities().counters.resolution.at(program.total_volume_ml))
     assert abs(r.delivered_volume_ml - program.total_volume_ml) <= resolution
     assert abs(run.infused_ml - program.total_volume_ml) <= resolution  # the pump's counter
     assert not run.running and r.stop_confirmed

@@ -6,168 +6,33 @@ its duration) and caps everything at the program's hard `limits`. The controller
 before sending each command and hands it each status sample; whatever it returns as a
 `Breach` makes the controller stop the pump and journal an alarm.
 
+What the pump can do is read from the capabilities its driver declares, never assumed: the
+resolution of its counters (the tolerance of every volume comparison), whether it has a
+volume-to-dispense (without one the monitor does not ask for it before `run`), a watchdog
+(arming one it lacks is refused) and pause.
+
 The tolerances and windows, and why they have the values they do, are in docs/safety.md.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
-from pumpctl.drivers.base import Direction, PumpState, PumpStatus
-from pumpctl.errors import PumpctlError
-from pumpctl.plan.program import RateProgram
+from pumpctl.breach import Breach, BreachKind, most_serious_first
+from pumpctl.drivers.base import (
+    Direction,
+    PumpState,
+    PumpStatus,
+    RunOutline,
+)
+from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
+from pumpctl.safety_limits import RunLimits
+from pumpctl.tolerances import PumpClass, SafetyTolerances
 
-
-class BreachKind(StrEnum):
-    OVER_INFUSION = "over_infusion"
-    UNDER_INFUSION = "under_infusion"
-    RATE_EXCEEDED = "rate_exceeded"
-    TOTAL_REACHED = "total_reached"
-    DOSE_EXCEEDED = "dose_exceeded"
-    VOLUME_LIMIT = "volume_limit"  # volume-to-dispense not capped at the remaining plan
-    READBACK_MISMATCH = "readback_mismatch"
-    UNEXPECTED_STATE = "unexpected_state"
-    NO_STATUS = "no_status"
-    PUMP_ALARM = "pump_alarm"
-    PUMP_ERROR = "pump_error"  # a command that failed on the wire: the outcome is in doubt
-    COMMAND_REFUSED = "command_refused"
-    SENSOR_ERROR = "sensor_error"  # the delivered-volume sensor failed or read nonsense
-    CONTROLLER_ERROR = "controller_error"
-
-
-@dataclass(frozen=True)
-class Breach:
-    """One reason to stop: what was seen, against which limit."""
-
-    kind: BreachKind
-    message: str
-    value: float | str | None = None
-    limit: float | str | None = None
-    fault: bool = True  # False only when the plan is simply done (total reached)
-    source: str = "safety"
-
-    def as_record(self) -> dict[str, object]:
-        return {"kind": self.kind.value, "source": self.source, "message": self.message,
-                "value": self.value, "limit": self.limit}
-
-
-class SafetyConfigError(PumpctlError):
-    """The program is not self-consistent enough to be run safely."""
-
-    exit_code = 2
-
-
-class PumpClass(StrEnum):
-    SYRINGE = "syringe"
-    LARGE_VOLUME = "large_volume"
-
-
-@dataclass(frozen=True)
-class SafetyTolerances:
-    """How far the pump may stray from the plan before the monitor stops it (see docs/safety.md)."""
-
-    volume_rel: float = 0.02  # accuracy class of a syringe pump (±2 %)
-    volume_abs_ml: float = 0.05  # floor early in a run, when 2 % of almost nothing is nothing
-    rate_rel: float = 0.02  # a commanded/reported rate may exceed the step rate by this much
-    readback_rel: float = 0.002  # 4-significant-digit number format plus unit conversion
-    timing_slack_s: float = 2.0  # plan clock vs pump clock: command and poll latency
-    under_window_s: float = 15.0  # under-delivery must persist this long to be an occlusion
-    no_status_s: float = 5.0  # no valid status for this long → stop
-    end_grace_rel: float = 0.02  # the pump may finish this fraction of the duration late
-    end_grace_min_s: float = 5.0
-    sensor_abs_ml: float = 0.05  # extra allowance for a delivered-volume sensor (balance)
-
-    @classmethod
-    def for_pump_class(cls, pump_class: PumpClass, **overrides: float) -> SafetyTolerances:
-        """Defaults per pump class: ±2 % for syringe pumps, ±5 % for large-volume pumps."""
-        base = cls() if pump_class is PumpClass.SYRINGE else cls(volume_rel=0.05, rate_rel=0.05)
-        return cls(**{**base.__dict__, **overrides})
-
-
-def counter_quantum_ml(value_ml: float) -> float:
-    """Smallest step a 4-significant-digit, ≤ 3-decimal pump display can show near `value_ml`."""
-    v = abs(value_ml)
-    if v < 1.0:
-        return 0.001
-    return max(0.001, 10.0 ** (math.floor(math.log10(v)) - 3))
-
-
-@dataclass(frozen=True)
-class _Step:
-    start_s: float
-    end_s: float
-    rate_ml_s: float
-    volume_ml: float
-
-
-class PlannedDelivery:
-    """Planned-so-far volume and allowed rate as functions of plan time, from `steps` alone."""
-
-    def __init__(self, program: RateProgram) -> None:
-        planned = sorted(program.steps, key=lambda s: s.start_s)
-        if not planned:
-            raise SafetyConfigError(f"program {program.plan!r} has no steps to check against")
-        self.steps: list[_Step] = []  # sorted, validated, with their constant rates
-        prev_end = -math.inf
-        for i, s in enumerate(planned):
-            bad = [f for f in ("start_s", "duration_s", "volume_ml")
-                   if not math.isfinite(getattr(s, f)) or getattr(s, f) < 0]
-            if bad:
-                raise SafetyConfigError(f"steps[{i}].{bad[0]} = {getattr(s, bad[0])}: must be >= 0")
-            if s.start_s < prev_end - 1e-9:
-                raise SafetyConfigError(f"steps[{i}].start_s = {s.start_s}: overlaps the "
-                                        f"previous step ending at {prev_end}")
-            if s.duration_s == 0 and s.volume_ml > 0:
-                raise SafetyConfigError(f"steps[{i}].duration_s = 0 with volume {s.volume_ml} mL: "
-                                        "no pump can deliver that")
-            rate = s.volume_ml / s.duration_s if s.duration_s > 0 else 0.0
-            self.steps.append(_Step(s.start_s, s.start_s + s.duration_s, rate, s.volume_ml))
-            prev_end = s.start_s + s.duration_s
-        self._starts = [st.start_s for st in self.steps]
-        self._cum: list[float] = [0.0]
-        for st in self.steps:
-            self._cum.append(self._cum[-1] + st.volume_ml)
-        self.total_ml = self._cum[-1]
-        self.end_s = self.steps[-1].end_s
-
-    def volume_at(self, t: float) -> float:
-        """Volume the plan has delivered by plan time `t` (linear inside each step)."""
-        i = bisect.bisect_right(self._starts, t) - 1
-        if i < 0:
-            return 0.0
-        s = self.steps[i]
-        if t >= s.end_s:
-            return self._cum[i + 1]
-        return self._cum[i] + s.rate_ml_s * (t - s.start_s)
-
-    def max_rate_ml_h(self, t0: float, t1: float) -> float:
-        """Highest step rate anywhere in plan time [t0, t1] (0 where no step runs)."""
-        best = 0.0
-        for s in self.steps:
-            if s.start_s <= t1 and s.end_s >= t0 and s.end_s > s.start_s:
-                best = max(best, s.rate_ml_s * 3600.0)
-        return best
-
-    def time_for_volume(self, volume_ml: float) -> float:
-        """Earliest plan time by which the plan has delivered `volume_ml` (for resuming)."""
-        if volume_ml <= 0:
-            return 0.0
-        if volume_ml >= self.total_ml:
-            return self.end_s
-        i = bisect.bisect_left(self._cum, volume_ml) - 1
-        i = min(max(i, 0), len(self.steps) - 1)
-        s = self.steps[i]
-        if s.rate_ml_s <= 0:
-            return s.end_s
-        return s.start_s + (volume_ml - self._cum[i]) / s.rate_ml_s
-
-    @property
-    def last_rate_ml_h(self) -> float:
-        moving = [s for s in self.steps if s.rate_ml_s > 0]
-        return moving[-1].rate_ml_s * 3600.0 if moving else 0.0
+# The vocabulary lives beside the monitor; importing it from here keeps working.
+__all__ = ["Breach", "BreachKind", "PlannedDelivery", "PumpClass", "RunLimits",
+           "SafetyConfigError", "SafetyMonitor", "SafetyTolerances"]
 
 
 @dataclass
@@ -181,76 +46,42 @@ class _Expectation:
 
 
 @dataclass
-class SafetyMonitor:
-    """Checks commands before they are sent and status samples as they arrive.
+class SafetyMonitor(RunLimits):
+    """Checks commands before they are sent and status samples as they arrive, against the
+    run's limits (`RunLimits`: program, tolerances, the pump's capabilities).
 
     Volumes handed to the monitor are *delivered since the original start of the plan*
     (for a resumed run: the reconciled volume of earlier runs plus the pump's counter).
     """
 
-    program: RateProgram
-    tolerances: SafetyTolerances = field(default_factory=SafetyTolerances)
-
     def __post_init__(self) -> None:
-        p = self.program
-        self.plan = PlannedDelivery(p)
-        lim = p.limits
-        self.diameter_mm = p.syringe.inner_diameter_mm
-        self.cap_ml = min(self.plan.total_ml, lim.max_total_volume_ml, p.syringe.capacity_ml)
-        step_dose = sum(s.dose_mg for s in p.steps)
-        dose_caps = [step_dose, lim.max_total_dose_mg]
-        if lim.hard_max_dose_mg is not None:
-            dose_caps.append(lim.hard_max_dose_mg)
-        self.cap_dose_mg = min(dose_caps)
-        self.concentration = p.concentration_mg_per_ml
-        if self.concentration <= 0 or not math.isfinite(self.concentration):
-            raise SafetyConfigError(f"concentration_mg_per_ml = {self.concentration}: must be > 0")
-        if p.total_volume_ml > self.cap_ml + self.quantum(self.cap_ml):
-            raise SafetyConfigError(
-                f"total_volume_ml = {p.total_volume_ml}: exceeds the checked cap "
-                f"{self.cap_ml:.4g} mL (sum of steps, hard volume limit, syringe capacity)")
-        tol = self.tolerances
-        self.end_grace_s = max(tol.end_grace_min_s, tol.end_grace_rel * self.plan.end_s)
-        # The display step at the planned total is needed several times per sample; the
-        # program is frozen and the cap fixed here, so work it out once.
-        self._cap_quantum = self.quantum(self.cap_ml)
+        super().__post_init__()
         self.expect = _Expectation()
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
         self._last_delivered: float | None = None
-
-    # -- figures -----------------------------------------------------------------------
-
-    def quantum(self, volume_ml: float) -> float:
-        return max(counter_quantum_ml(volume_ml), self.program.limits.volume_resolution_ml)
-
-    def volume_tolerance(self, planned_ml: float) -> float:
-        t = self.tolerances
-        return max(t.volume_abs_ml, t.volume_rel * planned_ml, 2 * self.quantum(planned_ml))
-
-    def allowed_rate_ml_h(self, plan_t: float) -> float:
-        """Highest rate the pump may run at around plan time `plan_t` (incl. tolerance)."""
-        slack = self.tolerances.timing_slack_s
-        rate = self.plan.max_rate_ml_h(plan_t - slack, plan_t + slack)
-        if plan_t >= self.plan.end_s - slack and plan_t <= self.plan.end_s + self.end_grace_s:
-            rate = max(rate, self.plan.last_rate_ml_h)  # finishing the last few drops late
-        rate *= 1.0 + self.tolerances.rate_rel
-        return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
-
-    def is_complete(self, delivered_ml: float) -> bool:
-        return delivered_ml >= self.cap_ml - self._cap_quantum
 
     # -- commands ----------------------------------------------------------------------
 
     def check_command(self, op: str, value: object, *, plan_t: float,
                       delivered_ml: float) -> Breach | None:
         """Approve (None) or refuse an outgoing command before it is sent."""
-        if op in ("stop", "pause", "status", "identify", "acknowledge_alarm", "set_watchdog"):
+        if op in ("stop", "status", "identify", "acknowledge_alarm"):
             return None
         if op == "set_rate":
             return self._check_rate("commanded rate", _as_float(value), plan_t)
         if op == "set_volume_limit":
+            if self.caps.volume_cap is None:
+                return Breach(BreachKind.COMMAND_REFUSED, "this pump has no volume to dispense")
             return self._check_vtbi(_as_float(value), delivered_ml)
+        if op == "prepare":
+            return self._check_outline(value)
+        if op == "set_watchdog":
+            return self._check_watchdog(value)
+        if op == "pause":
+            if not self.caps.pause:
+                return Breach(BreachKind.COMMAND_REFUSED, "this pump cannot pause")
+            return None
         if op == "set_diameter":
             d = _as_float(value)
             if abs(d - self.diameter_mm) > 0.005:
@@ -273,7 +104,8 @@ class SafetyMonitor:
                 return Breach(BreachKind.TOTAL_REACHED,
                               f"delivered {delivered_ml:.4g} mL: the planned total is reached",
                               delivered_ml, self.cap_ml, fault=False)
-            if self.expect.vtbi_ml is None or self.expect.vtbi_ml <= 0:
+            if self.caps.volume_cap is not None and (self.expect.vtbi_ml is None
+                                                     or self.expect.vtbi_ml <= 0):
                 return Breach(BreachKind.VOLUME_LIMIT,
                               "refusing to run without a volume to dispense (the pump's own stop)")
             if self.expect.rate_ml_h is None:
@@ -302,6 +134,37 @@ class SafetyMonitor:
             self._under_since.clear()
         elif op in ("pause", "stop"):
             self.expect.moving = False
+        return None
+
+    def _check_outline(self, outline: object) -> Breach | None:
+        """The rates a run will set: each within the pump limit, all writable on this pump."""
+        if not isinstance(outline, RunOutline):
+            return Breach(BreachKind.COMMAND_REFUSED, f"prepare needs a run outline, got "
+                          f"{type(outline).__name__}")
+        hard = self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel)
+        for rate in outline.rates_ml_h:
+            if not math.isfinite(rate) or not 0 < rate <= hard:
+                return Breach(BreachKind.RATE_EXCEEDED, f"program rate {rate:g} mL/h outside "
+                              f"0-{self.program.limits.max_rate_ml_h:g} mL/h", rate,
+                              self.program.limits.max_rate_ml_h)
+        problem = self.caps.rates.problem(outline.rates_ml_h)
+        if problem is not None:
+            return Breach(BreachKind.COMMAND_REFUSED, problem)
+        return None
+
+    def _check_watchdog(self, value: object) -> Breach | None:
+        """Disarming is always allowed; arming needs a watchdog, within its range."""
+        seconds = _as_float(value)
+        if seconds == 0:
+            return None
+        watchdog = self.caps.watchdog
+        if watchdog is None:
+            return Breach(BreachKind.COMMAND_REFUSED,
+                          f"watchdog {value} s asked, but this pump has no watchdog of its own",
+                          seconds, None)
+        if not (seconds.is_integer() and watchdog.min_s <= seconds <= watchdog.max_s):
+            return Breach(BreachKind.COMMAND_REFUSED, f"watchdog {value} s outside the pump's "
+                          f"{watchdog.min_s}-{watchdog.max_s} s", seconds, watchdog.max_s)
         return None
 
     def _readback_mismatch(self, what: str, unit: str, read: float,
@@ -340,15 +203,37 @@ class SafetyMonitor:
         self._last_valid_at = now
         out: list[Breach] = []
         moving = status.state.is_moving
-        if status.alarm is not None or status.state is PumpState.ALARM:
-            kind = status.alarm.kind.value if status.alarm else "unknown"
-            code = status.alarm.code if status.alarm else "?"
-            out.append(Breach(BreachKind.PUMP_ALARM, f"pump alarm {kind} ({code})", kind, None,
-                              source="pump"))
+        alarm = _pump_alarm(status)
+        if alarm is not None:
+            out.append(alarm)
         dose = delivered_ml * self.concentration
+        self._check_ahead(out, delivered_ml, dose, plan_t, measured_ml)
+        if moving:
+            self._check_motion(out, status, plan_t)
+        went_back = self._check_counter(delivered_ml)
+        if went_back is not None:
+            out.append(went_back)
+        if moving:
+            total = self._check_total(delivered_ml, dose)
+            if total is not None:
+                out.append(total)
+        if self.expect.moving and not moving and not out and not self.is_complete(delivered_ml):
+            out.append(Breach(BreachKind.UNEXPECTED_STATE,
+                              f"pump {status.state.value} before the planned total "
+                              f"({delivered_ml:.4g} of {self.cap_ml:.4g} mL)",
+                              status.state.value, "infusing"))
+        self._check_behind(out, delivered_ml, plan_t, now, measured_ml)
+        most_serious_first(out)
+        return out
+
+    # -- the parts of a sample check ----------------------------------------------------
+
+    def _check_ahead(self, out: list[Breach], delivered_ml: float, dose: float, plan_t: float,
+                     measured_ml: float | None) -> None:
+        """Over-infusion or over-dose, by the counter and by the sensor, against the plan
+        so far (timing slack ahead) and the planned totals."""
         # The counter and the sensor are held to the same planned-so-far figures.
-        slack = self.tolerances.timing_slack_s
-        band_hi = self._band(plan_t + slack)
+        band_hi = self._band(plan_t + self.tolerances.timing_slack_s)
         over = self._check_over(delivered_ml, dose, plan_t, band=band_hi)
         if over is not None:
             out.append(over)
@@ -358,44 +243,56 @@ class SafetyMonitor:
                                       what="measured", extra=extra, band=band_hi)
             if m_over is not None and (over is None or over.kind is not m_over.kind):
                 out.append(m_over)
-        if moving:
-            r = self._check_rate("pump rate", status.rate_ml_h, plan_t)
-            if r is not None:
-                out.append(r)
-            if self.expect.rate_ml_h is not None and not self._close(status.rate_ml_h,
-                                                                     self.expect.rate_ml_h):
-                out.append(Breach(BreachKind.READBACK_MISMATCH,
-                                  f"pump runs at {status.rate_ml_h} mL/h, controller set "
-                                  f"{self.expect.rate_ml_h} mL/h", status.rate_ml_h,
-                                  self.expect.rate_ml_h))
-            if status.direction is Direction.WITHDRAW or status.state is PumpState.WITHDRAWING:
-                out.append(Breach(BreachKind.UNEXPECTED_STATE, "pump is withdrawing", "withdrawing",
-                                  "infusing"))
-            if not self.expect.moving:
-                out.append(Breach(BreachKind.UNEXPECTED_STATE,
-                                  f"pump is {status.state.value} but should not be moving",
-                                  status.state.value, "stopped"))
-        if self._last_delivered is not None and \
-                delivered_ml < self._last_delivered - self.quantum(self._last_delivered):
+
+    def _check_motion(self, out: list[Breach], status: PumpStatus, plan_t: float) -> None:
+        """A moving pump: its rate against the plan and what was set, its direction, and
+        whether it should be moving at all."""
+        r = self._check_rate("pump rate", status.rate_ml_h, plan_t)
+        if r is not None:
+            out.append(r)
+        if self.expect.rate_ml_h is not None and not self._close(status.rate_ml_h,
+                                                                 self.expect.rate_ml_h):
             out.append(Breach(BreachKind.READBACK_MISMATCH,
-                              f"infused counter went back from {self._last_delivered:.4g} mL to "
-                              f"{delivered_ml:.4g} mL", delivered_ml, self._last_delivered))
-        self._last_delivered = delivered_ml if self._last_delivered is None else \
-            max(self._last_delivered, delivered_ml)
-        # The pump's own stop should act at the total. Half a display step of margin: a
-        # counter shown rounded to 4 digits can read the total a moment before it is there.
-        half_q = self._cap_quantum / 2
-        if moving and (delivered_ml >= self.cap_ml + half_q
-                       or dose >= self.cap_dose_mg + half_q * self.concentration):
-            out.append(Breach(BreachKind.TOTAL_REACHED,
-                              f"planned total {self.cap_ml:.4g} mL / {self.cap_dose_mg:.4g} mg "
-                              "reached, pump still running", delivered_ml, self.cap_ml,
-                              fault=False))
-        if self.expect.moving and not moving and not out and not self.is_complete(delivered_ml):
+                              f"pump runs at {status.rate_ml_h} mL/h, controller set "
+                              f"{self.expect.rate_ml_h} mL/h", status.rate_ml_h,
+                              self.expect.rate_ml_h))
+        if status.direction is Direction.WITHDRAW or status.state is PumpState.WITHDRAWING:
+            out.append(Breach(BreachKind.UNEXPECTED_STATE, "pump is withdrawing", "withdrawing",
+                              "infusing"))
+        if not self.expect.moving:
             out.append(Breach(BreachKind.UNEXPECTED_STATE,
-                              f"pump {status.state.value} before the planned total "
-                              f"({delivered_ml:.4g} of {self.cap_ml:.4g} mL)",
-                              status.state.value, "infusing"))
+                              f"pump is {status.state.value} but should not be moving",
+                              status.state.value, "stopped"))
+
+    def _check_counter(self, delivered_ml: float) -> Breach | None:
+        """A counter that went back (power reset, cleared behind our back); remembers the
+        highest reading."""
+        last = self._last_delivered
+        breach = None
+        if last is not None and delivered_ml < last - self.quantum(last):
+            breach = Breach(BreachKind.READBACK_MISMATCH,
+                            f"infused counter went back from {last:.4g} mL to "
+                            f"{delivered_ml:.4g} mL", delivered_ml, last)
+        self._last_delivered = delivered_ml if last is None else max(last, delivered_ml)
+        return breach
+
+    def _check_total(self, delivered_ml: float, dose: float) -> Breach | None:
+        """A pump still running at the planned total (not a fault: the plan is done)."""
+        # The pump's own stop should act at the total. Half a display step of margin: a
+        # counter shown rounded to its resolution can read the total a moment before it is.
+        half_q = self._cap_quantum / 2
+        if (delivered_ml >= self.cap_ml + half_q
+                or dose >= self.cap_dose_mg + half_q * self.concentration):
+            return Breach(BreachKind.TOTAL_REACHED,
+                          f"planned total {self.cap_ml:.4g} mL / {self.cap_dose_mg:.4g} mg "
+                          "reached, pump still running", delivered_ml, self.cap_ml,
+                          fault=False)
+        return None
+
+    def _check_behind(self, out: list[Breach], delivered_ml: float, plan_t: float, now: float,
+                      measured_ml: float | None) -> None:
+        """Under-infusion that has lasted the under window, by the counter and the sensor."""
+        slack = self.tolerances.timing_slack_s
         band_lo = self._band(plan_t - slack) if self.expect.started else None
         under = self._check_under(delivered_ml, plan_t, now, band=band_lo)
         if under is not None:
@@ -405,8 +302,6 @@ class SafetyMonitor:
                                         extra=self.tolerances.sensor_abs_ml, band=band_lo)
             if m_under is not None and under is None:
                 out.append(m_under)
-        out.sort(key=_severity)
-        return out
 
     # -- internals ---------------------------------------------------------------------
 
@@ -443,11 +338,6 @@ class SafetyMonitor:
                           f"{remaining:.4g} mL",
                           vtbi, round(remaining, 6))
         return None
-
-    def _band(self, t: float) -> tuple[float, float]:
-        """Planned-so-far volume at plan time `t` and the tolerance around it."""
-        planned = self.plan.volume_at(t)
-        return planned, self.volume_tolerance(planned)
 
     def _check_over(self, delivered: float, dose: float, plan_t: float, *,
                     what: str = "delivered", extra: float = 0.0,
@@ -491,16 +381,14 @@ class SafetyMonitor:
         return None
 
 
-_ORDER = [BreachKind.OVER_INFUSION, BreachKind.DOSE_EXCEEDED, BreachKind.RATE_EXCEEDED,
-          BreachKind.PUMP_ALARM, BreachKind.UNEXPECTED_STATE, BreachKind.READBACK_MISMATCH,
-          BreachKind.UNDER_INFUSION, BreachKind.VOLUME_LIMIT, BreachKind.COMMAND_REFUSED,
-          BreachKind.NO_STATUS, BreachKind.PUMP_ERROR, BreachKind.SENSOR_ERROR,
-          BreachKind.CONTROLLER_ERROR,
-          BreachKind.TOTAL_REACHED]
-
-
-def _severity(b: Breach) -> int:
-    return _ORDER.index(b.kind)
+def _pump_alarm(status: PumpStatus) -> Breach | None:
+    """The alarm the pump itself reports, if any."""
+    if status.alarm is None and status.state is not PumpState.ALARM:
+        return None
+    kind = status.alarm.kind.value if status.alarm else "unknown"
+    code = status.alarm.code if status.alarm else "?"
+    return Breach(BreachKind.PUMP_ALARM, f"pump alarm {kind} ({code})", kind, None,
+                  source="pump")
 
 
 def _as_float(value: object) -> float:

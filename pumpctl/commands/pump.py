@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -24,10 +23,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from pumpctl.drivers.base import Direction, PumpAlarmError, PumpOutOfRange, PumpStatus
+from pumpctl.drivers.base import Direction, PumpAlarmError, PumpDriver, PumpOutOfRange, PumpStatus
 from pumpctl.drivers.newera.codec import ValueRefused
 from pumpctl.drivers.newera.driver import NewEraDriver
-from pumpctl.drivers.open import PumpUrl, open_bus, open_driver, parse_pump_url
+from pumpctl.drivers.open import PumpTarget, open_driver, open_line, parse_pump_url
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
 from pumpctl.units import Kind, parse_quantity
@@ -39,7 +38,7 @@ _out = Console(highlight=False)
 
 @dataclass
 class _Options:
-    target: PumpUrl
+    target: PumpTarget
     url: str
     as_json: bool
 
@@ -58,7 +57,7 @@ def _options(
     """Options shared by every pump command."""
     target = parse_pump_url(port)
     if address is not None:
-        target = dataclasses.replace(target, address=address)
+        target = target.with_address(address)
     ctx.obj = _Options(target, port, as_json)
 
 
@@ -83,7 +82,8 @@ def _with_pump(ctx: typer.Context,
     opts = _opts(ctx)
 
     async def main() -> dict[str, Any]:
-        async with open_driver(opts.target) as driver:
+        async with open_driver(opts.target) as opened:
+            driver = _newera(opened, opts)
             result = await action(driver)
             if driver.alarm_at_open is not None:
                 result.setdefault("alarm_at_open", driver.alarm_at_open.kind.value)
@@ -92,6 +92,14 @@ def _with_pump(ctx: typer.Context,
     result = asyncio.run(main())
     _print(opts, result)
     return result
+
+
+def _newera(driver: PumpDriver, opts: _Options) -> NewEraDriver:
+    """The bench commands speak New Era's settings (units, safe mode) for now."""
+    if not isinstance(driver, NewEraDriver):
+        raise UsageError(f"pumpctl pump speaks to New Era pumps; {opts.url!r} "
+                         f"({opts.target.scheme}://) is not one")
+    return driver
 
 
 def _print(opts: _Options, result: dict[str, Any]) -> None:
@@ -299,7 +307,8 @@ def watch(ctx: typer.Context,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
-        async with open_driver(opts.target) as d:
+        async with open_driver(opts.target) as opened:
+            d = _newera(opened, opts)
             started = False
             try:
                 if start:
@@ -349,11 +358,11 @@ def scan(ctx: typer.Context,
         raise UsageError(f"--last {last} is below --first {first}")
 
     async def main() -> dict[str, Any]:
-        async with open_bus(opts.target) as bus:
-            found = await bus.scan(range(first, last + 1), timeout_s=timeout)
+        async with open_line(opts.target) as line:
+            found = await line.scan(range(first, last + 1), timeout_s=timeout)
             pumps = []
             for address in found:
-                driver = bus.pump(address)
+                driver = _newera(line.pump(address), opts)
                 await driver.open()
                 assert driver.identity is not None
                 pumps.append({"address": address, "model": driver.identity.model,

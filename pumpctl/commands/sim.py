@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from pumpctl.clock import LoopClock
-from pumpctl.drivers.open import BAUD_RATES
+from pumpctl.drivers.newera.scheme import BAUD_RATES
 from pumpctl.errors import UsageError
 from pumpctl.timescale import parse_speed, run_at_speed
 from simulators.faults import Fault, parse_fault

@@ -1,37 +1,41 @@
-"""Pump URLs to opened drivers.
+"""Pump URLs to opened drivers, through a registry of URL schemes, and simulated pumps by kind.
 
-    newera:///dev/ttyUSB0?address=0&baud=19200&safe=5   serial port (or a pty link path)
-    newera:///tmp/ne                                    defaults: address 0, 19200 baud
-    newera+tcp://127.0.0.1:4001?address=1               a serial device server on TCP
-    /tmp/ne                                             a bare path means newera:// that path
+A protocol package registers its own schemes: `pumpctl.drivers.newera` registers
+`newera://` (a serial port or pty path) and `newera+tcp://` (a serial device server), and a
+bare path means `newera://` that path. Everything that opens a pump goes through here: the
+bench CLI (`pumpctl pump --port URL`), `pumpctl run --pump URL`, the HIL tests and benches.
+So does `pumpctl run --sim`: a simulator kind registers how to build an embedded simulated
+pump with its driver (and a delivered-volume sensor, when the simulator has one).
 
-Query parameters: `address` (0-99), `baud` (300, 1200, 2400, 9600, 19200), `safe` (watchdog
-seconds 0-255 to set at open; absent: keep the pump's mode), `timeout` (seconds per request),
-`retries` (extra attempts for reads). Bytes go through pyserial-asyncio-fast in both cases
-(`socket://` for TCP). A relative path is allowed as `newera:relative/path`.
+The packages that register are listed in `PROTOCOL_PACKAGES` and `SIMULATOR_PACKAGES` and
+imported on first use (each has a `register()`), so a command that opens no pump pays for
+none of them. An unknown scheme or kind is a one-line error listing the known ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import serial
 import serial_asyncio_fast
 
 from pumpctl.clock import Clock
-from pumpctl.drivers.base import PumpError
-from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
-from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.drivers.base import PumpDriver, PumpError
+from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import UsageError
 
-BAUD_RATES = (300, 1200, 2400, 9600, 19200)
-DEFAULT_BAUD = 19200
-_PARAMS = ("address", "baud", "safe", "timeout", "retries")
+# Modules with a `register()` that registers their schemes / simulator kinds.
+PROTOCOL_PACKAGES = ("pumpctl.drivers.newera.scheme",)
+SIMULATOR_PACKAGES = ("simulators.kinds",)
+BARE_PATH_SCHEME = "newera"  # what a URL without a scheme (a plain path) is
+DEFAULT_SIMULATOR = "newera"  # what `--sim` builds unless told otherwise
 
 
 class PumpUrlError(UsageError):
@@ -42,116 +46,195 @@ class PumpConnectionError(PumpError):
     """The port or socket named by a pump URL cannot be opened."""
 
 
-@dataclass(frozen=True)
-class PumpUrl:
-    scheme: str  # "newera" or "newera+tcp"
-    path: str = ""  # serial device or pty link
-    host: str = ""
-    port: int = 0
-    address: int = 0
-    baud: int = DEFAULT_BAUD
-    safe_s: int | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    retries: int = 1
+class PumpTarget(Protocol):
+    """A checked pump URL: which pump on which line, and what to do when opening it."""
 
     @property
-    def serial_url(self) -> str:
-        """What pyserial opens."""
-        return f"socket://{self.host}:{self.port}" if self.scheme == "newera+tcp" else self.path
+    def scheme(self) -> str: ...
+
+    @property
+    def address(self) -> int:
+        """The pump's address (New Era) or unit id (Modbus) on its line."""
+        ...
+
+    @property
+    def watchdog_s(self) -> int | None:
+        """The pump's own watchdog to arm at open, as the URL asks (None: leave it as found)."""
+        ...
+
+    def with_address(self, address: int) -> PumpTarget: ...
 
 
-def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
-    if not text.strip().isdigit() or not low <= int(text) <= high:
-        raise PumpUrlError(f"{name}={text!r} in {url!r} must be an integer {low}-{high}")
-    return int(text)
+class PumpLine(Protocol):
+    """A line (port, socket) and the pumps on it."""
+
+    def pump(self, address: int) -> PumpDriver:
+        """The (not yet opened) driver of the pump at `address`."""
+        ...
+
+    async def scan(self, addresses: Sequence[int], *, timeout_s: float,
+                   attempts: int = 1) -> list[int]:
+        """The addresses in `addresses` that answer."""
+        ...
+
+    async def close(self) -> None:
+        """Stop whatever runs for the drivers (heartbeats) and close the line; the pumps
+        themselves are left as they are."""
+        ...
 
 
-def parse_pump_url(url: str) -> PumpUrl:
-    """Parse and check a pump URL; a plain path is taken as a New Era serial port."""
-    if "://" not in url and not url.startswith("newera:"):
-        url = f"newera://{url}" if url.startswith("/") else f"newera:{url}"
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("newera", "newera+tcp"):
-        raise PumpUrlError(f"pump URL {url!r}: scheme {parts.scheme!r} is not newera:// "
-                           "or newera+tcp://")
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _PARAMS:
-            raise PumpUrlError(f"pump URL {url!r}: unknown parameter {key!r} "
-                               f"(known: {', '.join(_PARAMS)})")
-        params[key] = value
-    address = _int_param("address", params.get("address", "0"), 0, 99, url)
-    baud = _int_param("baud", params.get("baud", str(DEFAULT_BAUD)), 1, 10**7, url)
-    if baud not in BAUD_RATES:
-        raise PumpUrlError(f"baud={baud} in {url!r} is not one of "
-                           f"{', '.join(map(str, BAUD_RATES))}")
-    safe = _int_param("safe", params["safe"], 0, 255, url) if "safe" in params else None
-    retries = _int_param("retries", params.get("retries", "1"), 0, 10, url)
-    try:
-        timeout = float(params.get("timeout", DEFAULT_TIMEOUT_S))
-    except ValueError:
-        timeout = math.nan
-    if not 0.01 <= timeout <= 60:
-        raise PumpUrlError(f"timeout={params.get('timeout')!r} in {url!r} must be 0.01-60 s")
-    if scheme == "newera+tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or not port:
-            raise PumpUrlError(f"pump URL {url!r} needs host:port, e.g. "
-                               "newera+tcp://127.0.0.1:4001")
-        return PumpUrl(scheme, host=parts.hostname, port=port, address=address, baud=baud,
-                       safe_s=safe, timeout_s=timeout, retries=retries)
-    path = parts.netloc + parts.path
-    if not path:
-        raise PumpUrlError(f"pump URL {url!r} names no serial port, e.g. newera:///dev/ttyUSB0")
-    return PumpUrl(scheme, path=path, address=address, baud=baud, safe_s=safe,
-                   timeout_s=timeout, retries=retries)
+@dataclass(frozen=True)
+class Scheme:
+    """How one URL scheme is parsed and opened."""
+
+    name: str  # "newera+tcp"
+    example: str  # shown in errors: "newera+tcp://127.0.0.1:4001?address=1"
+    parse: Callable[[str], PumpTarget]  # check the URL; PumpUrlError naming what is wrong
+    connect: Callable[[PumpTarget, Clock | None], AbstractAsyncContextManager[PumpLine]]
+    # The target's own pump on its line, as the URL asks (e.g. with its watchdog to arm).
+    driver: Callable[[PumpLine, PumpTarget], PumpDriver] = \
+        lambda line, target: line.pump(target.address)
 
 
-async def connect_transport(target: PumpUrl,
-                            protocol: asyncio.Protocol) -> asyncio.BaseTransport:
-    """Open the port or socket through pyserial-asyncio-fast (8N1, no flow control), with
-    `protocol` receiving its bytes."""
-    try:
-        transport, _ = await serial_asyncio_fast.create_serial_connection(
-            asyncio.get_running_loop(), lambda: protocol, url=target.serial_url,
-            baudrate=target.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-            stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False)
-        return transport
-    except (serial.SerialException, OSError, ValueError) as exc:
-        where = target.serial_url
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-        raise PumpConnectionError(f"cannot open {where}: {reason}") from None
+@dataclass
+class EmbeddedPump:
+    """A simulated pump in this process, with its driver opened."""
+
+    driver: PumpDriver
+    sensor: VolumeSensor | None  # what actually left the line, from the simulator's physics
+    # The same figure as a plain reading, for another simulated device in this process (a
+    # simulated balance under the line); None if the kind has no physics.
+    delivered_ml: Callable[[], float] | None = None
+
+
+@dataclass(frozen=True)
+class SimulatedSetup:
+    """What a run asks of an embedded simulated pump."""
+
+    clock: Clock
+    diameter_mm: float
+    faults: Sequence[str] = ()  # fault texts in the kind's own syntax (e.g. occlusion@10m)
+    capacity_ml: float = 60.0  # the syringe's capacity
+    contents_ml: float | None = None  # liquid in it at the start (None: full)
+    physics: object = None  # the kind's own physics settings (None: its defaults)
+
+
+@dataclass(frozen=True)
+class SimulatorKind:
+    """How one kind of simulated pump is built into a run (`pumpctl run --sim`)."""
+
+    name: str  # "newera"
+    check_faults: Callable[[Sequence[str]], None]  # UsageError naming a bad fault text
+    start: Callable[[SimulatedSetup], AbstractAsyncContextManager[EmbeddedPump]]
+
+
+_SCHEMES: dict[str, Scheme] = {}
+_KINDS: dict[str, SimulatorKind] = {}
+_loaded: set[str] = set()
+
+
+def register_scheme(scheme: Scheme) -> None:
+    """Called by a protocol package's `register()`; a scheme is registered once."""
+    name = scheme.name.lower()
+    if name in _SCHEMES and _SCHEMES[name] is not scheme:
+        raise ValueError(f"pump URL scheme {name!r} is already registered")
+    _SCHEMES[name] = scheme
+
+
+def register_simulator(kind: SimulatorKind) -> None:
+    """Called by a simulator package's `register()`."""
+    if kind.name in _KINDS and _KINDS[kind.name] is not kind:
+        raise ValueError(f"simulator kind {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+
+
+def _load(packages: Sequence[str]) -> None:
+    for name in packages:
+        if name not in _loaded:
+            importlib.import_module(name).register()
+            _loaded.add(name)
+
+
+def schemes() -> dict[str, Scheme]:
+    """Every registered scheme, by name."""
+    _load(PROTOCOL_PACKAGES)
+    return dict(_SCHEMES)
+
+
+def simulator_kinds() -> dict[str, SimulatorKind]:
+    """Every registered simulator kind, by name."""
+    _load(SIMULATOR_PACKAGES)
+    return dict(_KINDS)
+
+
+def parse_pump_url(url: str) -> PumpTarget:
+    """Check a pump URL with its scheme's parser; a plain path is `newera://` that path."""
+    known = schemes()
+    text = url.strip()
+    if "://" not in text and ":" not in text.split("/", 1)[0]:
+        text = f"{BARE_PATH_SCHEME}://{text}" if text.startswith("/") else \
+            f"{BARE_PATH_SCHEME}:{text}"
+    scheme_name = urlsplit(text).scheme.lower()
+    scheme = known.get(scheme_name)
+    if scheme is None:
+        names = ", ".join(f"{n}://" for n in sorted(known))
+        raise PumpUrlError(f"pump URL {url!r}: unknown scheme {scheme_name!r} (known: {names}; "
+                           f"a plain path means {BARE_PATH_SCHEME}://)")
+    return scheme.parse(text)
+
+
+def simulator_kind(name: str | None = None) -> SimulatorKind:
+    """A registered simulator kind (None: the default), or a one-line error listing the
+    known ones."""
+    kinds = simulator_kinds()
+    name = DEFAULT_SIMULATOR if name is None else name
+    kind = kinds.get(name.strip().lower())
+    if kind is None:
+        raise UsageError(f"simulator kind {name!r} is not known (known: "
+                         f"{', '.join(sorted(kinds))})")
+    return kind
+
+
+def _target(url: str | PumpTarget) -> PumpTarget:
+    return parse_pump_url(url) if isinstance(url, str) else url
 
 
 @contextlib.asynccontextmanager
-async def open_bus(url: str | PumpUrl, *, clock: Clock | None = None) -> AsyncIterator[NewEraBus]:
-    """A `NewEraBus` on the port named by `url` (for several pumps on one line, or `scan`)."""
-    target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
-    protocol = LineProtocol()
-    transport = await connect_transport(target, protocol)
-    assert isinstance(transport, asyncio.WriteTransport)
-    bus = NewEraBus.from_transport(transport, protocol, clock=clock,
-                                   timeout_s=target.timeout_s, retries=target.retries)
-    try:
-        yield bus
-    finally:
-        await bus.close()
+async def open_line(url: str | PumpTarget, *,
+                    clock: Clock | None = None) -> AsyncIterator[PumpLine]:
+    """The line named by `url` (for several pumps on one line, or `scan`); closed on exit."""
+    target = _target(url)
+    async with schemes()[target.scheme].connect(target, clock) as line:
+        yield line
 
 
 @contextlib.asynccontextmanager
-async def open_driver(url: str | PumpUrl, *,
-                      clock: Clock | None = None) -> AsyncIterator[NewEraDriver]:
-    """An opened driver for the pump named by `url`; closed (heartbeat stopped, port closed)
+async def open_driver(url: str | PumpTarget, *,
+                      clock: Clock | None = None) -> AsyncIterator[PumpDriver]:
+    """An opened driver for the pump named by `url`; closed (heartbeat stopped, line closed)
     on exit. The pump itself is not stopped here: that is the caller's decision."""
-    target = url if isinstance(url, PumpUrl) else parse_pump_url(url)
-    async with open_bus(target, clock=clock) as bus:
-        driver = bus.pump(target.address, safe_s=target.safe_s)
+    target = _target(url)
+    scheme = schemes()[target.scheme]
+    async with scheme.connect(target, clock) as line:
+        driver = scheme.driver(line, target)
         await driver.open()
         try:
             yield driver
         finally:
             await driver.close()
+
+
+async def connect_transport(serial_url: str, baud: int,
+                            protocol: asyncio.Protocol) -> asyncio.WriteTransport:
+    """Open a serial port, pty or `socket://host:port` through pyserial-asyncio-fast (8N1, no
+    flow control), with `protocol` receiving its bytes; one-line error if it cannot."""
+    try:
+        transport, _ = await serial_asyncio_fast.create_serial_connection(
+            asyncio.get_running_loop(), lambda: protocol, url=serial_url,
+            baudrate=baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+            stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise PumpConnectionError(f"cannot open {serial_url}: {reason}") from None
+    assert isinstance(transport, asyncio.WriteTransport)
+    return transport

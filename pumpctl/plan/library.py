@@ -120,6 +120,9 @@ class PumpProfile(StrictModel):
     number_format: NumberFormat
     # Rate unit code the pump understands -> size of one such unit (e.g. UM: 1 µL/min).
     rate_units: dict[str, Rate]
+    # False: the pump refuses a change of rate unit while it runs, so one unit must write
+    # every rate of a program (the compiler and the driver's `prepare` both choose one).
+    rate_units_change_while_running: bool = False
     volume_resolution: Volume
     # At or below this diameter the pump counts volume in µL, above it in mL (New Era).
     volume_units_switch_diameter: Length | None = None

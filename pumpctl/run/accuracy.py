@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from pumpctl.drivers.balance.mtsics import BalanceError
 from pumpctl.drivers.base import PumpDriver
 from pumpctl.errors import UsageError
 from pumpctl.journal import read_records
-from pumpctl.plan.library import Syringe, load_pump_profile
+from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, Syringe, load_pump_profile
 from pumpctl.plan.program import (
     PlannedStep,
     ProgramLimits,
@@ -42,11 +42,11 @@ from pumpctl.plan.program import (
 )
 from pumpctl.plan.representable import program_rate_unit
 from pumpctl.rig import Rig
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.session import RunAborted, RunFaulted, _signals
 from pumpctl.timescale import run_at_speed
 
-PROFILE = "newera-ne1000"
+PROFILE = DEFAULT_PUMP_PROFILE
 
 
 @dataclass
@@ -73,8 +73,8 @@ def accuracy_program(rate_ml_h: float, duration_s: float, syringe: Syringe,
     try:
         program_rate_unit([rate_ml_h], profile)
     except ValueError:
-        raise UsageError(f"--rate {rate_ml_h:g} mL/h cannot be written exactly in the pump's "
-                         "4-digit format; choose a neighbouring rate") from None
+        raise UsageError(f"--rate {rate_ml_h:g} mL/h cannot be written exactly in any rate "
+                         f"unit of {profile.name}; choose a neighbouring rate") from None
     volume = rate_ml_h * duration_s / 3600.0
     if volume > syringe.capacity_ml:
         raise UsageError(f"{rate_ml_h:g} mL/h for {duration_s / 60:g} min is {volume:.4g} mL; "
@@ -127,33 +127,32 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
     """The rig's pump driver and balance, opened (simulated ones started in this process)."""
     assert rig.balance is not None
     async with contextlib.AsyncExitStack() as stack:
-        model: Any = None
+        delivered: Callable[[], float] | None = None
+        # Both through the registry (pumpctl.drivers.open): a rig's `sim:KIND` is a simulator
+        # kind, anything else a pump URL.
         if rig.pump.simulated:
-            from simulators.newera import NewEraSimulator, SimPumpConfig
-            from simulators.newera.embedded import memory_bus
+            from pumpctl.drivers.open import SimulatedSetup, simulator_kind
 
             syringe = rig.syringe()
-            contents = rig.pump.contents.f if rig.pump.contents else syringe.capacity_ml
-            sim = NewEraSimulator(clock, [SimPumpConfig(
-                diameter_mm=syringe.inner_diameter_mm, capacity_ml=syringe.capacity_ml,
-                syringe_volume_ml=contents, physics=rig.physics())])
-            await stack.enter_async_context(sim)
-            bus = memory_bus(sim, clock=clock)
-            stack.push_async_callback(bus.close)
-            driver: PumpDriver = bus.pump(0)
-            await driver.open()
-            model, watchdog, pump_url = sim.pump(0).model, None, "sim:newera"
+            setup = SimulatedSetup(
+                clock, syringe.inner_diameter_mm, capacity_ml=syringe.capacity_ml,
+                contents_ml=rig.pump.contents.f if rig.pump.contents else None,
+                physics=rig.physics())
+            embedded = await stack.enter_async_context(
+                simulator_kind(rig.pump.url.partition(":")[2]).start(setup))
+            driver: PumpDriver = embedded.driver
+            delivered, watchdog, pump_url = embedded.delivered_ml, None, rig.pump.url
         else:
             from pumpctl.drivers.open import open_driver, parse_pump_url
 
-            url = parse_pump_url(rig.pump.url)
-            driver = await stack.enter_async_context(open_driver(url, clock=clock))
-            watchdog, pump_url = url.safe_s, rig.pump.url
+            target = parse_pump_url(rig.pump.url)
+            driver = await stack.enter_async_context(open_driver(target, clock=clock))
+            watchdog, pump_url = target.watchdog_s, rig.pump.url
         spec = rig.balance
         if spec.simulated:
             from simulators.balance import SimBalanceConfig, embedded_balance
 
-            if model is None:
+            if delivered is None:
                 raise UsageError(f"rig {rig.name}: a simulated balance can only weigh a "
                                  "simulated pump")
             s = spec.sim
@@ -162,7 +161,7 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
                 noise_g=s.noise.f / 1000, evaporation_g_min=s.evaporation.f / 1000,
                 container_g=s.container.f / 1000, seed=s.seed)
             _, balance = await stack.enter_async_context(
-                embedded_balance(clock, lambda: model.delivered_ml, config))
+                embedded_balance(clock, delivered, config))
         else:
             from pumpctl.drivers.balance.open import open_balance
 
@@ -224,9 +223,10 @@ async def _main(job: AccuracyRun, program: RateProgram, console: Console | None)
                                "rig_file": job.rig.source, "balance_url": job.rig.balance.url,
                                "balance": identity},
                   "speed": "max" if job.speed is None else job.speed}
-        ctl = InfusionController(driver, program, journal_dir=job.journal_dir, clock=clock,
-                                 channel=job.channel, poll_s=job.rig.poll.f, sinks=[watch],
-                                 pump_url=pump_url, watchdog_s=watchdog, header_extra=header)
+        settings = RunSettings(journal_dir=job.journal_dir, channel=job.channel,
+                               poll_s=job.rig.poll.f, pump_url=pump_url, watchdog_s=watchdog,
+                               header_extra=header)
+        ctl = InfusionController(driver, program, settings, clock=clock, sinks=[watch])
         if console is not None:
             console.print(f"accuracy run [bold]{ctl.run_id}[/] on rig {job.rig.name}: "
                           f"{job.inputs.rate_ml_h:g} mL/h for {job.duration_s / 60:g} min, "

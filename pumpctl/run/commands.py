@@ -50,6 +50,8 @@ class RunCommands:
         self.journal_error: str | None = None
         self.alarms: list[dict[str, Any]] = []
         self.first_breach_at: float | None = None
+        self._header_written = False
+        self._pending_notes: list[tuple[str, dict[str, Any]]] = []
 
     # -- the journal ---------------------------------------------------------------------
 
@@ -71,6 +73,22 @@ class RunCommands:
         except JournalError as exc:
             self.journal_failed(exc)
             return {"type": type_, **fields}
+
+    def write_header(self, fields: dict[str, Any]) -> None:
+        """The first record, then the notes that arrived before it."""
+        self.write_fields("header", fields)
+        self._header_written = True
+        for kind, body in self._pending_notes:
+            self.write(kind, **body)
+        self._pending_notes.clear()
+
+    def note(self, kind: str, body: dict[str, Any]) -> None:
+        """Journal a record for another component; before the header it waits for it, so
+        the header always comes first."""
+        if self.journal is None or not self._header_written:
+            self._pending_notes.append((kind, body))
+        else:
+            self.write(kind, **body)
 
     def write_sample(self, values: tuple[Any, ...]) -> None:
         """The per-poll `sample` record (values in `SAMPLE_KEYS` order), on the journal's fast

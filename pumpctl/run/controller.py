@@ -4,16 +4,17 @@ The controller follows the compiled `segments` (rate changes at each boundary) o
 polls the pump, and asks the independent `SafetyMonitor` about every command before it is sent
 and every status sample after it arrives. Any breach, pump error, operator stop, cancellation
 or bug ends the same way: stop the pump, confirm it stopped, read back what was delivered,
-journal it. The pump's own volume-to-dispense is set to the remaining planned volume, so the
-hardware stops at the planned total even if this process dies; with safe mode armed, the pump's
-watchdog stops it too.
+journal it. Where the pump has a volume-to-dispense (its driver's capabilities say), it is set
+to the remaining planned volume, so the hardware stops at the planned total even if this
+process dies; where it has none, the controller stops it at the end of the program itself.
+With the pump's own watchdog armed, the pump stops if the controller dies.
 
 Plan time runs only while the pump is meant to infuse: it starts when `run` is sent and is
 frozen while paused, so a pause shifts the rest of the schedule instead of skipping it.
 
 This module is the run's timeline and remote-control hooks; the parts it calls are its
-siblings in `pumpctl.run`: `commands`, `prepare`, `records`, `stop` and `types` (the result
-types are re-exported here).
+siblings in `pumpctl.run`: `commands`, `prepare`, `planclock`, `records`, `requests`, `stop`
+and `types` (the settings and result types are re-exported here).
 """
 
 from __future__ import annotations
@@ -21,33 +22,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pumpctl.clock import Clock, LoopClock, SharedDeadline
-from pumpctl.drivers.base import PumpAlarmError, PumpDriver, PumpError, PumpIdentity, PumpStatus
+from pumpctl.clock import Clock, LoopClock
+from pumpctl.drivers.base import PumpDriver, PumpError, PumpStatus, RunOutline
 from pumpctl.drivers.sensors import VolumeSensor
-from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.run.commands import BreachStop, RunCommands
-from pumpctl.run.prepare import prepare_pump
-from pumpctl.run.records import SampleFields, header_fields, json_result, summary_fields, whoami
+from pumpctl.run.pausing import VolumeCap, pause_pump, resume_pump
+from pumpctl.run.planclock import PlanClock
+from pumpctl.run.prepare import identify_and_record, prepare_pump
+from pumpctl.run.records import SampleFields, header_fields, summary_fields, whoami
+from pumpctl.run.requests import RunRequests, StopRequested
+from pumpctl.run.sampling import Sampler
+from pumpctl.run.schedule import Schedule
 from pumpctl.run.stop import final_delivered, stop_until_confirmed, unconfirmed_stop
 from pumpctl.run.types import (
     OUTCOMES,
     REMOTE_PREFIXES,
     ResumePoint,
     RunResult,
+    RunSettings,
     breach_for_error,
-    floor_to_pump_format,
 )
-from pumpctl.safety import Breach, BreachKind, SafetyMonitor, SafetyTolerances
+from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
 __all__ = ["OUTCOMES", "REMOTE_PREFIXES", "InfusionController", "ResumePoint", "RunResult",
-           "breach_for_error", "floor_to_pump_format"]
+           "RunSettings", "breach_for_error"]
 
 log = logging.getLogger(__name__)
 
@@ -57,69 +61,44 @@ log = logging.getLogger(__name__)
 _DUE_S = 1e-6
 
 
-class _OperatorStop(Exception):
-    pass
-
-
 class InfusionController:
     """Runs one program on one pump; `await run()` returns when the pump is stopped."""
 
-    def __init__(self, driver: PumpDriver, program: RateProgram, *,
-                 journal_dir: Path | str = "runs", clock: Clock | None = None,
-                 channel: str = "pump0", poll_s: float = 1.0,
-                 tolerances: SafetyTolerances | None = None,
-                 sinks: Sequence[RecordSink] = (), pump_url: str = "",
-                 watchdog_s: int | None = None, resume: ResumePoint | None = None,
-                 run_id: str | None = None, operator: str | None = None,
-                 header_extra: dict[str, Any] | None = None,
-                 stop_timeout_s: float = 3.0, stop_attempts: int = 3,
+    def __init__(self, driver: PumpDriver, program: RateProgram,
+                 settings: RunSettings | None = None, *, clock: Clock | None = None,
+                 sinks: Sequence[RecordSink] = (), resume: ResumePoint | None = None,
                  volume_sensor: VolumeSensor | None = None) -> None:
-        if not (isinstance(poll_s, int | float) and math.isfinite(poll_s) and 0 < poll_s <= 60):
-            raise UsageError(f"poll interval {poll_s} s: must be > 0 and <= 60 s")
+        cfg = settings or RunSettings()
         self.driver = driver
         self.program = program
+        self.settings = cfg
         self.clock: Clock = clock or LoopClock()
-        self.channel = channel
-        self.poll_s = float(poll_s)
-        tol = tolerances or SafetyTolerances()
-        if tol.no_status_s < 2.5 * self.poll_s:  # a single missed poll must not look like silence
-            tol = SafetyTolerances(**{**tol.__dict__, "no_status_s": 2.5 * self.poll_s})
-        self.monitor = SafetyMonitor(program, tol)
-        self.journal_dir = Path(journal_dir)
+        self.channel = cfg.channel
+        self.poll_s = float(cfg.poll_s)
+        self.monitor = SafetyMonitor(program, cfg.safety_tolerances(), driver.capabilities)
+        # No volume to dispense: nothing in the pump stops it at the total, so we do.
+        self._self_stop = driver.capabilities.volume_cap is None
         self.sinks = list(sinks)
-        self.pump_url = pump_url
-        self.watchdog_s = watchdog_s
         self.resume = resume
-        self.run_id = run_id or new_run_id(channel)
-        self.operator = operator or whoami()
-        self.header_extra = dict(header_extra or {})
-        self.stop_timeout_s = stop_timeout_s
-        self.stop_attempts = max(1, stop_attempts)
+        self.run_id = cfg.run_id or new_run_id(cfg.channel)
+        self.operator = cfg.operator or whoami()
         self.volume_sensor = volume_sensor
-        self._measured: float | None = None
         self.baseline_ml = resume.baseline_ml if resume else 0.0
-        self.offset_s = resume.plan_offset_s if resume else 0.0
-        self._commands = RunCommands(channel=channel, clock=self.clock, monitor=self.monitor,
-                                     plan_t=self._plan_t, delivered_ml=lambda: self._delivered)
+        self._plan = PlanClock(self.clock, resume.plan_offset_s if resume else 0.0)
+        self._requests = RunRequests()
+        self._commands = RunCommands(channel=cfg.channel, clock=self.clock, monitor=self.monitor,
+                                     plan_t=self._plan.at, delivered_ml=lambda: self._delivered)
         self._samples = SampleFields(program, self.monitor)
-        self._requests: list[tuple[str, str, str]] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused_at: float | None = None
-        self._paused_total = 0.0
-        self._t_run: float | None = None
-        self._seg_index = 0
+        self._schedule = Schedule(program, self._plan.offset_s)
         self._delivered = self.baseline_ml
-        self._vtbi_total: float | None = None
+        self._cap = VolumeCap(self._commands, driver,
+                              min(program.total_volume_ml, self.monitor.cap_ml))
         self._lateness: list[float] = []
         self._stopped_at: float | None = None
         self._completed = False
-        self._monitoring = sorted(program.monitoring, key=lambda m: m.at_s)
-        self._monitoring_i = 0
         self._last_status: PumpStatus | None = None
-        self._stop_request: tuple[str, str] | None = None
-        self._header_written = False
-        self._pending_notes: list[tuple[str, dict[str, Any]]] = []
-        self._status_deadline = SharedDeadline()  # the no-status window of each poll
+        self._sampler = Sampler(self._commands, self.monitor, driver, self.clock,
+                                sensor=volume_sensor, baseline_ml=self.baseline_ml)
 
     @property
     def journal(self) -> Journal | None:
@@ -129,10 +108,10 @@ class InfusionController:
     # -- remote-control hooks (loop-safe, not thread-safe) -------------------------------
 
     def request_pause(self, reason: str, sender: str) -> None:
-        self._request("pause", reason, sender)
+        self._requests.add("pause", reason, sender)
 
     def request_resume(self, reason: str, sender: str) -> None:
-        self._request("resume", reason, sender)
+        self._requests.add("resume", reason, sender)
 
     def add_sink(self, sink: RecordSink) -> None:
         """Add a sink before `run()` (e.g. telemetry that needs this controller's hooks)."""
@@ -145,29 +124,19 @@ class InfusionController:
         by telemetry): `{"type": "command", "op": ..., ...}`. Notes arriving before the
         header are written right after it, so the header always comes first."""
         body = dict(note)
-        kind = str(body.pop("type", "command"))
-        if self.journal is None or not self._header_written:
-            self._pending_notes.append((kind, body))
-        else:
-            self._commands.write(kind, **body)
+        self._commands.note(str(body.pop("type", "command")), body)
 
     def request_stop(self, reason: str, sender: str) -> None:
-        self._request("stop", reason, sender)
-
-    def _request(self, kind: str, reason: str, sender: str) -> None:
-        self._requests.append((kind, str(reason), str(sender)))
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._requests.add("stop", reason, sender)
 
     @property
     def paused(self) -> bool:
-        return self._paused_at is not None
+        return self._plan.paused
 
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        self._commands.attach(Journal.create(self.journal_dir, channel=self.channel,
+        self._commands.attach(Journal.create(Path(self.settings.journal_dir), channel=self.channel,
                                              clock=self.clock, run_id=self.run_id,
                                              sinks=self.sinks))
         fault: Breach | None = None
@@ -181,8 +150,8 @@ class InfusionController:
                 fault = s.breach if s.breach.fault else None
                 if not s.breach.fault:
                     self._completed = True
-            except _OperatorStop:
-                stop_by = self._stop_request or ("stop requested", "operator")
+            except StopRequested:
+                stop_by = self._requests.stop_by or ("stop requested", "operator")
             except PumpError as exc:
                 fault = self._commands.alarm(breach_for_error(exc))
             except asyncio.CancelledError:
@@ -195,7 +164,7 @@ class InfusionController:
                                                     source="controller"))
             return await self._finish(fault, stop_by)
         finally:
-            self._status_deadline.close()
+            self._sampler.close()
             if self.journal is not None:
                 try:
                     self.journal.close()
@@ -205,57 +174,35 @@ class InfusionController:
     def _now(self) -> float:
         return self.clock.monotonic()
 
-    def _plan_t(self, now: float | None = None) -> float:
-        if self._t_run is None:
-            return self.offset_s
-        now = self._now() if now is None else now
-        paused = self._paused_total
-        if self._paused_at is not None:
-            paused += now - self._paused_at
-        return self.offset_s + (now - self._t_run - paused)
-
     # -- phases --------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
         c = self._commands
-        identity: PumpIdentity | None = None
-        ident_error: PumpError | None = None
-        try:
-            identity = await self.driver.identify()
-        except PumpError as exc:
-            ident_error = exc
-        c.write_fields("header", header_fields(
-            self.program, self.monitor, identity, pump_url=self.pump_url,
-            operator=self.operator, poll_s=self.poll_s, watchdog_s=self.watchdog_s,
-            alarm_at_open=getattr(self.driver, "alarm_at_open", None), resume=self.resume,
-            extra=self.header_extra))
-        self._header_written = True
-        for kind, body in self._pending_notes:
-            c.write(kind, **body)
-        self._pending_notes.clear()
-        if ident_error is not None:
-            c.write("command", op="identify", args={}, error=str(ident_error),
-                    error_type=type(ident_error).__name__)
-            raise ident_error
-        c.write("command", op="identify", args={}, result=json_result(identity))
-        await prepare_pump(c, self.driver, watchdog_s=self.watchdog_s,
+        cfg = self.settings
+        await identify_and_record(c, self.driver, lambda identity: header_fields(
+            self.program, self.monitor, identity, pump_url=cfg.pump_url,
+            operator=self.operator, poll_s=self.poll_s, watchdog_s=cfg.watchdog_s,
+            alarm_at_open=self.driver.alarm_at_open, resume=self.resume,
+            extra=dict(cfg.header_extra)))
+        outline = RunOutline(tuple(s.rate_ml_h for s in self.program.segments),
+                             self._cap.target_ml - self.baseline_ml)
+        await prepare_pump(c, self.driver, watchdog_s=cfg.watchdog_s,
                            diameter_mm=self.program.syringe.inner_diameter_mm,
-                           volume_sensor=self.volume_sensor,
+                           volume_sensor=self.volume_sensor, outline=outline,
                            handle_stop=lambda: self._handle_requests(started=False))
 
-    def _segment_at(self, plan_t: float) -> int:
-        idx = 0
-        for i, s in enumerate(self.program.segments):
-            if s.start_s <= plan_t + 1e-9:
-                idx = i
-        return idx
+    async def _rearm(self, infused_ml: float) -> None:
+        """After a stop that stood for a pause: the cap again, for what remains."""
+        self._delivered = max(self._delivered, self.baseline_ml + infused_ml)
+        await self._cap.set_for(self._delivered)
 
-    def _segment_record(self, i: int, seg: Segment) -> None:
-        self._commands.write("segment", index=i, rate_ml_h=seg.rate_ml_h, start_s=seg.start_s,
-                             duration_s=seg.duration_s, volume_ml=seg.volume_ml)
+    def _segment_record(self, seg: Segment) -> None:
+        self._commands.write("segment", index=self._schedule.index, rate_ml_h=seg.rate_ml_h,
+                             start_s=seg.start_s, duration_s=seg.duration_s,
+                             volume_ml=seg.volume_ml)
 
     async def _enter_segment(self, seg: Segment) -> None:
-        self._segment_record(self._seg_index, seg)
+        self._segment_record(seg)
         rate = seg.rate_ml_h
         await self._commands.checked("set_rate", rate, lambda: self.driver.set_rate(rate))
 
@@ -266,43 +213,43 @@ class InfusionController:
         if not self.program.segments:
             c.fail(Breach(BreachKind.COMMAND_REFUSED, "program has no segments to run",
                           source="controller"))
-        self._seg_index = self._segment_at(self.offset_s)
-        seg = self.program.segments[self._seg_index]
+        offset = self._plan.offset_s
+        seg = self._schedule.start()
         await c.checked("set_rate", seg.rate_ml_h, lambda: d.set_rate(seg.rate_ml_h))
-        target = min(self.program.total_volume_ml, self.monitor.cap_ml)
-        vtbi = floor_to_pump_format(target - self.baseline_ml)
-        read = await c.checked("set_volume_limit", vtbi, lambda: d.set_volume_limit(vtbi))
-        self._vtbi_total = self.baseline_ml + read
+        await self._cap.set_for(self.baseline_ml)
         await self._handle_requests(started=False)
-        self._segment_record(self._seg_index, seg)
+        self._segment_record(seg)
         c.write("state", state="started", reason="resume" if self.resume else "plan start",
                 sender="controller")
-        breach = self.monitor.check_command("run", None, plan_t=self.offset_s,
+        breach = self.monitor.check_command("run", None, plan_t=offset,
                                             delivered_ml=self._delivered)
         if breach is not None:
             c.fail(breach)
-        self._t_run = self._now()
+        self._plan.start(self._now())
         await c.cmd("run", {}, d.run)
         self.monitor.note_command("run")
 
     async def _supervise(self) -> None:
-        next_poll = (self._t_run or self._now()) + self.poll_s
-        segs = self.program.segments
+        next_poll = (self._plan.started_at or self._now()) + self.poll_s
+        plan, schedule = self._plan, self._schedule
         while True:
             self._commands.check_journal()
             if self._requests:
                 await self._handle_requests(started=True)
             now = self._now()
-            if self._paused_at is None:
-                plan_t = self._plan_t(now)
-                if (self._seg_index + 1 < len(segs)
-                        and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
-                    while (self._seg_index + 1 < len(segs)
-                           and plan_t >= segs[self._seg_index + 1].start_s - _DUE_S):
-                        self._seg_index += 1
-                        await self._enter_segment(segs[self._seg_index])
+            if not plan.paused:
+                plan_t = plan.at(now)
+                changed = False
+                for seg in schedule.due_segments(plan_t, early_s=_DUE_S):
+                    await self._enter_segment(seg)
+                    changed = True
+                if changed:
                     now = self._now()  # the rate changes took time
-                self._emit_monitoring(plan_t)
+                for m in schedule.due_monitoring(plan_t):
+                    self._commands.write("monitoring", at_s=m.at_s, kind=m.kind, label=m.label)
+                if self._self_stop and plan_t >= schedule.end_s - _DUE_S:
+                    self._completed = True  # the program is through: stop the pump now
+                    return
             if now >= next_poll - _DUE_S:
                 self._lateness.append(now - next_poll)
                 while next_poll <= now + _DUE_S:
@@ -310,134 +257,73 @@ class InfusionController:
                 if await self._poll(now):
                     return
             deadline = next_poll
-            if self._paused_at is None and self._seg_index + 1 < len(segs):
-                boundary = self._mono_for_plan_t(segs[self._seg_index + 1].start_s)
-                deadline = min(deadline, boundary)
-            await self._wait(deadline - self._now())
-
-    def _mono_for_plan_t(self, plan_t: float) -> float:
-        assert self._t_run is not None
-        return self._t_run + self._paused_total + (plan_t - self.offset_s)
-
-    async def _wait(self, seconds: float) -> None:
-        """Sleep until the next deadline or until a request arrives, whichever is first.
-
-        One future and one timer per wait: this is the controller's hot path, and in
-        virtual time it runs thousands of times a second.
-        """
-        if self._requests or seconds <= _DUE_S:
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(seconds, _resolve, waiter)
-        self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def _emit_monitoring(self, plan_t: float) -> None:
-        while self._monitoring_i < len(self._monitoring) and \
-                self._monitoring[self._monitoring_i].at_s <= plan_t:
-            m = self._monitoring[self._monitoring_i]
-            self._monitoring_i += 1
-            if m.at_s < self.offset_s:  # already announced by the run we resume
-                continue
-            self._commands.write("monitoring", at_s=m.at_s, kind=m.kind, label=m.label)
+            boundary = None if plan.paused else schedule.next_start()
+            if boundary is None and self._self_stop and not plan.paused:
+                boundary = schedule.end_s
+            if boundary is not None:
+                deadline = min(deadline, plan.clock_time_of(boundary))
+            # Until the next deadline, or until a request arrives.
+            await self._requests.wait(deadline - self._now(), due_s=_DUE_S)
 
     async def _handle_requests(self, *, started: bool) -> None:
         """Act on queued requests in order; a stop is acted on at once, even before start."""
         c = self._commands
-        if any(k == "stop" for k, _, _ in self._requests):
-            kind, reason, sender = next(r for r in self._requests if r[0] == "stop")
-            self._requests.clear()
-            self._stop_request = (reason, sender)
-            if sender.startswith(REMOTE_PREFIXES):
-                rec = c.write("alarm", kind="remote_stop", source="operator",
-                              message=f"stop requested by {sender}: {reason}",
-                              value=sender, limit=None)
-                c.alarms.append(rec)
-            raise _OperatorStop()
+        stop = self._requests.take_stop()
+        if stop is not None:
+            reason, sender = stop
+            if sender.startswith(REMOTE_PREFIXES):  # a stop over the network is an alarm too
+                c.alarms.append(c.write("alarm", kind="remote_stop", source="operator",
+                                        message=f"stop requested by {sender}: {reason}",
+                                        value=sender, limit=None))
+            raise StopRequested()
         if not started:
             return  # pause/resume wait until the pump is running
-        while self._requests:
-            kind, reason, sender = self._requests.pop(0)
-            if kind == "pause" and self._paused_at is None:
-                await c.checked("pause", None, self.driver.pause)
-                self._paused_at = self._now()
+        while (request := self._requests.pop()) is not None:
+            kind, reason, sender = request
+            if kind == "pause" and not self._plan.paused:
+                await pause_pump(c, self.driver)
+                self._plan.pause(self._now())
                 c.write("state", state="paused", reason=reason, sender=sender)
-            elif kind == "resume" and self._paused_at is not None:
-                await c.checked("run", None, self.driver.run)
-                self._paused_total += self._now() - self._paused_at
-                self._paused_at = None
+            elif kind == "resume" and self._plan.paused:
+                await resume_pump(c, self.driver, rearm=self._rearm)
+                self._plan.resume(self._now())
                 c.write("state", state="resumed", reason=reason, sender=sender)
 
     async def _poll(self, now: float) -> bool:
         """Take one status sample (requested at clock time `now`) and act on it; True when
         the run is complete."""
         c = self._commands
-        try:
-            # asyncio.timeout(no_status_s), with the timer shared between polls
-            async with asyncio.timeout(None) as scope:
-                self._status_deadline.enter(scope, now + self.monitor.tolerances.no_status_s)
-                try:
-                    st = await self.driver.status()
-                finally:
-                    self._status_deadline.leave()
-        except PumpAlarmError as exc:
-            c.write("command", op="status", args={}, error=str(exc),
-                    error_type=type(exc).__name__)
-            c.fail(breach_for_error(exc))
-        except (PumpError, TimeoutError) as exc:
-            c.write("command", op="status", args={}, error=str(exc) or "timed out",
-                    error_type=type(exc).__name__)
-            self.monitor.note_status_failure(now)
-            silent = self.monitor.check_silence(self._now())
-            if silent is not None:
-                c.fail(silent)
+        st = await self._sampler.status(now)
+        if st is None:
             return False
-        measured = await self._read_sensor()
+        measured = await self._sampler.measured()
         now = self._now()
         self._last_status = st
         delivered = self.baseline_ml + st.infused_ml
         # A counter that went backwards (power reset) must not erase what was delivered.
         self._delivered = max(self._delivered, delivered)
-        plan_t = self._plan_t(now)
+        plan_t = self._plan.at(now)
+        paused = self._plan.paused
         breaches = self.monitor.check_sample(st, delivered_ml=delivered, plan_t=plan_t, now=now,
                                              measured_ml=measured)
-        c.write_sample(self._samples.values(st, delivered, plan_t, self._measured,
-                                            self._vtbi_total, self._seg_index,
-                                            self._paused_at is not None, breaches))
+        c.write_sample(self._samples.values(st, delivered, plan_t, measured,
+                                            self._cap.total_ml, self._schedule.index, paused,
+                                            breaches))
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first
                 c.alarm(b)
             raise BreachStop(breaches[0])
-        if not st.state.is_moving and self._paused_at is None and \
-                self.monitor.is_complete(delivered):
-            self._completed = True
+        if not paused and self.monitor.is_complete(delivered) and (
+                not st.state.is_moving or (self._self_stop and delivered >= self.monitor.cap_ml)):
+            self._completed = True  # the pump stopped itself, or we stop it at the total
             return True
         end = self.monitor.plan.end_s + self.monitor.end_grace_s
-        if plan_t > end and self._paused_at is None:
+        if plan_t > end and not paused:
             c.fail(Breach(BreachKind.UNDER_INFUSION,
                           f"plan ended {plan_t - self.monitor.plan.end_s:.0f} s ago with "
                           f"{delivered:.4g} of {self.monitor.cap_ml:.4g} mL delivered",
                           delivered, self.monitor.cap_ml))
         return False
-
-    async def _read_sensor(self) -> float | None:
-        if self.volume_sensor is None:
-            return None
-        try:
-            value = self.baseline_ml + await self.volume_sensor.read_ml()
-        except Exception as exc:  # a sensor we rely on has failed: that is doubt, so stop
-            self._commands.fail(Breach(BreachKind.SENSOR_ERROR, f"volume sensor failed: {exc}",
-                                       source="controller"))
-        if not math.isfinite(value):
-            self._commands.fail(Breach(BreachKind.SENSOR_ERROR, f"volume sensor read {value}",
-                                       source="controller"))
-        self._measured = value
-        return value
 
     # -- the end -------------------------------------------------------------------------
 
@@ -450,8 +336,9 @@ class InfusionController:
         else:
             reason, sender = "planned total delivered", "controller"
         confirmed = await self._stop_pump(reason, sender)
-        final = self._delivered = final_delivered(self._last_status, baseline_ml=self.baseline_ml,
-                                                  delivered_ml=self._delivered)
+        final = self._delivered = final_delivered(
+            self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
+            resolution=self.driver.capabilities.counters.resolution)
         if fault is None and stop_by is None and self._completed:
             shortfall = self.monitor.cap_ml - final
             if shortfall > self.monitor.volume_tolerance(self.monitor.cap_ml):
@@ -464,18 +351,19 @@ class InfusionController:
             outcome = "aborted"
         else:
             outcome = "completed"
-        if self.watchdog_s and confirmed:
+        if self.settings.watchdog_s and confirmed:
             # The pump is stopped; if disarming fails, a watchdog alarm later is harmless.
             with contextlib.suppress(PumpError):
                 await c.cmd("set_watchdog", {"value": 0}, lambda: self.driver.set_watchdog(0))
-        duration = (self._now() - self._t_run) if self._t_run is not None else 0.0
+        started = self._plan.started_at
+        duration = (self._now() - started) if started is not None else 0.0
         conc = self.program.concentration_mg_per_ml
         c.write("state", state=outcome, reason=reason, sender=sender)
         c.write_fields("summary", summary_fields(
             outcome=outcome, planned_volume_ml=self.monitor.cap_ml, delivered_ml=final,
             planned_dose_mg=self.program.total_dose_mg, concentration_mg_per_ml=conc,
             duration_s=duration, alarms=len(c.alarms), stop_confirmed=confirmed, reason=reason,
-            measured_ml=self._measured, baseline_ml=self.baseline_ml))
+            measured_ml=self._sampler.measured_ml, baseline_ml=self.baseline_ml))
         b2s = None
         if c.first_breach_at is not None and self._stopped_at is not None:
             b2s = self._stopped_at - c.first_breach_at
@@ -492,10 +380,11 @@ class InfusionController:
         """Send stop until a status read confirms the pump is not moving."""
         c = self._commands
         c.write("state", state="stopping", reason=reason, sender=sender)
-        st = await stop_until_confirmed(c, self.driver, attempts=self.stop_attempts,
-                                        timeout_s=self.stop_timeout_s)
+        attempts = max(1, self.settings.stop_attempts)
+        st = await stop_until_confirmed(c, self.driver, attempts=attempts,
+                                        timeout_s=self.settings.stop_timeout_s)
         if st is None:
-            c.alarm(unconfirmed_stop(self.stop_attempts))
+            c.alarm(unconfirmed_stop(attempts))
             return False
         self._last_status = st
         self._stopped_at = self._now()
@@ -503,7 +392,3 @@ class InfusionController:
         c.write("state", state="stopped", reason=reason, sender=sender)
         return True
 
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)

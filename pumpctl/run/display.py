@@ -42,6 +42,11 @@ class RunDisplay:
         kind = record.get("type")
         if kind == "header":
             self.headers[ch] = record
+            capabilities = record.get("pump_capabilities")
+            for warning in capability_warnings(capabilities if isinstance(capabilities, dict)
+                                               else {"volume_cap": {}, "watchdog": {}}):
+                self.console.print(f"[bold yellow]WARNING[/] [cyan]{ch}[/] {warning}",
+                                   highlight=False)
         elif kind == "sample":
             self.samples[ch] = record
         elif kind == "state":
@@ -92,6 +97,20 @@ class RunDisplay:
         for name, values in cells.items():
             table.add_row(name, *values)
         return table
+
+
+def capability_warnings(capabilities: dict[str, Any]) -> list[str]:
+    """What the operator must know before the pump moves: the safety nets it lacks (from the
+    `pump_capabilities` of a run's header)."""
+    out = []
+    has_cap = capabilities.get("volume_cap") is not None
+    if not has_cap:
+        out.append("this pump has no volume limit of its own: pumpctl stops it at the "
+                   "planned total")
+    if capabilities.get("watchdog") is None:
+        out.append("this pump has no watchdog of its own: if pumpctl dies, nothing stops it"
+                   + (" before its volume limit" if has_cap else ""))
+    return out
 
 
 def summary_table(results: list[RunResult]) -> RenderableType:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import getpass
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 from pumpctl import __version__
-from pumpctl.drivers.base import PumpIdentity, PumpStatus
+from pumpctl.drivers.base import Alarm, PumpIdentity, PumpStatus
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.types import ResumePoint
 from pumpctl.safety import Breach, SafetyMonitor
@@ -21,14 +22,16 @@ from pumpctl.safety import Breach, SafetyMonitor
 
 def header_fields(program: RateProgram, monitor: SafetyMonitor, identity: PumpIdentity | None, *,
                   pump_url: str, operator: str, poll_s: float, watchdog_s: int | None,
-                  alarm_at_open: object, resume: ResumePoint | None,
+                  alarm_at_open: Alarm | None, resume: ResumePoint | None,
                   extra: dict[str, Any]) -> dict[str, Any]:
-    """The first record: what was planned, on which pump, by whom, under which limits."""
+    """The first record: what was planned, on which pump (and what it can do), by whom,
+    under which limits."""
     p = program
     more: dict[str, Any] = {
         "poll_s": poll_s, "watchdog_s": watchdog_s,
         "tolerances": monitor.tolerances.__dict__,
-        "pump_alarm_at_open": alarm_kind(alarm_at_open),
+        "pump_capabilities": monitor.caps.as_record(),
+        "pump_alarm_at_open": alarm_at_open.kind.value if alarm_at_open else None,
         "checked_total_ml": monitor.cap_ml,
         "checked_total_dose_mg": monitor.cap_dose_mg,
     }
@@ -68,6 +71,7 @@ class SampleFields:
     def __init__(self, program: RateProgram, monitor: SafetyMonitor) -> None:
         self._conc = program.concentration_mg_per_ml
         self._weight = program.weight_kg
+        self._withdrawn = monitor.caps.counters.withdrawn  # False: the pump has no such counter
         self._volume_at = monitor.plan.volume_at
         self._end_s = monitor.plan.end_s
         self._cap_ml = monitor.cap_ml
@@ -80,7 +84,8 @@ class SampleFields:
         state = st.state
         alarm = st.alarm
         return (
-            state.value, st.rate_ml_h, round(delivered, 6), st.withdrawn_ml, st.infused_ml,
+            state.value, st.rate_ml_h, round(delivered, 6),
+            st.withdrawn_ml if self._withdrawn else None, st.infused_ml,
             None if measured is None else round(measured, 6),
             round(self._volume_at(plan_t), 6), vtbi_ml,
             round(max(0.0, self._cap_ml - delivered), 6),
@@ -110,6 +115,8 @@ def json_result(value: object) -> Any:
     """A driver call's return value as it goes into a `command` record's `result`."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, Mapping):
+        return {str(k): json_result(v) for k, v in value.items()}
     if isinstance(value, PumpStatus):
         return {"state": value.state.value, "rate_ml_h": value.rate_ml_h,
                 "infused_ml": value.infused_ml, "withdrawn_ml": value.withdrawn_ml,
@@ -119,12 +126,6 @@ def json_result(value: object) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: json_result(getattr(value, k)) for k in value.__dataclass_fields__}
     return str(value)
-
-
-def alarm_kind(alarm: object) -> str | None:
-    """What the pump was showing when the driver took over (e.g. the watchdog's `T`)."""
-    kind = getattr(alarm, "kind", None)
-    return None if kind is None else str(getattr(kind, "value", kind))
 
 
 def whoami() -> str:

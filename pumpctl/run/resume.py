@@ -103,7 +103,8 @@ async def reconcile(state: JournalState, driver: PumpDriver, *,
             await driver.stop()
         raise ResumeRefused(f"run {rid}: the pump was still {status.state.value} (its "
                             "watchdog did not stop it); stop sent, not resumed")
-    monitor = SafetyMonitor(state.program, tolerances or SafetyTolerances())
+    monitor = SafetyMonitor(state.program, tolerances or SafetyTolerances(),
+                            driver.capabilities)
     pump_total = state.baseline_ml + status.infused_ml
     journal = state.delivered_ml
     tol = monitor.volume_tolerance(max(journal, pump_total))

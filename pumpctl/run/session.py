@@ -23,11 +23,11 @@ from rich.live import Live
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
-from pumpctl.drivers.sensors import ModelBalance, VolumeSensor
+from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.journal import RecordSink
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.display import RunDisplay
 from pumpctl.timescale import run_at_speed
 
@@ -63,6 +63,7 @@ class RunOptions:
     journal_dir: Path = Path("runs")
     override_reason: str | None = None
     sim_faults: list[str] = field(default_factory=list)
+    sim_kind: str | None = None  # the embedded simulator's kind (None: the registry's default)
     resume: str | None = None
     json: bool = False
     channel: str = "pump0"
@@ -103,8 +104,11 @@ def validate(opts: RunOptions) -> None:
 def execute(opts: RunOptions, console: Console) -> RunResult:
     """Run one plan on one pump; raise RunAborted/RunFaulted unless it completed."""
     validate(opts)
-    faults = _parse_faults(opts.sim_faults)
-    result = run_at_speed(_main(opts, console, faults), opts.speed)
+    if opts.pump_url is None and opts.resume is None:  # bad --sim-kind or --sim-fault: now
+        from pumpctl.drivers.open import simulator_kind
+
+        simulator_kind(opts.sim_kind).check_faults(opts.sim_faults)
+    result = run_at_speed(_main(opts, console), opts.speed)
     if result.outcome in ("aborted", "faulted"):
         cls = RunAborted if result.outcome == "aborted" else RunFaulted
         exc = cls(f"run {result.run_id} {result.outcome}: {result.reason} "
@@ -114,33 +118,25 @@ def execute(opts: RunOptions, console: Console) -> RunResult:
     return result
 
 
-def _parse_faults(texts: list[str]) -> list[Any]:
-    if not texts:
-        return []
-    from simulators.faults import parse_fault
-
-    return [parse_fault(t) for t in texts]
-
-
 @contextlib.asynccontextmanager
-async def _pump(opts: RunOptions, program: RateProgram, clock: Clock, faults: list[Any],
+async def _pump(opts: RunOptions, program: RateProgram, clock: Clock,
                 ) -> AsyncIterator[tuple[PumpDriver, VolumeSensor | None, int | None]]:
-    """The driver to run on, a delivered-volume sensor if there is one, the watchdog seconds."""
+    """The driver to run on, a delivered-volume sensor if there is one, the watchdog seconds.
+    Both ways go through the registry of pumpctl.drivers.open: a URL's scheme, or the
+    embedded simulator's kind."""
+    from pumpctl.drivers.open import SimulatedSetup, open_driver, parse_pump_url, simulator_kind
+
     if opts.pump_url is None:
-        from simulators.newera.embedded import embedded_newera
-
-        async with embedded_newera(clock, diameter_mm=program.syringe.inner_diameter_mm,
-                                   faults=faults) as (sim, driver):
-            yield driver, ModelBalance(sim.pump(0).model), None
+        setup = SimulatedSetup(clock, program.syringe.inner_diameter_mm, opts.sim_faults)
+        async with simulator_kind(opts.sim_kind).start(setup) as embedded:
+            yield embedded.driver, embedded.sensor, None
         return
-    from pumpctl.drivers.open import open_driver, parse_pump_url
-
-    url = parse_pump_url(opts.pump_url)
-    async with open_driver(opts.pump_url, clock=clock) as driver:
-        yield driver, None, url.safe_s
+    target = parse_pump_url(opts.pump_url)
+    async with open_driver(target, clock=clock) as driver:
+        yield driver, None, target.watchdog_s
 
 
-async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunResult:
+async def _main(opts: RunOptions, console: Console) -> RunResult:
     from pumpctl.run.resume import load_journal_state, reconcile
 
     clock = LoopClock()
@@ -164,14 +160,15 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
     display = RunDisplay(console, print_alarms=not opts.json)
     sinks: list[RecordSink] = [display, *make_extra_sinks(opts)]
     try:
-        async with _pump(opts, program, clock, faults) as (driver, sensor, watchdog_s):
+        async with _pump(opts, program, clock) as (driver, sensor, watchdog_s):
             point = await reconcile(state, driver) if state is not None else None
-            ctl = InfusionController(
-                driver, program, journal_dir=opts.journal_dir, clock=clock, channel=opts.channel,
-                poll_s=opts.poll_s, sinks=sinks, pump_url=opts.pump_url or "sim://embedded",
-                watchdog_s=watchdog_s, resume=point, volume_sensor=sensor,
+            settings = RunSettings(
+                journal_dir=opts.journal_dir, channel=opts.channel, poll_s=opts.poll_s,
+                pump_url=opts.pump_url or "sim://embedded", watchdog_s=watchdog_s,
                 header_extra={"speed": "max" if opts.speed is None else opts.speed,
                               "sim_faults": opts.sim_faults})
+            ctl = InfusionController(driver, program, settings, clock=clock, sinks=sinks,
+                                     resume=point, volume_sensor=sensor)
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal {opts.journal_dir}/"
                               f"{ctl.run_id}.jsonl", highlight=False)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from pumpctl.drivers.base import PumpDriver, PumpStatus
+from pumpctl.drivers.base import PumpDriver, PumpStatus, Resolution
 from pumpctl.run.commands import RunCommands
-from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
+from pumpctl.safety import Breach, BreachKind
 
 
 async def stop_until_confirmed(commands: RunCommands, driver: PumpDriver, *, attempts: int,
@@ -42,10 +42,12 @@ def unconfirmed_stop(attempts: int) -> Breach:
                   source="controller")
 
 
-def final_delivered(last: PumpStatus | None, *, baseline_ml: float, delivered_ml: float) -> float:
-    """Delivered volume at the end: the pump's counter, unless it went backwards (reset)."""
+def final_delivered(last: PumpStatus | None, *, baseline_ml: float, delivered_ml: float,
+                    resolution: Resolution) -> float:
+    """Delivered volume at the end: the pump's counter (of this `resolution`), unless it went
+    backwards (reset)."""
     if last is not None:
         counter = baseline_ml + last.infused_ml
-        if counter >= delivered_ml - counter_quantum_ml(delivered_ml):
+        if counter >= delivered_ml - resolution.at(delivered_ml):
             return max(delivered_ml, counter)
     return delivered_ml

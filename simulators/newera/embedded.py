@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Sequence
 from pumpctl.clock import Clock
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
+from pumpctl.drivers.newera.line import NewEraLine
 from simulators.faults import Fault
 from simulators.newera.simulator import NewEraSimulator
 from simulators.newera.unit import SimPumpConfig
+from simulators.physics import PhysicsParams
 from simulators.serve.memory import memory_transport
 
 
@@ -24,11 +26,18 @@ def memory_bus(sim: NewEraSimulator, *, clock: Clock | None = None,
                                     retries=retries)
 
 
+def memory_line(sim: NewEraSimulator, *, clock: Clock | None = None,
+                timeout_s: float = DEFAULT_TIMEOUT_S, retries: int = 1) -> NewEraLine:
+    """The `NewEraLine` on a memory bus to `sim`: `pump(address)` gives a driver."""
+    return NewEraLine(memory_bus(sim, clock=clock, timeout_s=timeout_s, retries=retries))
+
+
 @contextlib.asynccontextmanager
 async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
                           faults: Sequence[Fault] = (), safe_s: int = 0,
                           syringe_volume_ml: float = 60.0, capacity_ml: float = 60.0,
                           baud: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                          physics: PhysicsParams | None = None,
                           ) -> AsyncIterator[tuple[NewEraSimulator, NewEraDriver]]:
     """An in-process simulated pump and an opened `NewEraDriver` talking to it in memory.
 
@@ -36,15 +45,16 @@ async def embedded_newera(clock: Clock, *, diameter_mm: float = 26.59,
     and the driver's heartbeat runs. Faults are scheduled relative to the simulator's start.
     """
     config = SimPumpConfig(diameter_mm=diameter_mm, capacity_ml=capacity_ml,
-                           syringe_volume_ml=syringe_volume_ml)
+                           syringe_volume_ml=syringe_volume_ml,
+                           physics=physics if physics is not None else PhysicsParams())
     sim = NewEraSimulator(clock, [config], baud=baud)
     async with sim:
         for fault in faults:
             sim.inject(fault)
-        bus = memory_bus(sim, clock=clock, timeout_s=timeout_s)
-        driver = bus.pump(0, safe_s=safe_s if safe_s else None)
+        line = memory_line(sim, clock=clock, timeout_s=timeout_s)
+        driver = line.pump(0, safe_s=safe_s if safe_s else None)
         try:
             await driver.open()
             yield sim, driver
         finally:
-            await bus.close()
+            await line.close()

@@ -1,5 +1,5 @@
-"""InfusionController on an in-test fake pump, in virtual time (the simulator tests are in
-hil_tests/)."""
+"""InfusionController on the product's fake pump (pumpctl.drivers.fake), in virtual time (the
+simulator tests are in hil_tests/)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 
 from pumpctl.clock import run as run_clock
 from pumpctl.drivers.base import AlarmKind, PumpState
+from pumpctl.drivers.fake import FakeDriver, FakePump
 from pumpctl.journal import read_records
-from pumpctl.run.controller import InfusionController, RunResult, floor_to_pump_format
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.fleet import run_channels
 
-from .fakes import FakeDriver, FakePump, make_program
+from .programs import make_program
 
 
 class ListSink:
@@ -32,13 +33,17 @@ class ListSink:
         self.closed = True
 
 
+def _in(journal_dir: Path, **kw: Any) -> RunSettings:
+    return RunSettings(journal_dir=journal_dir, **kw)
+
+
 def drive(tmp_path: Path, steps: list[tuple[float, float]] | None = None, *,
           during: Callable[[FakePump, InfusionController], Coroutine[Any, Any, None]] | None = None,
           sinks: list[Any] | None = None, **kw: Any) -> tuple[RunResult, FakePump, list[dict]]:
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(steps), journal_dir=tmp_path,
-                                 sinks=sinks or [], **kw)
+        ctl = InfusionController(FakeDriver(pump), make_program(steps),
+                                 RunSettings(journal_dir=tmp_path, **kw), sinks=sinks or [])
         task = asyncio.create_task(ctl.run())
         if during is not None:
             await during(pump, ctl)
@@ -70,7 +75,7 @@ def test_standard_plan_completes_and_journals_everything(tmp_path: Path) -> None
     assert [r["seq"] for r in recs] == list(range(len(recs)))
     assert sink.records == recs  # every record, in order, after the journal
     h = recs[0]
-    assert h["total_volume_ml"] == 35.0 and h["pump"]["model"] == "NE1000"
+    assert h["total_volume_ml"] == 35.0 and h["pump"]["model"] == "fake"
     assert h["program"]["segments"][0]["rate_ml_h"] == 52.5
     assert states(recs) == ["started", "stopping", "stopped", "completed"]
     samples = [r for r in recs if r["type"] == "sample"]
@@ -103,8 +108,7 @@ def test_bad_poll_interval_is_a_usage_error(tmp_path: Path, bad: float) -> None:
     from pumpctl.errors import UsageError
 
     async def main() -> None:
-        InfusionController(FakeDriver(FakePump()), make_program(), journal_dir=tmp_path,
-                           poll_s=bad)
+        InfusionController(FakeDriver(FakePump()), make_program(), _in(tmp_path, poll_s=bad))
 
     with pytest.raises(UsageError, match="poll interval"):
         run_clock(main(), virtual=True)
@@ -149,7 +153,7 @@ def test_operator_stop_aborts_and_stops_the_pump(tmp_path: Path) -> None:
 def test_stop_before_start_never_runs_the_pump(tmp_path: Path) -> None:
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         ctl.request_stop("changed my mind", "operator")
         return await ctl.run(), pump
 
@@ -160,7 +164,7 @@ def test_stop_before_start_never_runs_the_pump(tmp_path: Path) -> None:
 def test_cancellation_still_stops_the_pump(tmp_path: Path) -> None:
     async def main() -> tuple[FakePump, Path]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(60)
         task.cancel()
@@ -247,7 +251,7 @@ def test_hardware_stop_at_total_even_without_polls(tmp_path: Path) -> None:
 def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
     async def main() -> list[RunResult]:
         ctls = [InfusionController(FakeDriver(FakePump()), make_program([(600.0, 30.0 + i)]),
-                                   journal_dir=tmp_path, channel=f"pump{i}") for i in range(5)]
+                                   _in(tmp_path, channel=f"pump{i}")) for i in range(5)]
         return await run_channels(ctls)
 
     results = run_clock(main(), virtual=True)
@@ -260,9 +264,8 @@ def test_fleet_runs_channels_concurrently(tmp_path: Path) -> None:
 def test_linked_channels_stop_together(tmp_path: Path) -> None:
     async def main() -> tuple[list[RunResult], list[FakePump]]:
         pumps = [FakePump(), FakePump()]
-        ctls = [InfusionController(FakeDriver(p), make_program(), journal_dir=tmp_path,
-                                   channel=name) for p, name in zip(pumps, ("active", "placebo"),
-                                                                    strict=True)]
+        ctls = [InfusionController(FakeDriver(p), make_program(), _in(tmp_path, channel=name))
+                for p, name in zip(pumps, ("active", "placebo"), strict=True)]
 
         async def occlude() -> None:
             await asyncio.sleep(300)
@@ -279,12 +282,6 @@ def test_linked_channels_stop_together(tmp_path: Path) -> None:
     assert results[1].reason.startswith("linked channel active faulted")
 
 
-@pytest.mark.parametrize(("v", "expected"), [(35.0, 35.0), (17.4567, 17.45), (0.12345, 0.123),
-                                             (123.456, 123.4), (0.0, 0.0)])
-def test_volume_is_floored_to_the_pump_format(v: float, expected: float) -> None:
-    assert floor_to_pump_format(v) == pytest.approx(expected)
-
-
 def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> None:
     """Telemetry is built after the controller (it needs its hooks) and journals remote
     commands through `journal_note`; a note before the header waits for it."""
@@ -292,7 +289,7 @@ def test_sinks_added_later_and_notes_from_other_components(tmp_path: Path) -> No
 
     async def main() -> RunResult:
         ctl = InfusionController(FakeDriver(FakePump()), make_program([(60.0, 60.0)]),
-                                 journal_dir=tmp_path)
+                                 _in(tmp_path))
         ctl.add_sink(sink)
         ctl.journal_note({"type": "command", "op": "remote_command", "args": {"command": "x"},
                           "sender": "mqtt:alice", "result": "accepted"})
@@ -321,7 +318,7 @@ def test_a_failing_journal_stops_the_pump(tmp_path: Path) -> None:
 
     async def main() -> tuple[RunResult, FakePump]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(300)
         assert ctl.journal is not None
@@ -364,7 +361,7 @@ def test_cancel_during_a_hung_status_is_not_taken_for_a_timeout(tmp_path: Path) 
     the pump is stopped and the cancellation goes on, it is not swallowed as a timeout."""
     async def main() -> tuple[bool, FakePump, Path]:
         pump = FakePump()
-        ctl = InfusionController(FakeDriver(pump), make_program(None), journal_dir=tmp_path)
+        ctl = InfusionController(FakeDriver(pump), make_program(None), _in(tmp_path))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(600.0)
         pump.status_delay_s = math.inf

@@ -20,7 +20,7 @@ from pumpctl.journal import Journal, JournalError, read_records
 from pumpctl.run.records import SAMPLE_KEYS, SampleFields
 from pumpctl.safety import Breach, BreachKind, SafetyMonitor
 
-from .fakes import make_program
+from .programs import make_program
 
 
 class Keep:

@@ -10,17 +10,18 @@ import pytest
 
 from pumpctl.clock import run as run_clock
 from pumpctl.drivers.base import PumpState
-from pumpctl.run.controller import InfusionController, ResumePoint, RunResult
+from pumpctl.drivers.fake import FakeDriver, FakePump
+from pumpctl.run.controller import InfusionController, ResumePoint, RunResult, RunSettings
 from pumpctl.run.resume import JournalState, ResumeRefused, load_journal_state, reconcile
 
-from .fakes import FakeDriver, FakePump, make_program
+from .programs import make_program
 
 
 def crashed_run(tmp_path: Path, at_s: float = 900.0) -> tuple[Path, float]:
     """A run journaled until `at_s`, then cut as if the process had been killed."""
     async def main() -> RunResult:
-        ctl = InfusionController(FakeDriver(FakePump()), make_program(), journal_dir=tmp_path,
-                                 watchdog_s=5)
+        ctl = InfusionController(FakeDriver(FakePump()), make_program(),
+                                 RunSettings(journal_dir=tmp_path, watchdog_s=5))
         task = asyncio.create_task(ctl.run())
         await asyncio.sleep(at_s)
         ctl.request_stop("simulated crash", "test")
@@ -49,8 +50,8 @@ def test_watchdog_stopped_pump_reconciles_and_resume_delivers_the_rest(tmp_path:
     assert point.plan_offset_s == pytest.approx((journaled + 0.05) / 52.5 * 3600)
 
     async def resume() -> RunResult:
-        ctl = InfusionController(FakeDriver(pump), state.program, journal_dir=tmp_path,
-                                 resume=point)
+        ctl = InfusionController(FakeDriver(pump), state.program,
+                                 RunSettings(journal_dir=tmp_path), resume=point)
         return await ctl.run()
 
     result = run_clock(resume(), virtual=True)
@@ -90,7 +91,7 @@ def test_a_pump_still_running_is_stopped_and_refused(tmp_path: Path) -> None:
 def test_completed_and_faulted_runs_are_not_resumed(tmp_path: Path) -> None:
     async def main() -> RunResult:
         return await InfusionController(FakeDriver(FakePump()), make_program([(60.0, 60.0)]),
-                                        journal_dir=tmp_path).run()
+                                        RunSettings(journal_dir=tmp_path)).run()
 
     done = run_clock(main(), virtual=True)
     with pytest.raises(ResumeRefused, match="already completed"):

@@ -17,10 +17,9 @@ from pumpctl.safety import (
     SafetyConfigError,
     SafetyMonitor,
     SafetyTolerances,
-    counter_quantum_ml,
 )
 
-from .fakes import make_program
+from .programs import NEWERA, make_program
 
 
 def running(rate: float, infused: float, state: PumpState = PumpState.INFUSING,
@@ -29,7 +28,7 @@ def running(rate: float, infused: float, state: PumpState = PumpState.INFUSING,
 
 
 def started_monitor(steps: list[tuple[float, float]] | None = None, **tol: float) -> SafetyMonitor:
-    m = SafetyMonitor(make_program(steps), SafetyTolerances(**tol))
+    m = SafetyMonitor(make_program(steps), SafetyTolerances(**tol), NEWERA)
     rate = (steps or [(2400.0, 52.5)])[0][1]
     assert m.note_command("set_rate", rate, sent=rate) is None
     assert m.note_command("set_volume_limit", m.cap_ml, sent=m.cap_ml) is None
@@ -268,8 +267,12 @@ def test_large_volume_pumps_get_wider_tolerances() -> None:
 
 @pytest.mark.parametrize(("value", "quantum"), [(0.5, 0.001), (5.0, 0.001), (35.0, 0.01),
                                                 (150.0, 0.1), (1500.0, 1.0)])
-def test_counter_quantum_follows_the_four_digit_format(value: float, quantum: float) -> None:
-    assert counter_quantum_ml(value) == pytest.approx(quantum)
+def test_the_quantum_is_the_pumps_counter_resolution(value: float, quantum: float) -> None:
+    """A New Era counter shows 4 digits: the monitor's step grows with the volume. A pump
+    whose counter is a float steps by the program's resolution at any volume."""
+    assert SafetyMonitor(make_program(), capabilities=NEWERA).quantum(value) == \
+        pytest.approx(quantum)
+    assert SafetyMonitor(make_program()).quantum(value) == 0.001
 
 
 @settings(max_examples=200)
@@ -286,7 +289,7 @@ def test_property_over_the_documented_tolerance_always_breaches(t: float, excess
     """Above planned(t + slack) by more than max(0.05 mL, 2 %, 2 quanta) is always a stop."""
     m = started_monitor()
     planned = m.plan.volume_at(t + m.tolerances.timing_slack_s)
-    tol = max(0.05, 0.02 * planned, 2 * counter_quantum_ml(planned))
+    tol = max(0.05, 0.02 * planned, 2 * NEWERA.counters.resolution.at(planned))
     delivered = planned + tol + excess
     bs = m.check_sample(running(52.5, delivered), delivered_ml=delivered, plan_t=t, now=t)
     assert kinds(bs)[0] is BreachKind.OVER_INFUSION

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from pumpctl.clock import LoopClock, run
-from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.codec import ETX, STX
+from pumpctl.drivers.newera.line import NewEraLine
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.newera.embedded import memory_bus
+from simulators.newera.embedded import memory_line
 from simulators.serve import memory_link
 
 T = TypeVar("T")
@@ -91,11 +91,11 @@ async def raw_line(pumps: int | Sequence[SimPumpConfig] = 1, *, baud: int | None
 @contextlib.asynccontextmanager
 async def driver_line(pumps: int | Sequence[SimPumpConfig] = 1, *, timeout_s: float = 1.0,
                       baud: int | None = None,
-                      ) -> AsyncIterator[tuple[NewEraSimulator, NewEraBus]]:
+                      ) -> AsyncIterator[tuple[NewEraSimulator, NewEraLine]]:
     clock = LoopClock()
     sim = NewEraSimulator(clock, pumps, baud=baud)
     async with sim:
-        bus = memory_bus(sim, clock=clock, timeout_s=timeout_s)
+        bus = memory_line(sim, clock=clock, timeout_s=timeout_s)
         try:
             yield sim, bus
         finally:

@@ -17,6 +17,7 @@ from pumpctl.drivers.base import (
     PumpOutOfRange,
     PumpState,
     ReadbackMismatch,
+    RunOutline,
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import RateUnit
@@ -103,6 +104,29 @@ def test_rate_units_cannot_change_while_running() -> None:
     vrun(main())
 
 
+def test_prepare_chooses_one_unit_for_every_rate_of_a_run() -> None:
+    """Issue 9 item 6 at the driver: 85.56 mL/h alone would go out in mL/h, and 53.472 mL/h
+    (891.2 µL/min) could then not be set while running. Told both first, the driver sends
+    both in µL/min."""
+    async def main() -> None:
+        async with driver_line() as (sim, bus):
+            d = bus.pump(0)
+            await d.open()
+            choice = await d.prepare(RunOutline((85.56, 53.472, 53.478), 24.0))
+            assert choice == {"rate_unit": "UM"}
+            assert await d.set_rate(85.56) == pytest.approx(85.56)
+            assert sim.unit(0).rate == (1426.0, "UM")
+            await d.run()
+            assert await d.set_rate(53.472) == pytest.approx(53.472)
+            assert sim.unit(0).rate == (891.2, "UM")
+            # The units already set are kept when they write every rate.
+            await d.stop()
+            assert await d.prepare(RunOutline((52.5, 21.0), 10.0)) == {"rate_unit": "UM"}
+            with pytest.raises(PumpOutOfRange, match="no one rate unit"):
+                await d.prepare(RunOutline((1500.0, 0.1255), 10.0))
+    vrun(main())
+
+
 def test_error_replies_become_errors() -> None:
     async def main() -> None:
         async with driver_line() as (_, bus):
@@ -118,7 +142,7 @@ def test_error_replies_become_errors() -> None:
             await d.run()
             with pytest.raises(PumpNotApplicable, match=r"\?NA"):
                 await d.set_diameter(10)
-            reply = await bus.transact(0, "XYZ", safe=False)
+            reply = await bus.bus.transact(0, "XYZ", safe=False)
             assert isinstance(codec.error_for(reply, "XYZ"), codec.CommandNotRecognised)
             await d.stop()
     vrun(main())

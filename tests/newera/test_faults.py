@@ -74,7 +74,7 @@ def test_drop_one_reply_is_retried_for_reads() -> None:
             await d.open()
             sim.pump(0).apply(Fault(FaultKind.DROP_REPLIES, params={"count": 1}))
             assert (await d.dispensed()) == (0.0, 0.0)
-            assert bus.requests >= 2
+            assert bus.bus.requests >= 2
     vrun(main())
 
 
@@ -97,9 +97,9 @@ def test_dropped_reply_to_a_write_is_settled_by_read_back() -> None:
             await d.open()
             await d.rate()
             sim.pump(0).apply(Fault(FaultKind.DROP_REPLIES, params={"count": 1}))
-            sent_before = bus.requests
+            sent_before = bus.bus.requests
             assert await d.set_rate(12.5) == 12.5  # executed, only the answer was lost
-            assert bus.requests - sent_before == 2  # RAT12.5MH once (no blind retry), then RAT
+            assert bus.bus.requests - sent_before == 2  # RAT12.5MH once (no blind retry), then RAT
             assert sim.unit(0).rate == (12.5, "MH")
     vrun(main())
 
@@ -115,7 +115,7 @@ def test_delayed_replies_time_out_and_the_late_one_is_not_misread() -> None:
             # the two late DIA replies arrive while nobody waits for them: dropped
             value, units = await d.volume_limit()
             assert (value, units.value) == (0.0, "ML")
-            assert bus.stale_replies >= 1
+            assert bus.bus.stale_replies >= 1
     vrun(main())
 
 

@@ -19,28 +19,29 @@ from pumpctl.drivers.base import (
 )
 from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
-from pumpctl.drivers.open import open_bus
+from pumpctl.drivers.newera.line import NewEraLine
+from pumpctl.drivers.open import open_line
 from simulators.newera import NewEraSimulator
-from simulators.newera.embedded import memory_bus
+from simulators.newera.embedded import memory_line
 from simulators.serve import PtyServer, memory_link
 
 
 @contextlib.asynccontextmanager
 async def line(transport: str, tmp_path: Path,
-               ) -> AsyncIterator[tuple[NewEraSimulator, NewEraBus]]:
+               ) -> AsyncIterator[tuple[NewEraSimulator, NewEraLine]]:
     clock = LoopClock()
     sim = NewEraSimulator(clock, 1)
     async with sim:
         if transport in ("memory", "streams"):
             # "streams": the same pipe read through an asyncio stream pair and a reader task
-            bus = memory_bus(sim, clock=clock) if transport == "memory" else \
-                NewEraBus.from_streams(*memory_link(sim), clock=clock)
+            bus = memory_line(sim, clock=clock) if transport == "memory" else \
+                NewEraLine(NewEraBus.from_streams(*memory_link(sim), clock=clock))
             try:
                 yield sim, bus
             finally:
                 await bus.close()
         else:
-            async with PtyServer(sim, tmp_path / "ne"), open_bus(str(tmp_path / "ne")) as bus:
+            async with PtyServer(sim, tmp_path / "ne"), open_line(str(tmp_path / "ne")) as bus:
                 yield sim, bus
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pumpctl.clock import LoopClock
 from pumpctl.plan.compile import compile_plan_file
-from pumpctl.run.controller import InfusionController
+from pumpctl.run.controller import InfusionController, RunSettings
 from pumpctl.telemetry.runtime import telemetry_for_run
 from simulators.newera.embedded import embedded_newera
 
@@ -22,8 +22,8 @@ async def main(url: str, spool_dir: Path, runs_dir: Path) -> None:
     clock = LoopClock()
     program = compile_plan_file(PLAN, weight_kg=70)
     async with embedded_newera(clock) as (_, driver):
-        controller = InfusionController(driver, program, journal_dir=runs_dir, clock=clock,
-                                        poll_s=0.2)
+        controller = InfusionController(driver, program,
+                                        RunSettings(journal_dir=runs_dir, poll_s=0.2), clock=clock)
         async with telemetry_for_run(url, site="lab", pump_id="p9", spool_dir=spool_dir) as sink:
             controller.add_sink(sink)
             await controller.run()

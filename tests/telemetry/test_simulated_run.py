@@ -25,7 +25,7 @@ from pumpctl.clock import run as run_clock
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
-from pumpctl.run.controller import InfusionController, RunResult
+from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from pumpctl.run.session import RunOptions, execute
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run, telemetry_sink_factory
 from simulators.newera.embedded import embedded_newera
@@ -58,8 +58,8 @@ async def reference_run(program: RateProgram, tmp_path: Path) -> RunResult:
     """The same run with no telemetry at all."""
     clock = LoopClock()
     async with embedded_newera(clock) as (_, driver):
-        controller = InfusionController(driver, program, journal_dir=tmp_path / "ref-runs",
-                                        clock=clock)
+        controller = InfusionController(driver, program,
+                                        RunSettings(journal_dir=tmp_path / "ref-runs"), clock=clock)
         return await controller.run()
 
 
@@ -71,8 +71,8 @@ def test_a_full_simulated_run_reaches_mosquitto_sub_complete_and_in_order(
     async def main() -> tuple[RunResult, Collector]:
         clock = LoopClock()
         async with collector_factory(broker) as live, embedded_newera(clock) as (_, driver):
-            controller = InfusionController(driver, program, journal_dir=tmp_path / "runs",
-                                            clock=clock)
+            controller = InfusionController(driver, program,
+                                            RunSettings(journal_dir=tmp_path / "runs"), clock=clock)
             async with telemetry_for_run(broker.url, site="lab", pump_id="p1", telemetry_qos=1,
                                          spool_dir=tmp_path / "spool") as sink:
                 controller.add_sink(sink)
@@ -132,8 +132,8 @@ def test_broker_killed_mid_run_loses_nothing_and_the_infusion_does_not_notice(
         async with ReconnectingCollector(broker) as witness, \
                 embedded_newera(clock) as (_, driver):
             broker.save_db()  # the witness's session survives the crash
-            controller = InfusionController(driver, program, journal_dir=tmp_path / "runs",
-                                            clock=clock)
+            controller = InfusionController(driver, program,
+                                            RunSettings(journal_dir=tmp_path / "runs"), clock=clock)
             async with telemetry_for_run(broker.url, site="lab", pump_id="p1", telemetry_qos=1,
                                          spool_dir=tmp_path / "spool") as sink:
                 controller.add_sink(sink)
@@ -226,8 +226,8 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
         async with Collector(secure_broker, ("pumpctl/lab/p1/#",), username="dashboard",
                              password=USERS["dashboard"], tls_context=tls) as dashboard, \
                 embedded_newera(clock) as (sim, driver):
-            controller = InfusionController(driver, program, journal_dir=tmp_path / "runs",
-                                            clock=clock)
+            controller = InfusionController(driver, program,
+                                            RunSettings(journal_dir=tmp_path / "runs"), clock=clock)
 
             url = f"mqtts://pump@127.0.0.1:{secure_broker.port}?ca={tls_files.ca}"
             async with telemetry_for_run(url, site="lab", pump_id="p1", password=USERS["pump"],

@@ -2,7 +2,7 @@
 
 The bus owns the byte stream (a serial port, pty or TCP socket via pyserial-asyncio-fast, or
 an in-memory pipe in tests). Incoming bytes are split into frames as they arrive, either
-straight from the transport through a `LineProtocol` (what `open_bus` and the embedded
+straight from the transport through a `LineProtocol` (what `open_line` and the embedded
 simulator use: no reader task, so a reply costs no extra event-loop turn), or by a reader
 task from an asyncio stream pair (`from_streams`). The one request in flight gets the frame
 from its address, and anything else is either an unsolicited alarm packet (safe mode sends
@@ -17,18 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import Alarm, PumpError, PumpProtocolError, PumpTimeout
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import Frame, Reply
-
-if TYPE_CHECKING:
-    from pumpctl.drivers.newera.driver import NewEraDriver
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +47,8 @@ class _InFlight:
     request: str
     framing: Framing
     future: asyncio.Future[Reply]
+    shape: re.Pattern[str] | None  # what its answer's data looks like (codec.answer_shape)
+    misfit: str | None = None  # the last reply from its pump that was not its answer
 
 
 @dataclass
@@ -117,7 +117,11 @@ class LineProtocol(asyncio.Protocol):
 
 
 class NewEraBus:
-    """A connection to a New Era line; `pump(address)` gives a driver for one pump on it."""
+    """Requests and replies on a New Era line: one request in flight, replies matched to it.
+
+    The bus knows addresses, not pumps: `NewEraLine` (pumpctl.drivers.newera.line) owns a bus
+    and the drivers of the pumps on it.
+    """
 
     def __init__(self, reader: asyncio.StreamReader | None, writer: LineWriter, *,
                  clock: Clock | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -141,10 +145,10 @@ class NewEraBus:
         self._stragglers: dict[int, _Straggler] = {}
         self._dup_guard: dict[int, tuple[str, float]] = {}
         self._alarm_listeners: list[AlarmListener] = []
-        self._drivers: dict[int, object] = {}
         self.last_sent_at: dict[int, float] = {}
-        self._encoded: dict[tuple[int, str, bool], tuple[bytes, str]] = {}
+        self._encoded: dict[tuple[int, str, bool], tuple[bytes, str, re.Pattern[str] | None]] = {}
         self.stale_replies = 0
+        self.misfits = 0  # replies from the right pump that were not the answer (also stale)
         self.quiet_waits = 0  # requests that first waited for a straggling reply
         self.garbled = 0
         self.requests = 0
@@ -166,26 +170,6 @@ class NewEraBus:
         protocol.attach(bus)
         return bus
 
-    def pump(self, address: int, *, safe_s: int | None = None) -> NewEraDriver:
-        """The driver for the pump at `address` (one per address; `safe_s` arms the watchdog
-        at `open()`, None leaves the pump's mode as found)."""
-        from pumpctl.drivers.newera.driver import NewEraDriver
-
-        if not 0 <= address <= codec.MAX_ADDRESS:
-            raise codec.PumpOutOfRange(f"address {address} is outside 0-{codec.MAX_ADDRESS}")
-        driver = self._drivers.get(address)
-        if driver is None:
-            driver = NewEraDriver(self, address, safe_s=safe_s)
-            self._drivers[address] = driver
-        assert isinstance(driver, NewEraDriver)
-        return driver
-
-    def moved(self, driver: NewEraDriver, old: int, new: int) -> None:
-        """A driver's pump took a new address (`*ADR`): `pump(new)` now returns it."""
-        if self._drivers.get(old) is driver:
-            del self._drivers[old]
-        self._drivers[new] = driver
-
     def add_alarm_listener(self, listener: AlarmListener) -> None:
         """Called with (address, alarm) for alarm packets nobody asked for."""
         self._alarm_listeners.append(listener)
@@ -195,14 +179,10 @@ class NewEraBus:
         return self._closed or self._eof
 
     async def close(self) -> None:
-        """Stop every driver's heartbeat and close the stream (does not touch the pumps)."""
+        """Close the stream (does not touch the pumps; `NewEraLine.close` stops the drivers'
+        heartbeats first)."""
         if self._closed:
             return
-        from pumpctl.drivers.newera.driver import NewEraDriver
-
-        for driver in list(self._drivers.values()):
-            if isinstance(driver, NewEraDriver):
-                await driver.stop_heartbeat()
         self._closed = True
         if self._task is not None:
             self._task.cancel()
@@ -222,7 +202,7 @@ class NewEraBus:
                        framing: Framing | None = None, reply_address: int | None = None,
                        timeout_s: float | None = None) -> Reply:
         """Send one request and wait for its reply frame (no retries here)."""
-        wire, request = self._encode(address, command, data, safe)
+        wire, request, shape = self._encode(address, command, data, safe)
         expect = framing or (Framing.SAFE if safe else Framing.BASIC)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         target = address if reply_address is None else reply_address
@@ -244,7 +224,7 @@ class NewEraBus:
             self._parser.reset()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Reply] = loop.create_future()
-            self._in_flight = _InFlight(target, request, expect, future)
+            flight = self._in_flight = _InFlight(target, request, expect, future, shape)
             self.requests += 1
             try:
                 self._writer.write(wire)
@@ -258,6 +238,10 @@ class NewEraBus:
                     return await future
                 except _Expired:
                     self._expect_straggler(target, timeout)
+                    if flight.misfit is not None:
+                        raise PumpProtocolError(
+                            f"pump {target} answered {request!r} only with {flight.misfit!r}, "
+                            f"which is not its answer, within {timeout:g} s") from None
                     raise PumpTimeout(f"no reply from pump {target} to {request!r} "
                                       f"within {timeout:g} s") from None
                 except asyncio.CancelledError:
@@ -296,9 +280,10 @@ class NewEraBus:
         if self._stragglers.get(address) is straggler:
             del self._stragglers[address]
 
-    def _encode(self, address: int, command: str, data: str, safe: bool) -> tuple[bytes, str]:
-        """Wire bytes and printable text of a request. Requests without data (the status
-        queries sent on every poll) are remembered, so they are framed only once."""
+    def _encode(self, address: int, command: str, data: str,
+                safe: bool) -> tuple[bytes, str, re.Pattern[str] | None]:
+        """Wire bytes, printable text and answer shape of a request. Requests without data
+        (the status queries sent on every poll) are remembered, so they are framed once."""
         key = (address, command, safe)
         if not data:
             cached = self._encoded.get(key)
@@ -306,7 +291,7 @@ class NewEraBus:
                 return cached
         payload = codec.request_payload(address, command, data)
         encoded = (codec.frame_safe(payload) if safe else codec.frame_basic(payload),
-                   payload.decode())
+                   payload.decode(), codec.answer_shape(command, bool(data)))
         if not data:
             self._encoded[key] = encoded
         return encoded
@@ -391,36 +376,24 @@ class NewEraBus:
                 # this reply crossed, the other copy follows: drop it when it comes.
                 self._dup_guard[reply.address] = (reply.alarm.code,
                                                   self.clock.monotonic() + self.timeout_s)
-            flight.future.set_result(reply)
-            return
-        if reply.alarm is not None:
+            shape = flight.shape
+            if (shape is None or reply.alarm is not None or reply.error is not None
+                    or shape.fullmatch(reply.data)):
+                flight.future.set_result(reply)
+                return
+            # From the right pump, but not the answer to this request: a late answer to an
+            # earlier one (an alarm or a `?` error answers anything, so those are taken).
+            flight.misfit = reply.data
+            self.misfits += 1
+            log.debug("reply %r does not answer %r: taken as a late one", payload,
+                      flight.request)
+        elif reply.alarm is not None:
             for listener in list(self._alarm_listeners):
                 listener(reply.address, reply.alarm)
-            return
+            if safe:
+                return  # in safe mode the pump sends alarms unasked: it may owe one yet
         self.stale_replies += 1
         log.debug("dropped a reply nobody was waiting for: %r", payload)
         straggler = self._stragglers.get(reply.address)
         if straggler is not None and not straggler.arrived.done():
             straggler.arrived.set_result(None)  # the owed reply came: that pump is clear
-
-    # ---- line-wide operations ---------------------------------------------------------------
-
-    async def scan(self, addresses: range | list[int] = range(codec.MAX_ADDRESS + 1), *,
-                   timeout_s: float = 0.1, attempts: int = 1) -> list[int]:
-        """Addresses that answer a safe-framed `SAF` query (a harmless read in either mode).
-
-        `attempts=2` also finds units that ignore the first command after power-up, at twice
-        the cost for every silent address."""
-        found = []
-        for address in addresses:
-            for _ in range(attempts):
-                try:
-                    await self.transact(address, "SAF", safe=True, framing=Framing.EITHER,
-                                        timeout_s=timeout_s)
-                except PumpTimeout:
-                    continue
-                except PumpError:
-                    pass  # something answered, even if garbled
-                found.append(address)
-                break
-        return found

@@ -5,17 +5,15 @@ requests are framed either as basic text (`<addr><cmd><data>` CR) or as safe-mod
 (STX, length, payload, CRC-16/XModem high byte first, ETX); replies arrive as STX
 `<2-digit addr><status>[data]` ETX, or safe-framed. Numbers must fit the pump's display
 (at most 4 digits, at most 3 after the point), so anything that cannot be written exactly is
-refused here instead of being truncated on the way to the pump.
+refused instead of being truncated on the way to the pump (`numbers`, re-exported here).
 """
 
 from __future__ import annotations
 
 import binascii
 import functools
-import math
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
 from pumpctl.drivers.base import (
     Alarm,
@@ -27,14 +25,32 @@ from pumpctl.drivers.base import (
     PumpProtocolError,
     PumpState,
 )
+from pumpctl.drivers.newera.numbers import (
+    _MEMO_MAX,
+    MAX_DECIMALS,
+    MAX_DIGITS,
+    RATE_UNIT_PREFERENCE,
+    RateUnit,
+    VolumeUnit,
+    encode_rate,
+    encode_volume,
+    format_number,
+    is_expressible,
+    parse_dispensed,
+    parse_number,
+    parse_rate,
+    parse_volume,
+)
+
+__all__ = ["MAX_DECIMALS", "MAX_DIGITS", "RATE_UNIT_PREFERENCE", "RateUnit", "VolumeUnit",
+           "encode_rate", "encode_volume", "format_number", "is_expressible",
+           "parse_dispensed", "parse_number", "parse_rate", "parse_volume"]
 
 STX = 0x02
 ETX = 0x03
 CR = 0x0D
 
 MAX_ADDRESS = 99
-MAX_DIGITS = 4
-MAX_DECIMALS = 3
 # A safe-mode length byte counts itself, the payload, two CRC bytes and ETX.
 SAFE_OVERHEAD = 4
 # Replies are short ("00SI35.00W0.000ML", 17 bytes, is the longest we know); anything longer
@@ -53,48 +69,6 @@ class ValueRefused(PumpOutOfRange):
 
 class CommandNotRecognised(PumpProtocolError):
     """`?`: the pump did not recognise the command."""
-
-
-class RateUnit(StrEnum):
-    """Rate units as the pump spells them, each with its size in mL/h."""
-
-    UL_MIN = "UM"
-    ML_MIN = "MM"
-    UL_H = "UH"
-    ML_H = "MH"
-
-    @property
-    def ml_h(self) -> float:
-        return _RATE_UNIT_ML_H[self]
-
-    @property
-    def label(self) -> str:
-        return _RATE_UNIT_LABEL[self]
-
-
-_RATE_UNIT_ML_H = {
-    RateUnit.UL_MIN: 0.06,
-    RateUnit.ML_MIN: 60.0,
-    RateUnit.UL_H: 0.001,
-    RateUnit.ML_H: 1.0,
-}
-_RATE_UNIT_LABEL = {
-    RateUnit.UL_MIN: "µL/min",
-    RateUnit.ML_MIN: "mL/min",
-    RateUnit.UL_H: "µL/h",
-    RateUnit.ML_H: "mL/h",
-}
-# Preference when several units express a rate exactly: the unit people read most easily.
-RATE_UNIT_PREFERENCE = (RateUnit.ML_H, RateUnit.UL_H, RateUnit.UL_MIN, RateUnit.ML_MIN)
-
-
-class VolumeUnit(StrEnum):
-    UL = "UL"
-    ML = "ML"
-
-    @property
-    def ml(self) -> float:
-        return 0.001 if self is VolumeUnit.UL else 1.0
 
 
 STATUS_STATES: dict[str, PumpState] = {
@@ -163,136 +137,6 @@ def encode_request(address: int, command: str, data: str = "", *, safe: bool = F
 
 
 # ---------------------------------------------------------------------------------------------
-# Numbers
-
-
-def format_number(value: float, *, field: str = "value") -> str:
-    """Write `value` as the pump reads it, exactly, or refuse.
-
-    At most 4 digits in all (a leading "0." counts its zero) and at most 3 after the point.
-    A value that would need more is refused with the limit in the message, never rounded.
-    """
-    if not math.isfinite(value) or value < 0:
-        raise PumpOutOfRange(f"{field} {value!r} is not a non-negative finite number")
-    for decimals in range(MAX_DECIMALS + 1):
-        scaled = value * 10**decimals
-        whole = round(scaled)
-        if abs(scaled - whole) <= 1e-9 * max(1.0, abs(scaled)):
-            integer_part, fraction = divmod(whole, 10**decimals)
-            digits = len(str(integer_part)) + decimals
-            if digits > MAX_DIGITS:
-                break
-            if decimals == 0:
-                return str(integer_part)
-            return f"{integer_part}.{fraction:0{decimals}d}"
-    raise PumpOutOfRange(
-        f"{field} {value:g} cannot be written in {MAX_DIGITS} digits with at most "
-        f"{MAX_DECIMALS} decimals (0.001 to 9999)"
-    )
-
-
-def is_expressible(value: float) -> bool:
-    try:
-        format_number(value)
-    except PumpOutOfRange:
-        return False
-    return True
-
-
-_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)")
-
-
-def parse_number(text: str, *, field: str = "number") -> float:
-    if not _NUMBER.fullmatch(text):
-        raise PumpProtocolError(f"{field}: expected a number, pump sent {text!r}")
-    return float(text)
-
-
-def encode_rate(ml_h: float, *, units: RateUnit | None = None,
-                prefer: RateUnit | None = None) -> tuple[str, RateUnit]:
-    """Choose units in which `ml_h` can be written exactly; `units` forces one (while pumping
-    the pump refuses a change of units). `prefer` is tried first (the units already set)."""
-    if not math.isfinite(ml_h) or ml_h <= 0:
-        raise PumpOutOfRange(f"rate {ml_h!r} mL/h must be a positive number")
-    candidates: tuple[RateUnit, ...]
-    if units is not None:
-        candidates = (units,)
-    elif prefer is not None:
-        candidates = (prefer, *(u for u in RATE_UNIT_PREFERENCE if u is not prefer))
-    else:
-        candidates = RATE_UNIT_PREFERENCE
-    for unit in candidates:
-        value = ml_h / unit.ml_h
-        if is_expressible(value) and value > 0:
-            return format_number(value, field="rate"), unit
-    where = f"in {units.label} (units cannot change while pumping)" if units else (
-        "in any of mL/h, µL/h, µL/min, mL/min")
-    raise PumpOutOfRange(
-        f"rate {ml_h:g} mL/h cannot be written {where} with at most {MAX_DIGITS} digits")
-
-
-def encode_volume(ml: float, *, prefer: VolumeUnit | None = None) -> tuple[str, VolumeUnit]:
-    if not math.isfinite(ml) or ml < 0:
-        raise PumpOutOfRange(f"volume {ml!r} mL must be zero or positive")
-    order: tuple[VolumeUnit, ...] = (VolumeUnit.ML, VolumeUnit.UL)
-    if prefer is not None:
-        order = (prefer, *(u for u in order if u is not prefer))
-    for unit in order:
-        value = ml / unit.ml
-        if is_expressible(value):
-            return format_number(value, field="volume"), unit
-    raise PumpOutOfRange(
-        f"volume {ml:g} mL cannot be written in mL or µL with at most {MAX_DIGITS} digits")
-
-
-# Replies parsed on every status poll: patterns compiled once, units looked up in plain dicts
-# (calling an Enum class to look a member up is several times slower than a dict).
-_RATE_REPLY = re.compile(r"([\d.]+)(UM|MM|UH|MH)")
-_VOLUME_REPLY = re.compile(r"([\d.]+)(UL|ML)")
-_DISPENSED_REPLY = re.compile(r"I([\d.]+)W([\d.]+)(UL|ML)")
-# The same shape with both numbers already as parse_number accepts them.
-_DISPENSED_NUMBERS = re.compile(r"I(\d+\.?\d*|\.\d+)W(\d+\.?\d*|\.\d+)(UL|ML)")
-_RATE_UNITS = {unit.value: (unit, unit.ml_h) for unit in RateUnit}
-_VOLUME_UNITS = {unit.value: (unit, unit.ml) for unit in VolumeUnit}
-# Replies repeat poll after poll (the same rate, the same status); their parses are immutable
-# and kept in bounded caches (least recently used first out, so changing volumes cannot grow
-# them). A reply that fails to parse raises and is not cached.
-_MEMO_MAX = 128
-
-
-@functools.lru_cache(maxsize=_MEMO_MAX)
-def parse_rate(data: str) -> tuple[float, RateUnit]:
-    """`52.50MH` -> (52.5 mL/h, MH)."""
-    match = _RATE_REPLY.fullmatch(data)
-    if not match:
-        raise PumpProtocolError(f"rate reply {data!r} is not <number><UM|MM|UH|MH>")
-    unit, ml_h = _RATE_UNITS[match[2]]
-    return parse_number(match[1], field="rate") * ml_h, unit
-
-
-def parse_volume(data: str) -> tuple[float, VolumeUnit]:
-    match = _VOLUME_REPLY.fullmatch(data)
-    if not match:
-        raise PumpProtocolError(f"volume reply {data!r} is not <number><UL|ML>")
-    unit, ml = _VOLUME_UNITS[match[2]]
-    return parse_number(match[1], field="volume") * ml, unit
-
-
-def parse_dispensed(data: str) -> tuple[float, float]:
-    """`I35.00W0.000ML` -> (infused mL, withdrawn mL)."""
-    valid = _DISPENSED_NUMBERS.fullmatch(data)
-    if valid is not None:  # the usual case, in one match; anything else is explained below
-        _, ml = _VOLUME_UNITS[valid[3]]
-        return float(valid[1]) * ml, float(valid[2]) * ml
-    match = _DISPENSED_REPLY.fullmatch(data)
-    if not match:
-        raise PumpProtocolError(f"dispensed reply {data!r} is not I<n>W<n><UL|ML>")
-    _, ml = _VOLUME_UNITS[match[3]]
-    return (parse_number(match[1], field="infused") * ml,
-            parse_number(match[2], field="withdrawn") * ml)
-
-
-# ---------------------------------------------------------------------------------------------
 # Replies
 
 
@@ -347,6 +191,31 @@ def _parse_reply(payload: bytes, safe: bool) -> Reply:
     if not rest.isprintable():
         raise PumpProtocolError(f"reply {text!r} contains control characters")
     return Reply(address, status, data=rest, safe=safe)
+
+
+# What the data of each command's answer looks like (a write, RUN, STP, CLD and `*ADR` answer
+# with none). Replies carry no sequence number and do not repeat their command, so this is
+# how the bus tells a request's own answer from a late answer to an earlier one.
+_QUERY_ANSWERS = {
+    "": "",
+    "VER": r"NE.*",
+    "DIA": r"[\d.]+",
+    "RAT": r"[\d.]+(UM|MM|UH|MH)",
+    "VOL": r"[\d.]+(UL|ML)",
+    "DIR": r"INF|WDR",
+    "DIS": r"I[\d.]+W[\d.]+(UL|ML)",
+    "SAF": r"\d+",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def answer_shape(command: str, with_data: bool) -> re.Pattern[str] | None:
+    """The pattern the data of an answer to `command` (sent with or without data) matches
+    in full; None for a command this codec does not know (anything is taken)."""
+    if with_data or command in ("RUN", "STP", "CLD", "*ADR"):
+        return re.compile("")
+    shape = _QUERY_ANSWERS.get(command)
+    return None if shape is None else re.compile(shape)
 
 
 def error_for(reply: Reply, request: str) -> PumpError | None:

@@ -1,4 +1,4 @@
-"""`PumpDriver` for one New Era pump on a `NewEraBus`.
+"""`PumpDriver` for one New Era pump on a `NewEraBus` (get it from `NewEraLine.pump`).
 
 Rules this driver keeps, so the controller can trust what it returns:
 - every setting is read back after it is sent and compared; a difference is an error;
@@ -7,23 +7,25 @@ Rules this driver keeps, so the controller can trust what it returns:
 - alarms are sticky here even though the pump forgets them once any command has been
   answered with them: the driver keeps the alarm until `acknowledge_alarm()`, refuses to
   run or change settings meanwhile, and reports it in `status()`;
-- in safe mode a heartbeat keeps the pump's watchdog fed for as long as this process runs.
+- in safe mode a heartbeat keeps the pump's watchdog fed for as long as this process runs
+  (`safe_mode.SafeMode`, mixed in);
+- what the pump can do is declared from the pump profile (`capabilities`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pumpctl.drivers.base import (
     Alarm,
     AlarmKind,
     Direction,
     PumpAlarmError,
+    PumpCapabilities,
     PumpChecksumError,
     PumpError,
     PumpIdentity,
@@ -33,18 +35,23 @@ from pumpctl.drivers.base import (
     PumpStatus,
     PumpTimeout,
     ReadbackMismatch,
+    RunOutline,
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, Framing, NewEraBus
+from pumpctl.drivers.newera.capabilities import capabilities as newera_capabilities
 from pumpctl.drivers.newera.codec import RateUnit, Reply, VolumeUnit
+from pumpctl.drivers.newera.safe_mode import _RETRYABLE, MAX_WATCHDOG_S, SafeMode
 
-__all__ = ["DEFAULT_TIMEOUT_S", "NewEraBus", "NewEraDriver"]
+__all__ = ["DEFAULT_TIMEOUT_S", "MAX_WATCHDOG_S", "NewEraBus", "NewEraDriver",
+           "newera_capabilities"]
+
+# (driver, old address, new address): how the line that handed out a driver learns of `*ADR`.
+MovedListener = Callable[["NewEraDriver", int, int], None]
 
 log = logging.getLogger(__name__)
 
 DIAMETER_RANGE_MM = (0.1, 80.0)
-MAX_WATCHDOG_S = 255
-_RETRYABLE = (PumpTimeout, PumpChecksumError, PumpProtocolError)
 # Alarms a pump is expected to hold when a session starts: it was powered up, or the previous
 # controller's watchdog stopped it. Either way it is stopped and nothing needs deciding.
 _BENIGN_AT_OPEN = (AlarmKind.POWER_RESET, AlarmKind.WATCHDOG)
@@ -54,11 +61,13 @@ def _same(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-class NewEraDriver:
-    """One pump at one address. Get it from `NewEraBus.pump(address)`."""
+class NewEraDriver(SafeMode):
+    """One pump at one address. Get it from `NewEraLine.pump(address)`."""
 
-    def __init__(self, bus: NewEraBus, address: int, *, safe_s: int | None = None) -> None:
+    def __init__(self, bus: NewEraBus, address: int, *, safe_s: int | None = None,
+                 on_moved: MovedListener | None = None) -> None:
         self.bus = bus
+        self._on_moved = on_moved
         self.address = address
         self._want_safe_s = safe_s
         self.safe_s = 0
@@ -70,12 +79,17 @@ class NewEraDriver:
         self._listeners: list[Callable[[Alarm], None]] = []
         self._state = PumpState.STOPPED
         self._rate_units: RateUnit | None = None
+        self._run_units: RateUnit | None = None  # chosen by prepare() for every rate of a run
         self._volume_units: VolumeUnit | None = None
         self._direction: Direction | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
         self.heartbeat_error: PumpError | None = None
         bus.add_alarm_listener(self._on_unsolicited)
+
+    @property
+    def capabilities(self) -> PumpCapabilities:
+        return newera_capabilities()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -204,12 +218,6 @@ class NewEraDriver:
             raise codec.error_for(reply, f"{command}{data}") or PumpProtocolError(reply.error)
         return reply
 
-    @staticmethod
-    def _parse_int(reply: Reply, what: str) -> int:
-        if not reply.data.isdigit():
-            raise PumpProtocolError(f"{what} reply {reply.data!r} is not an integer")
-        return int(reply.data)
-
     # ---- queries ----------------------------------------------------------------------------
 
     async def identify(self) -> PumpIdentity:
@@ -268,11 +276,30 @@ class NewEraDriver:
         self._volume_units = None  # the pump may switch µL/mL with the diameter
         return read
 
+    async def prepare(self, outline: RunOutline) -> Mapping[str, object]:
+        """Choose one rate unit that writes every rate of the run (the pump refuses a change
+        of units while it runs): the units already set if they can, else the first of
+        mL/h, µL/h, µL/min, mL/min that can. `set_rate` then always uses it."""
+        if self._rate_units is None:
+            await self.rate()
+        current = self._rate_units
+        order = [u for u in codec.RATE_UNIT_PREFERENCE if u is not current]
+        for units in ([current] if current else []) + order:
+            if all(codec.is_expressible(r / units.ml_h) and r > 0 for r in outline.rates_ml_h):
+                self._run_units = units
+                return {"rate_unit": units.value}
+        rates = ", ".join(f"{r:g}" for r in outline.rates_ml_h)
+        raise PumpOutOfRange(f"no one rate unit of pump {self.address} writes every rate of "
+                             f"this run ({rates} mL/h) in {codec.MAX_DIGITS} digits, and it "
+                             "cannot change units while it runs")
+
     async def set_rate(self, ml_h: float) -> float:
         if self._rate_units is None:
             await self.rate()
         moving = self._state.is_moving or self._state is PumpState.PAUSED
-        if moving:
+        if self._run_units is not None:
+            text, units = codec.encode_rate(ml_h, units=self._run_units)
+        elif moving:
             text, units = codec.encode_rate(ml_h, units=self._rate_units)
         else:
             text, units = codec.encode_rate(ml_h, prefer=self._rate_units)
@@ -310,62 +337,14 @@ class NewEraDriver:
         if infused or withdrawn:
             raise ReadbackMismatch("dispensed", "I0 W0", f"I{infused:g} W{withdrawn:g} mL")
 
-    async def set_watchdog(self, seconds: int) -> None:
-        if not (isinstance(seconds, int) and 0 <= seconds <= MAX_WATCHDOG_S):
-            raise PumpOutOfRange(f"watchdog {seconds!r} s is outside 0-{MAX_WATCHDOG_S} s")
-        # Allowed with a sticky alarm: arming the pump's own safety net is never refused.
-        # Always safe-framed: a pump in either mode takes it, and answers in the new mode.
-        reply: Reply | None = None
-        for _ in range(2):  # an alarm answer means "not executed, alarm now acknowledged"
-            try:
-                reply = await self.bus.transact(self.address, "SAF", str(seconds), safe=True,
-                                                framing=Framing.EITHER)
-            except _RETRYABLE:
-                reply = None  # settled by the read-back below
-                break
-            self._note(reply)
-            if reply.alarm is None:
-                break
-        if reply is not None:
-            if reply.alarm is not None:
-                raise PumpAlarmError(reply.alarm)
-            error = codec.error_for(reply, f"SAF{seconds}")
-            if error is not None:
-                raise error
-        self._safe = seconds > 0 if reply is None else reply.safe
-        read = await self._verify_watchdog()
-        if read != seconds:
-            raise ReadbackMismatch("watchdog", f"{seconds} s", f"{read} s")
-        self.safe_s = read
-        if read:
-            self._start_heartbeat()
-        else:
-            await self.stop_heartbeat()
-
-    async def _verify_watchdog(self) -> int:
-        """Safe-framed `SAF` query (either mode answers it), retried like any read."""
-        last: PumpError | None = None
-        for _ in range(1 + self.bus.retries):
-            try:
-                reply = await self.bus.transact(self.address, "SAF", safe=True,
-                                                framing=Framing.EITHER)
-            except _RETRYABLE as exc:
-                last = exc
-                continue
-            self._note(reply)
-            if reply.alarm is not None:
-                continue  # acknowledged now; ask again
-            self._safe = reply.safe
-            return self._parse_int(reply, "SAF")
-        raise last or PumpAlarmError(self.alarm or codec.alarm_from_letter("?"))
-
     async def set_address(self, new: int) -> None:
         """`*ADR`: every pump on the line takes it, so connect one pump at a time."""
         if not 0 <= new <= codec.MAX_ADDRESS:
             raise PumpOutOfRange(f"address {new} is outside 0-{codec.MAX_ADDRESS}")
         await self._send("*ADR", str(new), reply_address=new)
-        self.bus.moved(self, self.address, new)
-        self.address = new
+        old, self.address = self.address, new
+        if self._on_moved is not None:
+            self._on_moved(self, old, new)
 
     # ---- motion -----------------------------------------------------------------------------
 
@@ -408,36 +387,3 @@ class NewEraDriver:
         await self._send("")
         self.alarm = None
         self.alarm_at_open = None
-
-    # ---- heartbeat --------------------------------------------------------------------------
-
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"newera-heartbeat-{self.address}")
-
-    async def stop_heartbeat(self) -> None:
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _beat(self) -> None:
-        """Make sure the pump hears a valid packet at least every third of its watchdog time:
-        any request counts, a status query is sent only when the line has been quiet."""
-        while self.safe_s > 0:
-            period = self.safe_s / 3.0
-            last = self.bus.last_sent_at.get(self.address, 0.0)
-            wait = last + period - self.bus.clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await self._send("")
-                self.heartbeats += 1
-                self.heartbeat_error = None
-            except PumpError as exc:
-                self.heartbeat_error = exc
-                log.info("heartbeat to pump %d failed: %s", self.address, exc)
-                await asyncio.sleep(period)

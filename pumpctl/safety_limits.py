@@ -1,0 +1,89 @@
+"""The figures a run is held to: caps, tolerances and allowed rates for one program and pump.
+
+Worked out once when a run's `SafetyMonitor` is made, from the validated program (its steps,
+not its compiled segments: see `planned_delivery`) and the pump's capabilities (the
+resolution of its counters is the step every volume comparison is made in): the volume and
+dose caps, the tolerance around any planned volume, the highest rate allowed around any
+moment of the plan, and when the planned total counts as delivered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pumpctl.drivers.base import Counters, PumpCapabilities, Resolution
+from pumpctl.plan.program import RateProgram
+from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
+from pumpctl.tolerances import SafetyTolerances
+
+
+@dataclass
+class RunLimits:
+    """The figures one run is held to, worked out once from the program and the pump.
+
+    `capabilities` are the pump's (its driver's); without them, a pump with every capability
+    whose counters step by the program's volume resolution.
+    """
+
+    program: RateProgram
+    tolerances: SafetyTolerances = field(default_factory=SafetyTolerances)
+    capabilities: PumpCapabilities | None = None
+
+    def __post_init__(self) -> None:
+        p = self.program
+        if self.capabilities is None:
+            step = Resolution(p.limits.volume_resolution_ml)
+            self.capabilities = PumpCapabilities(counters=Counters(resolution=step))
+        self.caps: PumpCapabilities = self.capabilities
+        self._counter_resolution = self.caps.counters.resolution
+        self.plan = PlannedDelivery(p)
+        lim = p.limits
+        self.diameter_mm = p.syringe.inner_diameter_mm
+        self.cap_ml = min(self.plan.total_ml, lim.max_total_volume_ml, p.syringe.capacity_ml)
+        step_dose = sum(s.dose_mg for s in p.steps)
+        dose_caps = [step_dose, lim.max_total_dose_mg]
+        if lim.hard_max_dose_mg is not None:
+            dose_caps.append(lim.hard_max_dose_mg)
+        self.cap_dose_mg = min(dose_caps)
+        self.concentration = p.concentration_mg_per_ml
+        if self.concentration <= 0 or not math.isfinite(self.concentration):
+            raise SafetyConfigError(f"concentration_mg_per_ml = {self.concentration}: must be > 0")
+        if p.total_volume_ml > self.cap_ml + self.quantum(self.cap_ml):
+            raise SafetyConfigError(
+                f"total_volume_ml = {p.total_volume_ml}: exceeds the checked cap "
+                f"{self.cap_ml:.4g} mL (sum of steps, hard volume limit, syringe capacity)")
+        tol = self.tolerances
+        self.end_grace_s = max(tol.end_grace_min_s, tol.end_grace_rel * self.plan.end_s)
+        # The display step at the planned total is needed several times per sample; the
+        # program is frozen and the cap fixed here, so work it out once.
+        self._cap_quantum = self.quantum(self.cap_ml)
+
+    # -- figures -----------------------------------------------------------------------
+
+    def quantum(self, volume_ml: float) -> float:
+        """The smallest volume step that can be told apart near `volume_ml`: the pump's
+        counter resolution there, or the program's volume resolution if coarser."""
+        return max(self._counter_resolution.at(volume_ml),
+                   self.program.limits.volume_resolution_ml)
+
+    def volume_tolerance(self, planned_ml: float) -> float:
+        t = self.tolerances
+        return max(t.volume_abs_ml, t.volume_rel * planned_ml, 2 * self.quantum(planned_ml))
+
+    def allowed_rate_ml_h(self, plan_t: float) -> float:
+        """Highest rate the pump may run at around plan time `plan_t` (incl. tolerance)."""
+        slack = self.tolerances.timing_slack_s
+        rate = self.plan.max_rate_ml_h(plan_t - slack, plan_t + slack)
+        if plan_t >= self.plan.end_s - slack and plan_t <= self.plan.end_s + self.end_grace_s:
+            rate = max(rate, self.plan.last_rate_ml_h)  # finishing the last few drops late
+        rate *= 1.0 + self.tolerances.rate_rel
+        return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
+
+    def is_complete(self, delivered_ml: float) -> bool:
+        return delivered_ml >= self.cap_ml - self._cap_quantum
+
+    def _band(self, t: float) -> tuple[float, float]:
+        """Planned-so-far volume at plan time `t` and the tolerance around it."""
+        planned = self.plan.volume_at(t)
+        return planned, self.volume_tolerance(planned)
