@@ -117,9 +117,9 @@ def execute(opts: RunOptions, console: Console) -> RunResult:
 def _parse_faults(texts: list[str]) -> list[Any]:
     if not texts:
         return []
-    from simulators.faults import parse_fault
+    from simulators.faults import parse_faults
 
-    return [parse_fault(t) for t in texts]
+    return parse_faults(texts, pumps=1)  # the embedded simulator has one pump, address 0
 
 
 @contextlib.asynccontextmanager
