@@ -39,8 +39,11 @@ class RunCommands:
     """
 
     def __init__(self, *, channel: str, clock: Clock, monitor: SafetyMonitor,
-                 plan_t: Callable[[], float], delivered_ml: Callable[[], float]) -> None:
+                 plan_t: Callable[[], float], delivered_ml: Callable[[], float],
+                 retries: Callable[[], int] = lambda: 0) -> None:
         self.channel = channel
+        self.retries = retries  # the driver's count of repeated requests (see retries_of)
+        self.retries_at_start = 0
         self.clock = clock
         self.monitor = monitor
         self._plan_t = plan_t
@@ -57,6 +60,7 @@ class RunCommands:
         """Write to `journal` from now on."""
         self.journal = journal
         self._sample_layout = journal.layout("sample", SAMPLE_KEYS)
+        self.retries_at_start = self.retries()
 
     def write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
         """Journal a record. If the journal fails (disk full, I/O error) the run must still
@@ -95,15 +99,22 @@ class RunCommands:
     # -- commands ------------------------------------------------------------------------
 
     async def cmd(self, op: str, args: dict[str, Any], call: Callable[[], Awaitable[T]]) -> T:
-        """Send one command and journal its result or its error."""
+        """Send one command and journal its result or its error (with `retries`: how many
+        times a lost or corrupt reply made the driver repeat a request, when any did)."""
+        before = self.retries()
         try:
             result = await call()
         except PumpError as exc:
             self.write("command", op=op, args=args, error=str(exc),
-                       error_type=type(exc).__name__)
+                       error_type=type(exc).__name__, **self._retried_since(before))
             raise
-        self.write("command", op=op, args=args, result=json_result(result))
+        self.write("command", op=op, args=args, result=json_result(result),
+                   **self._retried_since(before))
         return result
+
+    def _retried_since(self, before: int) -> dict[str, int]:
+        n = self.retries() - before
+        return {"retries": n} if n else {}
 
     async def checked(self, op: str, value: Any, call: Callable[[], Awaitable[T]],
                       args: dict[str, Any] | None = None) -> T:
@@ -133,3 +144,10 @@ class RunCommands:
     def fail(self, breach: Breach) -> NoReturn:
         """Journal the breach and unwind the run to its stop sequence."""
         raise BreachStop(self.alarm(breach))
+
+
+def retries_of(driver: object) -> int:
+    """Requests the driver repeated because a reply was lost, late or corrupt (its `retried`
+    counter); 0 for a driver that does not count them."""
+    value = getattr(driver, "retried", 0)
+    return value if isinstance(value, int) else 0

@@ -32,7 +32,7 @@ from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import UsageError
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
-from pumpctl.run.commands import BreachStop, RunCommands
+from pumpctl.run.commands import BreachStop, RunCommands, retries_of
 from pumpctl.run.prepare import prepare_pump
 from pumpctl.run.records import SampleFields, header_fields, json_result, summary_fields, whoami
 from pumpctl.run.stop import final_delivered, stop_until_confirmed, unconfirmed_stop
@@ -100,7 +100,8 @@ class InfusionController:
         self.baseline_ml = resume.baseline_ml if resume else 0.0
         self.offset_s = resume.plan_offset_s if resume else 0.0
         self._commands = RunCommands(channel=channel, clock=self.clock, monitor=self.monitor,
-                                     plan_t=self._plan_t, delivered_ml=lambda: self._delivered)
+                                     plan_t=self._plan_t, delivered_ml=lambda: self._delivered,
+                                     retries=lambda: retries_of(self.driver))
         self._samples = SampleFields(program, self.monitor)
         self._requests: list[tuple[str, str, str]] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -377,6 +378,7 @@ class InfusionController:
         """Take one status sample (requested at clock time `now`) and act on it; True when
         the run is complete."""
         c = self._commands
+        retries_before = c.retries()
         try:
             # asyncio.timeout(no_status_s), with the timer shared between polls
             async with asyncio.timeout(None) as scope:
@@ -391,7 +393,7 @@ class InfusionController:
             c.fail(breach_for_error(exc))
         except (PumpError, TimeoutError) as exc:
             c.write("command", op="status", args={}, error=str(exc) or "timed out",
-                    error_type=type(exc).__name__)
+                    error_type=type(exc).__name__, retries=c.retries() - retries_before)
             self.monitor.note_status_failure(now)
             silent = self.monitor.check_silence(self._now())
             if silent is not None:
@@ -408,7 +410,8 @@ class InfusionController:
                                              measured_ml=measured)
         c.write_sample(self._samples.values(st, delivered, plan_t, self._measured,
                                             self._vtbi_total, self._seg_index,
-                                            self._paused_at is not None, breaches))
+                                            self._paused_at is not None, breaches,
+                                            c.retries() - retries_before))
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first
                 c.alarm(b)
@@ -475,7 +478,8 @@ class InfusionController:
             outcome=outcome, planned_volume_ml=self.monitor.cap_ml, delivered_ml=final,
             planned_dose_mg=self.program.total_dose_mg, concentration_mg_per_ml=conc,
             duration_s=duration, alarms=len(c.alarms), stop_confirmed=confirmed, reason=reason,
-            measured_ml=self._measured, baseline_ml=self.baseline_ml))
+            measured_ml=self._measured, baseline_ml=self.baseline_ml,
+            retries=c.retries() - c.retries_at_start))
         b2s = None
         if c.first_breach_at is not None and self._stopped_at is not None:
             b2s = self._stopped_at - c.first_breach_at
