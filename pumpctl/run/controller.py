@@ -118,6 +118,7 @@ class InfusionController:
         self._monitoring_i = 0
         self._last_status: PumpStatus | None = None
         self._stop_request: tuple[str, str] | None = None
+        self._unconfirmed: Breach | None = None  # the alarm of a stop the pump never confirmed
         self._header_written = False
         self._pending_notes: list[tuple[str, dict[str, Any]]] = []
         self._status_deadline = SharedDeadline()  # the no-status window of each poll
@@ -453,6 +454,10 @@ class InfusionController:
         else:
             reason, sender = "planned total delivered", "controller"
         confirmed = await self._stop_pump(reason, sender)
+        if not confirmed and fault is None:  # an unconfirmed stop is a fault, whoever asked
+            fault = self._unconfirmed
+            if fault is not None:
+                reason = f"{reason}; then {fault.kind.value}: {fault.message}"
         final = self._delivered = final_delivered(self._last_status, baseline_ml=self.baseline_ml,
                                                   delivered_ml=self._delivered)
         if fault is None and stop_by is None and self._completed:
@@ -499,7 +504,7 @@ class InfusionController:
         st = await stop_until_confirmed(c, self.driver, attempts=self.stop_attempts,
                                         timeout_s=self.stop_timeout_s)
         if st is None:
-            c.alarm(unconfirmed_stop(self.stop_attempts))
+            self._unconfirmed = c.alarm(unconfirmed_stop(self.stop_attempts, self.watchdog_s))
             return False
         self._last_status = st
         self._stopped_at = self._now()

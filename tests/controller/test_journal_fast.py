@@ -144,7 +144,7 @@ def reference(program: Any, monitor: SafetyMonitor, s: PumpStatus, delivered: fl
         dose_mg_per_kg=round(dose / p.weight_kg, 6) if p.weight_kg else None,
         dose_rate_mg_h=round(s.rate_ml_h * p.concentration_mg_per_ml, 6)
         if s.state.is_moving else 0.0,
-        segment=segment, paused=paused, alarm=alarm)
+        segment=segment, paused=paused, alarm=alarm, retries=0)
 
 
 @settings(max_examples=300, deadline=None)
