@@ -8,6 +8,7 @@ so a user never sees a traceback for something they can fix.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,8 +29,16 @@ app = typer.Typer(
 
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pumpctl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         if callable(show):
             show()
         else:
-            _err.print(f"error: {exc}")
+            _err.print(f"error: {exc}", markup=False)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except typer.Abort:
         _err.print("aborted")
