@@ -402,7 +402,7 @@ class Spool:
                                      qos=o["qos"], retain=o["retain"], kind=MessageKind(o["kind"])),
                        number) for i, o in content.messages]
         max_id = max((i for i, _, _ in found), default=0)
-        acked = self._acked_id = trusted_acked(acked, problem, max_id, len(found), self.recovery)
+        acked = self._acked_id = trusted_acked(acked, problem, self.recovery)
         for entry_id, message, number in found:
             if entry_id > acked and entry_id not in self._pending:
                 self._add_pending(entry_id, message, number)

@@ -2,9 +2,9 @@
 
 The segments are the truth and the ack index (`acked`) only a shortcut, so the index is
 believed only when it proves itself: a CRC-32 over its two numbers, and an acked id below the
-next id it claims. An index in the format of earlier versions (a bare number) is believed only
-where the data cannot contradict it. An index that is missing, unreadable, fails its CRC or
-claims more than was ever issued is not trusted: every message found in the segments is sent
+next id it claims. An index that is unreadable, fails its CRC, claims more than was ever
+issued, or has no CRC at all (a bare number, as earlier versions wrote it; a bit flip in it
+would look just as valid) is not trusted: every message found in the segments is sent
 again (at least once; consumers de-duplicate on `seq`) rather than one deleted unsent. Lines
 that cannot be read (not UTF-8, not JSON, a bad tombstone) are skipped and counted, files that
 are not regular segment files are left alone, and all of it is in `SpoolRecovery`, which the
@@ -78,8 +78,8 @@ def read_cursor(directory: Path) -> tuple[int, int, str | None]:
         text = files.read_text(path, files.SPOOL_CURSOR).strip()
     except files.InputFileError as exc:
         return 0, 0, exc.problem
-    if text.isdigit():  # the index as earlier versions wrote it: checked against the data
-        return int(text), 0, "legacy"
+    if text.isdigit():  # as earlier versions wrote it: no check, so not to be relied on
+        return 0, 0, "an index without a CRC (older pumpctl, or damaged)"
     try:
         body = json.loads(text)
         acked, next_id, crc = int(body["acked"]), int(body["next"]), int(body["crc"])
@@ -163,17 +163,8 @@ def read_segment(path: Path, recovery: SpoolRecovery, kinds: frozenset[str]
     return content
 
 
-def trusted_acked(acked: int, problem: str | None, max_id: int, found: int,
-                  recovery: SpoolRecovery) -> int:
-    """The acked id recovery may rely on: 0 (send everything found) unless the index is sound.
-
-    An index in the old format (a bare number, `problem == "legacy"`) is believed only where
-    the data cannot contradict it: not when it claims more than every id on disk while
-    messages are there.
-    """
-    if problem == "legacy":
-        problem = None if acked <= max_id or not found else \
-            f"acked id {acked} beyond every id on disk"
+def trusted_acked(acked: int, problem: str | None, recovery: SpoolRecovery) -> int:
+    """The acked id recovery may rely on: 0 (send everything found) unless the index is sound."""
     if problem is None:
         return acked
     recovery.cursor_problem = problem
