@@ -74,6 +74,8 @@ def _options(
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+# `rate -1 mL/h` is a value to refuse with its reason, not an unknown option "-1".
+_NUMBERS = {"ignore_unknown_options": True}
 
 
 def _json_after_command(ctx: typer.Context, as_json: bool) -> None:
@@ -163,7 +165,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _with_pump(ctx, action)
 
 
-@pump_app.command()
+@pump_app.command(context_settings=_NUMBERS)
 def diameter(ctx: typer.Context, mm: Annotated[list[str] | None, typer.Argument(
         help="Inner diameter, e.g. 26.59 (mm), 26.59 mm or 2.659 cm; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
@@ -178,7 +180,7 @@ def diameter(ctx: typer.Context, mm: Annotated[list[str] | None, typer.Argument(
     _with_pump(ctx, action)
 
 
-@pump_app.command()
+@pump_app.command(context_settings=_NUMBERS)
 def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Rate with unit, e.g. 52.5 mL/h, 875 uL/min; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
@@ -197,7 +199,7 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
     _with_pump(ctx, action)
 
 
-@pump_app.command()
+@pump_app.command(context_settings=_NUMBERS)
 def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Volume to dispense, mL (or with unit, e.g. 500 uL); 0 = no limit; omit to "
              "query.")] = None,

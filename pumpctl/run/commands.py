@@ -106,13 +106,14 @@ class RunCommands:
             result = await call()
         except PumpError as exc:
             self.write("command", op=op, args=args, error=str(exc),
-                       error_type=type(exc).__name__, **self._retried_since(before))
+                       error_type=type(exc).__name__, **self.retried_since(before))
             raise
         self.write("command", op=op, args=args, result=json_result(result),
-                   **self._retried_since(before))
+                   **self.retried_since(before))
         return result
 
-    def _retried_since(self, before: int) -> dict[str, int]:
+    def retried_since(self, before: int) -> dict[str, int]:
+        """`{"retries": n}` for a record, when the driver repeated n > 0 requests since."""
         n = self.retries() - before
         return {"retries": n} if n else {}
 

@@ -394,7 +394,7 @@ class InfusionController:
             c.fail(breach_for_error(exc))
         except (PumpError, TimeoutError) as exc:
             c.write("command", op="status", args={}, error=str(exc) or "timed out",
-                    error_type=type(exc).__name__, retries=c.retries() - retries_before)
+                    error_type=type(exc).__name__, **c.retried_since(retries_before))
             self.monitor.note_status_failure(now)
             silent = self.monitor.check_silence(self._now())
             if silent is not None:
