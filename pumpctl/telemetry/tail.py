@@ -96,9 +96,15 @@ def _num(value: Any, spec: str) -> str:
     return format(value, spec) if _is_number(value) else "-"
 
 
+def _shown(text: str) -> str:
+    """Publisher text as it may appear on a terminal: one line, no control characters (an
+    escape sequence could rewrite the screen), never read as rich markup."""
+    return escape("".join(c if c.isprintable() else "?" for c in text))
+
+
 def skipped_note(topic: str, why: str) -> str:
     """The one line shown instead of a message that cannot be shown."""
-    return f"[dim]skipped a message on {escape(topic)}: {escape(why)}[/]"
+    return f"[dim]skipped a message on {_shown(topic)}: {_shown(why)}[/]"
 
 
 def format_message(topic: str, payload: bytes) -> str:
@@ -106,19 +112,19 @@ def format_message(topic: str, payload: bytes) -> str:
     a time no clock holds, a number where text belongs) becomes a one-line note instead.
     Text from the message is escaped: it is shown, never read as markup."""
     suffix = topic.rsplit("/", 1)[-1]
-    who = escape("/".join(topic.split("/")[-3:-1]))
+    who = _shown("/".join(topic.split("/")[-3:-1]))
     if suffix == "status":
         text = payload.decode(errors="replace")
         colour = "green" if text == "online" else "red"
-        return f"{'':12} {who} [{colour}]{escape(text[:200])}[/]"
+        return f"{'':12} {who} [{colour}]{_shown(text[:200])}[/]"
     try:
         body = json.loads(payload, parse_constant=_refuse_constant)
     except _NotFinite as exc:
         return skipped_note(topic, str(exc))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return f"{'':12} {who} {escape(suffix)}: {escape(repr(payload[:200]))}"
+        return f"{'':12} {who} {_shown(suffix)}: {_shown(repr(payload[:200]))}"
     if not isinstance(body, dict):
-        return f"{'':12} {who} {escape(suffix)}: {escape(repr(body)[:200])}"
+        return f"{'':12} {who} {_shown(suffix)}: {_shown(repr(body)[:200])}"
     problem = problem_of(body)
     if problem is not None:
         return skipped_note(topic, problem)
@@ -126,8 +132,8 @@ def format_message(topic: str, payload: bytes) -> str:
     if suffix == "telemetry":
         mg_kg = body.get("dose_delivered_mg_per_kg")
         per_kg = f" ({_num(mg_kg, '.3f')} mg/kg)" if mg_kg is not None else ""
-        alarm = f" [bold red]{escape(body['alarm'])}[/]" if body.get("alarm") else ""
-        return (f"{head} {escape(body.get('pump_status') or '?'):<9} "
+        alarm = f" [bold red]{_shown(body['alarm'])}[/]" if body.get("alarm") else ""
+        return (f"{head} {_shown(body.get('pump_status') or '?'):<9} "
                 f"{_num(body.get('flow_rate_ml_h'), '8.3f')} mL/h  "
                 f"vol {_num(body.get('volume_delivered_ml'), '.3f')}/"
                 f"{_num(body.get('vtbi_ml'), '.3f')} mL  "
@@ -140,7 +146,7 @@ def format_message(topic: str, payload: bytes) -> str:
                                      "elapsed_s", "event", "program", "monitoring"}
                         and v not in (None, ""))
     event = body.get("event") or suffix
-    return f"{head} [bold]{escape(event)}[/] {escape(details[:500])}"
+    return f"{head} [bold]{_shown(event)}[/] {_shown(details[:500])}"
 
 
 async def tail(target: MqttTarget, filters: list[str], *, password: str | None,

@@ -137,3 +137,21 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
     code, out, _ = cli(["--version"], capsys)
     assert code == 0 and out == f"pumpctl {__version__}\n"
+
+
+def test_text_with_markup_is_shown_never_read_as_markup(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A path, a run reference or an alarm text holding `[/]` used to end in rich's
+    MarkupError traceback."""
+    code, _, err = cli(["runs", "show", "[/]x", "--journal", str(tmp_path)], capsys)
+    assert code == 2 and err == f"error: run '[/]x': no such run in {tmp_path}\n"
+    journal = tmp_path / "[bold]runs[/]"
+    code, out, err = cli(["run", str(STANDARD), "--weight", "70", "--sim", "--speed", "max",
+                          "--journal", str(journal)], capsys)
+    assert code == 0, err
+    assert "[bold]runs[/]/" in out.replace("\n", "")
+    console = Console(record=True, width=200)
+    RunDisplay(console).emit({"type": "alarm", "channel": "p[0]", "kind": "remote_stop",
+                              "message": "stop requested by mqtt:alice: [/] [red]now"})
+    assert "ALARM p[0] remote_stop: stop requested by mqtt:alice: [/] [red]now" in \
+        console.export_text()

@@ -5,6 +5,7 @@ told what was found. Real processes and a real Mosquitto, as a lab runs them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -136,3 +137,29 @@ def test_no_index_whatever_its_bytes_loses_an_unsent_message(index: bytes,
             assert {5, 6, 7} <= seqs
         finally:
             again.close()
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+                     | st.sampled_from(["[/]", "[bold]", "[link=x]", "\x1b[31m"]),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=10)
+_fields = st.sampled_from(["ts", "seq", "pump_status", "flow_rate_ml_h", "volume_delivered_ml",
+                           "vtbi_ml", "time_remaining_s", "segment", "alarm", "event",
+                           "dose_delivered_mg_per_kg", "reason"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.dictionaries(_fields, _json, max_size=8), suffix=st.sampled_from(
+    ["telemetry", "event", "status", "run"]), raw=st.binary(max_size=30), use_raw=st.booleans())
+def test_any_payload_becomes_one_printable_line(body: dict[str, object], suffix: str,
+                                                raw: bytes, use_raw: bool) -> None:
+    """Whatever a publisher sends: one line, that rich prints without a markup error."""
+    from rich.console import Console
+
+    from pumpctl.telemetry.tail import format_message
+
+    payload = raw if use_raw else json.dumps(body, allow_nan=True).encode()
+    line = format_message(f"pumpctl/lab/p1/{suffix}", payload)
+    console = Console(record=True, width=400, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(line)
+    assert len(console.export_text().strip().splitlines()) <= 1
