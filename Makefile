@@ -15,10 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Mosquitto is a system package: tests start their own broker on a free loopback port.
+# Chromium (headless) renders the run reports' HTML pages in the report tests.
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then \
 		echo "installing mosquitto (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	fi
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # The standard protocol (ketamine 0.5 mg/kg over 40 min, 70 kg) on the embedded simulator,

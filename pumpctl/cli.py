@@ -16,7 +16,18 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
-from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry
+from pumpctl.commands import (
+    accuracy,
+    course,
+    plan,
+    pump,
+    report,
+    run,
+    runs,
+    sim,
+    sim_balance,
+    telemetry,
+)
 from pumpctl.errors import PumpctlError
 
 app = typer.Typer(
@@ -42,7 +53,7 @@ def _root(version: Annotated[bool, typer.Option(
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report):
     area.register(app)
 
 
