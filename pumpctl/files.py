@@ -50,7 +50,7 @@ SPOOL_SEGMENT = FileKind("spool segment", 128 * 1024 * 1024)
 SPOOL_CURSOR = FileKind("spool ack cursor", 4096)
 PASSWORD = FileKind("password file", 4096)
 TLS_FILE = FileKind("TLS certificate or key", 1_000_000)
-CSV = FileKind("CSV file", 64 * 1024 * 1024)
+CSV = FileKind("CSV file", 32 * 1024 * 1024)  # a day of 1 s balance readings is ~3 MB
 
 _CHUNK = 1 << 20
 

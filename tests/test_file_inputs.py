@@ -1,7 +1,7 @@
 """Issue 9, item 7: a path that is not a regular file, given to any loader, is a one-line error
 at once and in bounded memory: /dev/zero, a FIFO nobody writes to, a directory, a 2 GB sparse
 file, a symlink loop, as a plan, drug library, syringe table, pump profile, course, journal
-entry, spool segment or index, password file, TLS file or CSV.
+entry, spool segment or index, password file, TLS file or `accuracy analyse` CSV.
 
 Every loader runs in one child process with its address space capped (what /dev/zero read to
 the end would exceed at once) and a deadline (what a FIFO read without a writer would block
@@ -66,8 +66,8 @@ CHILD = textwrap.dedent('''
         "runs list": runs_list, "spool segment": spool_segment, "spool index": spool_index,
         "password": lambda p: read_password(p),
         "tls ca": lambda p: parse_mqtt_url(f"mqtts://u@h?ca={p}").ssl_context(),
-        "csv": lambda p: __import__("pumpctl.files").files.read_bytes(
-            p, __import__("pumpctl.files").files.CSV),
+        "csv": lambda p: __import__("pumpctl.analysis.samples").analysis.samples
+            .read_mass_series(p),  # what `accuracy analyse` reads
     }
     for kind, path in json.loads(sys.argv[1]).items():
         for name, load in LOADERS.items():
