@@ -155,3 +155,14 @@ def test_text_with_markup_is_shown_never_read_as_markup(
                               "message": "stop requested by mqtt:alice: [/] [red]now"})
     assert "ALARM p[0] remote_stop: stop requested by mqtt:alice: [/] [red]now" in \
         console.export_text()
+
+
+def test_an_accuracy_csv_path_holding_markup_is_printed_as_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "[").mkdir()
+    samples = tmp_path / "[" / "]x.csv"  # the path reads "[/]x.csv"
+    samples.write_text("t_min,mass_g\n" + "".join(f"{i},{i / 60:.5f}\n" for i in range(181)))
+    code, out, err = cli(["accuracy", "analyse", str(samples), "--rate", "1 mL/h",
+                          "--interval", "1min"], capsys)
+    assert code == 0, err
+    assert out.startswith(f"{samples}: set rate 1 mL/h")
