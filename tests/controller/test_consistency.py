@@ -165,4 +165,4 @@ def test_an_accuracy_csv_path_holding_markup_is_printed_as_written(
     code, out, err = cli(["accuracy", "analyse", str(samples), "--rate", "1 mL/h",
                           "--interval", "1min"], capsys)
     assert code == 0, err
-    assert out.startswith(f"{samples}: set rate 1 mL/h")
+    assert " ".join(out.split()).startswith(f"{samples}: set rate 1 mL/h")
