@@ -216,8 +216,10 @@ def _summarize(path: Path, read: JournalRead) -> RunInfo:
     delivered = summary.get("delivered_volume_ml") if summary else \
         (last_sample.get("infused_ml") if last_sample else None)
     outcome = str(summary.get("outcome")) if summary else "interrupted"
+    # A damaged journal is listed by its file name: the id `runs show` will find it by.
+    run_id = path.stem if read.damage else str(header.get("run_id", path.stem))
     return RunInfo(
-        run_id=str(header.get("run_id", path.stem)), channel=str(header.get("channel", "")),
+        run_id=run_id, channel=str(header.get("channel", "")),
         plan=str(header.get("plan", "")), started=header.get("t"),
         outcome="damaged" if read.damage else outcome,
         planned_volume_ml=header.get("total_volume_ml"), delivered_volume_ml=delivered,
