@@ -509,6 +509,11 @@ class InfusionController:
         self._last_status = st
         self._stopped_at = self._now()
         self.monitor.note_command("stop")
+        if c.journal is not None:  # the confirming status is the last sample: flow 0 shown
+            done = final_delivered(st, baseline_ml=self.baseline_ml, delivered_ml=self._delivered)
+            c.write_sample(self._samples.values(st, done, self._plan_t(), self._measured,
+                                                self._vtbi_total, self._seg_index,
+                                                self._paused_at is not None, []))
         c.write("state", state="stopped", reason=reason, sender=sender)
         return True
 

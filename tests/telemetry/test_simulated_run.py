@@ -85,9 +85,10 @@ def test_a_full_simulated_run_reaches_mosquitto_sub_complete_and_in_order(
     records = read_records(result.journal_path)
     assert result.outcome == "completed"
 
-    # One telemetry message per poll: 40 minutes at 1 Hz.
+    # One telemetry message per poll (40 minutes at 1 Hz), and the stopped pump's last one.
     telemetry = live.json_on("telemetry")
-    assert len(telemetry) == program.duration_s == 2400
+    assert len(telemetry) == program.duration_s + 1 == 2401
+    assert (telemetry[-1]["pump_status"], telemetry[-1]["flow_rate_ml_h"]) == ("stopped", 0.0)
     assert seqs(telemetry) == journal_seqs(records, {"sample"})
     assert all(a < b for a, b in zip(seqs(telemetry), seqs(telemetry)[1:], strict=False))
     assert telemetry[-1]["volume_delivered_ml"] == pytest.approx(program.total_volume_ml,
@@ -289,7 +290,7 @@ def test_pumpctl_runs_own_runner_streams_through_the_factory(
     rows = independent.rows()
     samples = journal_seqs(read_records(result.journal_path), {"sample"})
     telemetry = [json.loads(p) for _, _, t, p in rows if t.endswith("/telemetry")]
-    assert result.outcome == "completed" and len(samples) == 600
+    assert result.outcome == "completed" and len(samples) == 601  # 600 polls, the stopped pump
     assert seqs(telemetry) == samples
     assert [p for _, _, t, p in rows if t.endswith("/status")] == ["online", "offline"]
     assert (tmp_path / "spool" / "lab" / "pump0").is_dir()
