@@ -81,6 +81,9 @@ def _open(path: Path | str, kind: FileKind) -> tuple[int, os.stat_result]:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
         fd = os.open(os.fspath(Path(path).expanduser()), flags)
+    except ValueError:  # a NUL byte in the path (from a YAML string, say)
+        raise InputFileError(repr(str(path)), kind, "not a usable path (a NUL byte in it)"
+                             ) from None
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             problem = "no such file"

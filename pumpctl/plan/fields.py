@@ -194,7 +194,7 @@ def load_cached(model: type[M], file: Path, error: type[PlanError] = ConfigError
     try:
         st = file.stat()
         key = (model, str(file.resolve()), st.st_mtime_ns, st.st_size)
-    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, on resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop on resolve(); a NUL byte
         return validate(model, read_yaml(file, error, kind), str(file), error)
     hit = _CACHE.get(key)
     if isinstance(hit, model):
