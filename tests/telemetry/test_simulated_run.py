@@ -245,8 +245,9 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
                     for forbidden in ("resume", "start"):
                         await alice.publish("pumpctl/lab/p1/cmd/alice",
                                             json.dumps({"command": forbidden}), qos=1)
+                    # An odd stop (any case, a null reason, an unknown key) still stops.
                     await bob.publish("pumpctl/lab/p1/cmd/bob", json.dumps(
-                        {"command": "stop", "reason": "end of session"}), qos=1)
+                        {"command": " STOP", "reason": None, "urgent": True}), qos=1)
                     result = await run
             await dashboard.wait_for(lambda c: b"offline" in [m.payload for m in c.on("status")])
             return result, dashboard, sim.pump(0).model.running
@@ -263,6 +264,10 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
                       ("resume", "mqtt:alice", None, refused),
                       ("start", "mqtt:alice", None, refused),
                       ("stop", "mqtt:bob", "accepted", None)]
+    (stop_note,) = [r for r in records if r["type"] == "command"
+                    and r["op"] == "remote_command" and r["sender"] == "mqtt:bob"]
+    assert stop_note["notes"] == ["command ' STOP' read as 'stop'", "unknown keys: 'urgent'",
+                                  "reason: expected text, got null"]
     states = [(r["state"], r["sender"]) for r in records if r["type"] == "state"]
     assert ("paused", "mqtt:alice") in states and ("stopping", "mqtt:bob") in states
     assert ("resumed", "mqtt:alice") not in states
