@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,8 +140,7 @@ def test_fuzzed_journals_never_end_in_a_traceback(data: st.DataObject, good_jour
     for _ in range(data.draw(st.integers(1, 4))):
         at = data.draw(st.integers(0, len(raw) - 1))
         raw[at] = data.draw(st.integers(0, 255))
-    runs = tmp_path / f"fuzz-{data.draw(st.integers(0, 10**9))}"
-    runs.mkdir()
+    runs = Path(tempfile.mkdtemp(dir=tmp_path))
     path = runs / good_journal.name
     path.write_bytes(bytes(raw))
     try:
