@@ -19,6 +19,7 @@ from pumpctl import __version__
 from pumpctl.commands import (
     accuracy,
     course,
+    dashboard,
     plan,
     pump,
     report,
@@ -53,7 +54,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report,
+             dashboard):
     area.register(app)
 
 
