@@ -65,6 +65,8 @@ CHILD = textwrap.dedent('''
         "pump profile": load_pump_profile, "course": load_course, "journal": read_records,
         "runs list": runs_list, "spool segment": spool_segment, "spool index": spool_index,
         "password": lambda p: read_password(p),
+        "login password": lambda p: __import__("pumpctl.dashboard.auth").dashboard.auth
+            .read_login_password(p),
         "tls ca": lambda p: parse_mqtt_url(f"mqtts://u@h?ca={p}").ssl_context(),
         "csv": lambda p: __import__("pumpctl.analysis.samples").analysis.samples
             .read_mass_series(p),  # what `accuracy analyse` reads
@@ -114,7 +116,7 @@ def test_every_loader_refuses_every_odd_path_at_once(
                            capture_output=True, text=True, timeout=120, preexec_fn=_cap_memory)
     assert child.returncode == 0, child.stderr[-2000:]
     results = [json.loads(line) for line in child.stdout.splitlines()]
-    assert len(results) == len(odd_paths) * 12
+    assert len(results) == len(odd_paths) * 13
     why = {"/dev/zero": "a character device, not a regular file",
            "fifo": "a FIFO (named pipe), not a regular file",
            "directory": "a directory, not a regular file",

@@ -86,9 +86,9 @@ def _word(value: Any) -> str | None:
 
 
 def _clean_text(text: str) -> str:
-    """One line without control characters (the reason ends up in logs and on consoles)."""
-    return " ".join("".join(" " if unicodedata.category(c)[0] == "C" else c
-                            for c in text).split())
+    """One line without control characters (the reason ends up in logs and on consoles):
+    each is replaced by a space, nothing else is changed but the ends trimmed."""
+    return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text).strip()
 
 
 def _describe(value: Any) -> str:

@@ -45,7 +45,7 @@ ODD_BUT_OBEYED: list[tuple[bytes, str, str, list[str]]] = [
       "unknown keys: 'pad'"]),
     (b'{"command": " PAUSE ", "reason": {"a": 1}}', "pause", "",
      ["command ' PAUSE ' read as 'pause'", "reason: expected text, got an object"]),
-    (b'{"Command": "pause", "reason": "check\\u0007 the\\nline"}', "pause", "check the line",
+    (b'{"Command": "pause", "reason": "check\\u0007 the\\nline"}', "pause", "check  the line",
      ["command key written in another case or with spaces"]),
 ]
 
