@@ -17,6 +17,7 @@ from pumpctl.plan.course import load_course
 from pumpctl.plan.errors import PlanError
 from pumpctl.plan.library import load_library, load_pump_profile, load_syringes
 from pumpctl.plan.model import load_plan
+from pumpctl.rig import load_rig
 
 from .conftest import CONFIGS, STANDARD
 
@@ -37,6 +38,7 @@ FILES: list[tuple[str, Path, str, Callable[[Path], Any]]] = [
     ("syringes", CONFIGS / "syringes.yaml", "  bd-plastipak-1:", load_syringes),
     ("pump profile", CONFIGS / "pumps" / "newera-ne1000.yaml", "name:", load_pump_profile),
     ("course", CONFIGS / "courses" / "ketamine-twice-weekly.yaml", "plan:", load_course),
+    ("rig", CONFIGS / "rigs" / "sim-newera-accuracy.yaml", "  syringe:", load_rig),
 ]
 
 
