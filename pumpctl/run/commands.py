@@ -53,6 +53,7 @@ class RunCommands:
         self.journal_error: str | None = None
         self.alarms: list[dict[str, Any]] = []
         self.first_breach_at: float | None = None
+        self.last_breach: Breach | None = None  # the latest alarm, for the run's last sample
 
     # -- the journal ---------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class RunCommands:
             self.first_breach_at = self.clock.monotonic()
         rec = self.write("alarm", **breach.as_record())
         self.alarms.append(rec)
+        self.last_breach = breach
         return breach
 
     def fail(self, breach: Breach) -> NoReturn:

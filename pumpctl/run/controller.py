@@ -509,11 +509,13 @@ class InfusionController:
         self._last_status = st
         self._stopped_at = self._now()
         self.monitor.note_command("stop")
-        if c.journal is not None:  # the confirming status is the last sample: flow 0 shown
+        if c.journal is not None:  # the confirming status is the last sample: flow 0 shown,
+            # and the run's alarm still named (a stop does not clear it)
             done = final_delivered(st, baseline_ml=self.baseline_ml, delivered_ml=self._delivered)
+            last = [c.last_breach] if c.last_breach is not None else []
             c.write_sample(self._samples.values(st, done, self._plan_t(), self._measured,
                                                 self._vtbi_total, self._seg_index,
-                                                self._paused_at is not None, []))
+                                                self._paused_at is not None, last))
         c.write("state", state="stopped", reason=reason, sender=sender)
         return True
 

@@ -166,3 +166,17 @@ def test_an_accuracy_csv_path_holding_markup_is_printed_as_written(
                           "--interval", "1min"], capsys)
     assert code == 0, err
     assert " ".join(out.split()).startswith(f"{samples}: set rate 1 mL/h")
+
+
+def test_the_last_sample_is_the_stopped_pump_and_keeps_the_runs_alarm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(["run", str(STANDARD), "--weight", "70", "--sim", "--speed", "max",
+                        "--journal", str(tmp_path), "--json", "--sim-fault", "occlusion@5m"],
+                       capsys)
+    assert code == 6, err
+    records = read_records(next(tmp_path.glob("*.jsonl")))
+    alarms = [r["kind"] for r in records if r["type"] == "alarm"]
+    last = [r for r in records if r["type"] == "sample"][-1]
+    after = [r["type"] for r in records[records.index(last) + 1:]]
+    assert after[:1] == ["state"] and records[records.index(last) + 1]["state"] == "stopped"
+    assert last["state"] != "infusing" and last["alarm"] in (alarms[-1], "stall")
