@@ -30,7 +30,7 @@ from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus  # noqa
 from pumpctl.journal import Journal  # noqa: E402
 from pumpctl.plan.compile import compile_plan_file  # noqa: E402
 from pumpctl.plan.program import RateProgram  # noqa: E402
-from pumpctl.run.records import SampleFields  # noqa: E402
+from pumpctl.run.records import SAMPLE_KEYS, SampleFields  # noqa: E402
 from pumpctl.safety import SafetyMonitor  # noqa: E402
 
 # The oracle of the sample test: the fields as the controller built them before the fast path.
@@ -80,11 +80,7 @@ def new_path(program: RateProgram, monitor: SafetyMonitor) -> Writer:
     fields = SampleFields(program, monitor)
 
     def write(j: Journal, clock: ManualClock, polls: list[tuple[PumpStatus, float, float]]) -> None:
-        layout = j.layout("sample", ("state", "rate_ml_h", "infused_ml", "withdrawn_ml",
-                                     "counter_ml", "measured_ml", "planned_ml", "vtbi_ml",
-                                     "remaining_ml", "remaining_s", "plan_t_s", "dose_mg",
-                                     "dose_mg_per_kg", "dose_rate_mg_h", "segment", "paused",
-                                     "alarm"))
+        layout = j.layout("sample", SAMPLE_KEYS)
         for st, plan_t, measured in polls:
             clock.now += 1.0
             j.write_values(layout, fields.values(st, st.infused_ml, plan_t, measured, 35.0, 0,

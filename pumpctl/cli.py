@@ -8,9 +8,11 @@ so a user never sees a traceback for something they can fix.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
@@ -39,8 +41,16 @@ app = typer.Typer(
 
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pumpctl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
@@ -63,14 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", markup=True)
+        # The message quotes what the user gave (paths, values): never read it as markup.
+        _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         sys.exit(exc.exit_code)
     except TyperException as exc:  # bad arguments: the parser's own usage message
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
-            _err.print(f"error: {exc}")
+            _err.print(f"error: {exc}", markup=False)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except typer.Abort:
         _err.print("aborted")

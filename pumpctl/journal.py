@@ -25,28 +25,31 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pumpctl.clock import Clock
-from pumpctl.errors import PumpctlError
+from pumpctl.journal_read import (  # reading lives there; re-exported where readers look
+    JOURNAL_SUFFIX,
+    JournalError,
+    JournalRead,
+    RunInfo,
+    find_run,
+    list_runs,
+    read_records,
+    scan_journal,
+    summarize_run,
+)
 
 RECORD_TYPES = ("header", "command", "sample", "segment", "alarm", "state", "monitoring",
                 "weighing", "summary")
 # Records that mark something happening (not a periodic sample): durable at once.
 DURABLE_TYPES = frozenset(RECORD_TYPES) - {"sample"}
-JOURNAL_SUFFIX = ".jsonl"
 _KNOWN_TYPES = frozenset(RECORD_TYPES)
-
-
-class JournalError(PumpctlError):
-    """A journal that cannot be found, read or written."""
-
-    exit_code = 2
 
 
 @runtime_checkable
@@ -300,95 +303,6 @@ def _jsonable(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_jsonable, allow_nan=False)
 
 
-# -- reading -----------------------------------------------------------------------------
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All records of a journal. A torn last line (crash mid-write) is dropped; any other
-    unreadable line is an error naming the line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
-    lines = raw.split(b"\n")
-    out: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:  # no trailing newline: the write was cut short
-                break
-            raise JournalError(f"{path}:{i + 1}: not a JSON record") from None
-        if not isinstance(rec, dict) or "type" not in rec:
-            raise JournalError(f"{path}:{i + 1}: record without a 'type'")
-        out.append(rec)
-    return out
-
-
-def _journal_files(runs_dir: Path) -> Iterator[Path]:
-    if not runs_dir.is_dir():
-        return iter(())
-    return iter(sorted(runs_dir.glob(f"*{JOURNAL_SUFFIX}")))
-
-
-def find_run(runs_dir: Path | str, ref: str) -> Path:
-    """A run by id, unique id prefix, or journal path."""
-    direct = Path(ref)
-    if direct.suffix == JOURNAL_SUFFIX and direct.is_file():
-        return direct
-    runs_dir = Path(runs_dir)
-    exact = runs_dir / f"{ref}{JOURNAL_SUFFIX}"
-    if exact.is_file():
-        return exact
-    matches = [p for p in _journal_files(runs_dir) if p.stem.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise JournalError(f"run {ref!r}: no such run in {runs_dir}")
-    raise JournalError(f"run {ref!r}: ambiguous in {runs_dir} ({len(matches)} runs match)")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One line of `pumpctl runs list`."""
-
-    run_id: str
-    channel: str
-    plan: str
-    started: float | None
-    outcome: str  # completed | aborted | faulted | interrupted (no summary: the process died)
-    planned_volume_ml: float | None
-    delivered_volume_ml: float | None
-    alarms: int
-    path: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def summarize_run(path: Path) -> RunInfo:
-    records = read_records(path)
-    header = next((r for r in records if r.get("type") == "header"), {})
-    summary = next((r for r in reversed(records) if r.get("type") == "summary"), None)
-    last_sample = next((r for r in reversed(records) if r.get("type") == "sample"), None)
-    alarms = sum(1 for r in records if r.get("type") == "alarm")
-    delivered = summary.get("delivered_volume_ml") if summary else \
-        (last_sample.get("infused_ml") if last_sample else None)
-    return RunInfo(
-        run_id=str(header.get("run_id", path.stem)), channel=str(header.get("channel", "")),
-        plan=str(header.get("plan", "")), started=header.get("t"),
-        outcome=str(summary.get("outcome")) if summary else "interrupted",
-        planned_volume_ml=header.get("total_volume_ml"), delivered_volume_ml=delivered,
-        alarms=alarms, path=str(path))
-
-
-def list_runs(runs_dir: Path | str) -> list[RunInfo]:
-    """Every run in `runs_dir`, oldest first; unreadable journals are skipped."""
-    out: list[RunInfo] = []
-    for p in _journal_files(Path(runs_dir)):
-        try:
-            out.append(summarize_run(p))
-        except JournalError:
-            continue
-    return out
+__all__ = ["DURABLE_TYPES", "JOURNAL_SUFFIX", "RECORD_TYPES", "Journal", "JournalError",
+           "JournalRead", "RecordSink", "RunInfo", "find_run", "list_runs", "new_run_id",
+           "read_records", "scan_journal", "summarize_run"]

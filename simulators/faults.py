@@ -46,6 +46,22 @@ FAULT_PARAMS: dict[FaultKind, dict[str, float]] = {
 }
 
 
+# What each parameter may be: (lowest, highest, whole number?). A value outside would either
+# crash the simulator mid-run (a mask above one byte) or silently mean something else (a
+# negative count, a negative factor), so it is refused when the fault is written.
+PARAM_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "count": (-1, 1_000_000, True),  # -1: every reply from then on
+    "index": (0, 255, True),
+    "mask": (0, 255, True),  # 0: the default 0x40
+    "inbound": (0, 1, True),
+    "delay": (0.001, 3600.0, False),
+    "off": (0.0, 86_400.0, False),
+    "clear_after": (0.0, 86_400.0, False),
+    "factor": (0.01, 100.0, False),
+    "pump": (0, 99, True),
+}
+
+
 class FaultSpecError(UsageError):
     """A fault written on the command line that cannot be understood."""
 
@@ -114,8 +130,24 @@ def parse_fault(text: str) -> Fault:
                 f"fault parameter {key}={value!r} in {text!r} is not a number") from None
         if not math.isfinite(number):
             raise FaultSpecError(f"fault parameter {key}={value!r} in {text!r} is not finite")
-        if key == "pump" and not (number.is_integer() and 0 <= number <= 99):
-            raise FaultSpecError(f"fault parameter pump={value} in {text!r} is not an address 0-99")
-        integral = ("pump", "count", "index", "mask", "inbound")
-        params[key] = int(number) if key in integral else number
+        low, high, whole = PARAM_LIMITS[key]
+        if (whole and not number.is_integer()) or not low <= number <= high or \
+                (key == "count" and number == 0):
+            span = (f"a whole number {low:.0f}-{high:.0f}" if whole else f"{low:g}-{high:g}")
+            if key == "count":
+                span = f"a whole number 1-{high:.0f}, or -1 for every one"
+            raise FaultSpecError(f"fault parameter {key}={value} in {text!r} must be {span}")
+        params[key] = int(number) if whole else number
     return Fault(kind, at_s, params)
+
+
+def parse_faults(texts: list[str], *, pumps: int) -> list[Fault]:
+    """Every `KIND@TIME[:key=value,...]` of a command line, for a simulator of `pumps` pumps
+    (addresses 0..pumps-1): the one parser of `sim newera --fault` and `run --sim-fault`."""
+    faults = [parse_fault(text) for text in texts]
+    for item in faults:
+        if (item.pump_address or 0) >= pumps:
+            raise FaultSpecError(f"fault {str(item)!r}: no pump at address {item.pump_address} "
+                                 f"(the simulator has {pumps} pump{'s' if pumps != 1 else ''}, "
+                                 f"addresses 0-{pumps - 1})")
+    return faults

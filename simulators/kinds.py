@@ -17,18 +17,17 @@ from simulators.physics import PhysicsParams
 
 
 def _check_faults(texts: Sequence[str]) -> None:
-    from simulators.faults import parse_fault
+    from simulators.faults import parse_faults
 
-    for text in texts:
-        parse_fault(text)
+    parse_faults(list(texts), pumps=1)  # the embedded simulator has one pump, address 0
 
 
 @contextlib.asynccontextmanager
 async def _newera(setup: SimulatedSetup) -> AsyncIterator[EmbeddedPump]:
-    from simulators.faults import parse_fault
+    from simulators.faults import parse_faults
     from simulators.newera.embedded import embedded_newera
 
-    faults = [parse_fault(text) for text in setup.faults]
+    faults = parse_faults(list(setup.faults), pumps=1)
     if setup.physics is not None and not isinstance(setup.physics, PhysicsParams):
         raise TypeError(f"newera simulator physics must be PhysicsParams, not "
                         f"{type(setup.physics).__name__}")

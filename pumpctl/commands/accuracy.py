@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pumpctl.errors import UsageError
@@ -100,7 +101,7 @@ def build_inputs(*, rate: str, interval: str, density: str, start: str, period: 
 
 def print_result(result: AccuracyResult, console: Console, *, title: str) -> None:
     inputs = result.inputs
-    console.print(f"[bold]{title}[/]: set rate {inputs.rate_ml_h:g} mL/h, {result.samples} "
+    console.print(f"[bold]{escape(title)}[/]: set rate {inputs.rate_ml_h:g} mL/h, {result.samples} "
                   f"readings every {inputs.interval_min:g} min, density "
                   f"{inputs.density_g_ml:g} g/mL"
                   + (f", evaporation {inputs.evaporation_g_min * 1000:g} mg/min added back"
@@ -189,4 +190,4 @@ def run_command(
         typer.echo(json.dumps(out))
         return
     print_result(job.result, console, title=f"run {job.run.run_id}")
-    console.print(f"report: pumpctl report {job.run.run_id} --journal {journal}")
+    console.print(f"report: pumpctl report {job.run.run_id} --journal {journal}", markup=False)

@@ -38,30 +38,43 @@ _out = Console(highlight=False)
 
 @dataclass
 class _Options:
-    target: PumpTarget
-    url: str
+    url: str | None
+    address: int | None
     as_json: bool
+
+    @property
+    def target(self) -> PumpTarget:
+        """The pump to talk to. Checked when a command needs it, not in the group callback,
+        so `pumpctl pump SUB --help` works without a port."""
+        if self.url is None:
+            raise UsageError("--port URL is required (or set PUMPCTL_PORT), e.g. "
+                             "--port /tmp/ne or --port newera:///dev/ttyUSB0?baud=19200")
+        target = parse_pump_url(self.url)
+        if self.address is not None:
+            target = target.with_address(self.address)
+        return target
 
 
 @pump_app.callback()
 def _options(
     ctx: typer.Context,
-    port: Annotated[str, typer.Option(
+    port: Annotated[str | None, typer.Option(
         "--port", envvar="PUMPCTL_PORT",
         help="Pump URL (newera:///dev/ttyUSB0?baud=19200, newera+tcp://HOST:PORT) or a plain "
-             "serial/pty path.")],
+             "serial/pty path (required by every command).")] = None,
     address: Annotated[int | None, typer.Option(
         "--address", min=0, max=99, help="Pump address on the line (wins over the URL's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Options shared by every pump command."""
-    target = parse_pump_url(port)
-    if address is not None:
-        target = target.with_address(address)
-    ctx.obj = _Options(target, port, as_json)
+    if port is not None and not ctx.resilient_parsing:
+        parse_pump_url(port)  # a bad URL is reported before anything else
+    ctx.obj = _Options(port, address, as_json)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+# `rate -1 mL/h` is a value to refuse with its reason, not an unknown option "-1".
+_NUMBERS = {"ignore_unknown_options": True}
 
 
 def _json_after_command(ctx: typer.Context, as_json: bool) -> None:
@@ -80,9 +93,10 @@ def _with_pump(ctx: typer.Context,
                action: Callable[[NewEraDriver], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Open the pump, run `action`, close; prints the result and returns it."""
     opts = _opts(ctx)
+    target = opts.target
 
     async def main() -> dict[str, Any]:
-        async with open_driver(opts.target) as opened:
+        async with open_driver(target) as opened:
             driver = _newera(opened, opts)
             result = await action(driver)
             if driver.alarm_at_open is not None:
@@ -107,7 +121,7 @@ def _print(opts: _Options, result: dict[str, Any]) -> None:
         typer.echo(json.dumps(result, sort_keys=True))
         return
     for key, value in result.items():
-        _out.print(f"{key}: {value}")
+        _out.print(f"{key}: {value}", markup=False)
 
 
 async def _rate_limit_error(d: NewEraDriver, ml_h: float, exc: ValueRefused) -> PumpOutOfRange:
@@ -159,13 +173,14 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _with_pump(ctx, action)
 
 
-@pump_app.command()
-def diameter(ctx: typer.Context, mm: Annotated[str | None, typer.Argument(
-        help="Inner diameter, e.g. 26.59 (mm) or '26.59 mm'; omit to query.")] = None,
+@pump_app.command(context_settings=_NUMBERS)
+def diameter(ctx: typer.Context, mm: Annotated[list[str] | None, typer.Argument(
+        help="Inner diameter, e.g. 26.59 (mm), 26.59 mm or 2.659 cm; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Syringe inner diameter."""
     _json_after_command(ctx, as_json)
-    value = None if mm is None else _quantity(mm, Kind.LENGTH, "diameter", default_unit="mm")
+    value = None if not mm else _quantity(" ".join(mm), Kind.LENGTH, "diameter",
+                                          default_unit="mm", positive=True)
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
         read = await (d.set_diameter(value) if value is not None else d.diameter())
@@ -173,13 +188,13 @@ def diameter(ctx: typer.Context, mm: Annotated[str | None, typer.Argument(
     _with_pump(ctx, action)
 
 
-@pump_app.command()
+@pump_app.command(context_settings=_NUMBERS)
 def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Rate with unit, e.g. 52.5 mL/h, 875 uL/min; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Pumping rate (takes effect at once while running)."""
     _json_after_command(ctx, as_json)
-    ml_h = None if not value else _quantity(" ".join(value), Kind.RATE, "rate")
+    ml_h = None if not value else _quantity(" ".join(value), Kind.RATE, "rate", positive=True)
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if ml_h is not None:
@@ -192,7 +207,7 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
     _with_pump(ctx, action)
 
 
-@pump_app.command()
+@pump_app.command(context_settings=_NUMBERS)
 def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Volume to dispense, mL (or with unit, e.g. 500 uL); 0 = no limit; omit to "
              "query.")] = None,
@@ -301,13 +316,14 @@ def watch(ctx: typer.Context,
     """Live status until Ctrl-C. Stops the pump on exit if `--run` started it."""
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
+    target = opts.target
 
     async def main() -> None:
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
-        async with open_driver(opts.target) as opened:
+        async with open_driver(target) as opened:
             d = _newera(opened, opts)
             started = False
             try:
@@ -356,9 +372,10 @@ def scan(ctx: typer.Context,
     opts = _opts(ctx)
     if last < first:
         raise UsageError(f"--last {last} is below --first {first}")
+    target = opts.target
 
     async def main() -> dict[str, Any]:
-        async with open_line(opts.target) as line:
+        async with open_line(target) as line:
             found = await line.scan(range(first, last + 1), timeout_s=timeout)
             pumps = []
             for address in found:
@@ -380,8 +397,11 @@ def scan(ctx: typer.Context,
                        f" safe-mode {pump['safe_mode_s']} s")
 
 
-def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = None) -> float:
-    """A CLI quantity through pint (`pumpctl.units`); a bare number takes `default_unit`."""
+def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = None,
+              positive: bool = False) -> float:
+    """A CLI quantity through pint (`pumpctl.units`); a bare number takes `default_unit`.
+    Negative is always refused; zero too where it means nothing (`positive`: a rate or a
+    diameter of 0), both as bad input (exit 2) before the pump is opened."""
     stripped = text.strip()
     if default_unit is not None:
         try:
@@ -393,6 +413,8 @@ def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = N
     value = parse_quantity(stripped, kind, field).f
     if value < 0:
         raise UsageError(f"{field} {text!r} must not be negative")
+    if positive and value == 0:
+        raise UsageError(f"{field} {text!r} must be greater than zero")
     return value
 
 

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from pumpctl.journal import find_run, list_runs, read_records, summarize_run
+from pumpctl.journal import RunInfo, find_run, list_runs, read_records, summarize_run
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -25,7 +27,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _when(t: float | None) -> str:
-    return datetime.fromtimestamp(t).strftime("%m-%d %H:%M") if t else "-"
+    try:
+        return datetime.fromtimestamp(t).strftime("%m-%d %H:%M") if t else "-"
+    except (OverflowError, OSError, ValueError, TypeError):  # a time no calendar holds
+        return "?"
 
 
 def _plan_name(plan: str) -> str:
@@ -39,28 +44,48 @@ def _plan_name(plan: str) -> str:
 @runs_app.command("list")
 def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every run in the journal directory, oldest first."""
+    """Every run in the journal directory, oldest first; damaged journals shown as such."""
     infos = list_runs(journal)
     if as_json:
         typer.echo(json.dumps([i.as_dict() for i in infos]))
         return
-    # Piped into a log or a CI artefact, rich would assume 80 columns and squeeze every cell
-    # to an ellipsis; a list of runs is read there as often as on a terminal.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
     if not infos:
-        console.print(f"no runs in {journal}")
+        typer.echo(f"no runs in {journal}")
         return
+    rows = [_row(i) for i in infos]
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("run", "started", "plan", "outcome"):
         table.add_column(col, no_wrap=True)
     table.add_column("delivered / planned mL", justify="right", no_wrap=True)
-    table.add_column("alarms", justify="right")
+    table.add_column("alarms", justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    # A run id is what the next command needs, so it is never cut: the table is printed at
+    # its natural width when piped (a log, a CI artefact), and on a terminal too narrow for it
+    # each run becomes one plain line the terminal may wrap but nothing shortens.
+    natural = Console(width=100_000).measure(table).maximum
+    if not sys.stdout.isatty():
+        Console(highlight=False, width=natural).print(table)
+    elif natural <= Console().width:
+        Console(highlight=False).print(table)
+    else:
+        for row in rows:
+            typer.echo("  ".join(row))
     for i in infos:
-        delivered = "-" if i.delivered_volume_ml is None else f"{i.delivered_volume_ml:.3f}"
-        planned = "-" if i.planned_volume_ml is None else f"{i.planned_volume_ml:.3f}"
-        table.add_row(i.run_id, _when(i.started), _plan_name(i.plan), i.outcome,
-                      f"{delivered} / {planned}", str(i.alarms))
-    console.print(table)
+        if i.problem:
+            typer.echo(f"damaged journal {i.path}: {i.problem}")
+
+
+def _row(i: RunInfo) -> tuple[str, str, str, str, str, str]:
+    delivered = "-" if not isinstance(i.delivered_volume_ml, int | float) \
+        else f"{i.delivered_volume_ml:.3f}"
+    planned = "-" if not isinstance(i.planned_volume_ml, int | float) \
+        else f"{i.planned_volume_ml:.3f}"
+    outcome = i.outcome
+    if i.problem and i.problem.startswith("line "):
+        outcome += f" ({i.problem.split(':', 1)[0]})"
+    return (i.run_id, _when(i.started), _plan_name(i.plan), outcome, f"{delivered} / {planned}",
+            str(i.alarms))
 
 
 @runs_app.command("show")
@@ -69,48 +94,62 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run: header, alarms, state changes and summary (--json: every record)."""
     path = find_run(journal, run)
-    records = read_records(path)
+    records = read_records(path)  # a damaged journal: one line naming the file and line
     if as_json:
         typer.echo(json.dumps({"run": summarize_run(path).as_dict(), "records": records}))
         return
     console = Console(highlight=False)
     info = summarize_run(path)
     header: dict[str, Any] = next((r for r in records if r["type"] == "header"), {})
-    console.print(f"[bold]{info.run_id}[/]  {info.plan}  outcome [bold]{info.outcome}[/]")
-    console.print(f"drug {header.get('drug')} {header.get('concentration_mg_per_ml')} mg/mL, "
-                  f"weight {header.get('weight_kg')} kg, planned {header.get('total_volume_ml')} mL"
-                  f" / {header.get('total_dose_mg')} mg over {header.get('duration_s')} s")
+    # Everything from the journal is text someone else wrote: escaped, never read as markup.
+    console.print(f"[bold]{escape(info.run_id)}[/]  {escape(info.plan)}  outcome "
+                  f"[bold]{escape(info.outcome)}[/]")
+    console.print(escape(f"drug {header.get('drug')} "
+                         f"{header.get('concentration_mg_per_ml')} mg/mL, weight "
+                         f"{header.get('weight_kg')} kg, planned "
+                         f"{header.get('total_volume_ml')} mL / {header.get('total_dose_mg')} mg "
+                         f"over {header.get('duration_s')} s"))
     pump = header.get("pump") or {}
-    console.print(f"pump {pump.get('model')} fw {pump.get('firmware')} address "
-                  f"{pump.get('address')} at {header.get('pump_url')}; operator "
-                  f"{header.get('operator')}@{header.get('host')}; pumpctl "
-                  f"{header.get('software_version')}")
+    console.print(escape(f"pump {pump.get('model')} fw {pump.get('firmware')} address "
+                         f"{pump.get('address')} at {header.get('pump_url')}; operator "
+                         f"{header.get('operator')}@{header.get('host')}; pumpctl "
+                         f"{header.get('software_version')}"))
     if header.get("resume_of"):
-        console.print(f"resumes {header['resume_of']} from {header.get('baseline_ml')} mL "
-                      f"(plan t={header.get('plan_offset_s'):.1f} s)")
+        console.print(escape(f"resumes {header['resume_of']} from {header.get('baseline_ml')} "
+                             f"mL (plan t={_num(header.get('plan_offset_s'), '.1f')} s)"))
     for o in header.get("overrides") or []:
-        console.print(f"[yellow]override[/] {o.get('field')}={o.get('value')} beyond "
-                      f"{o.get('bound')} {o.get('limit')}: {o.get('reason')}")
+        if isinstance(o, dict):
+            console.print("[yellow]override[/] " + escape(
+                f"{o.get('field')}={o.get('value')} beyond {o.get('bound')} {o.get('limit')}: "
+                f"{o.get('reason')}"))
     table = Table(title="events")
     for col in ("elapsed", "type", "what"):
         table.add_column(col)
     for r in records:
+        what: Text | str
         if r["type"] == "state":
-            what = f"{r['state']}: {r.get('reason', '')} ({r.get('sender', '')})"
+            what = f"{r['state']}: {r.get('reason') or ''} ({r.get('sender') or ''})"
         elif r["type"] == "alarm":
-            what = f"[red]{r['kind']}[/]: {r.get('message', '')}"
+            what = Text.assemble((str(r["kind"]), "red"), f": {r.get('message') or ''}")
         elif r["type"] == "segment":
             what = f"segment {r['index']}: {r['rate_ml_h']} mL/h for {r['duration_s']} s"
         else:
             continue
-        table.add_row(f"{r['elapsed_s']:.1f} s", r["type"], what)
+        table.add_row(f"{r['elapsed_s']:.1f} s", r["type"],
+                      what if isinstance(what, Text) else Text(what))
     console.print(table)
     summary = next((r for r in reversed(records) if r["type"] == "summary"), None)
     if summary is None:
         console.print("[yellow]no summary: the controller did not finish (crash?). "
                       "`pumpctl run --resume` may continue it.[/]")
     else:
-        console.print(f"delivered {summary['delivered_volume_ml']:.3f} of "
-                      f"{summary['planned_volume_ml']:.3f} mL, "
-                      f"{summary['delivered_dose_mg']:.3f} of {summary['planned_dose_mg']:.3f} mg "
-                      f"in {summary['duration_s']:.0f} s; {summary['alarms']} alarm(s)")
+        console.print(escape(
+            f"delivered {_num(summary['delivered_volume_ml'], '.3f')} of "
+            f"{_num(summary.get('planned_volume_ml'), '.3f')} mL, "
+            f"{_num(summary.get('delivered_dose_mg'), '.3f')} of "
+            f"{_num(summary.get('planned_dose_mg'), '.3f')} mg "
+            f"in {_num(summary.get('duration_s'), '.0f')} s; {summary.get('alarms')} alarm(s)"))
+
+
+def _num(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"

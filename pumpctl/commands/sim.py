@@ -23,7 +23,7 @@ from pumpctl.clock import LoopClock
 from pumpctl.drivers.newera.scheme import BAUD_RATES
 from pumpctl.errors import UsageError
 from pumpctl.timescale import parse_speed, run_at_speed
-from simulators.faults import Fault, parse_fault
+from simulators.faults import Fault, parse_faults
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import PtyServer, TcpServer
 
@@ -92,11 +92,7 @@ def newera(
         raise UsageError(f"--diameter {diameter} mm is outside 0.1-80 mm")
     if not 0 <= syringe_ml <= 1000:
         raise UsageError(f"--syringe-ml {syringe_ml} is outside 0-1000 mL")
-    faults = [parse_fault(text) for text in fault or []]
-    for item in faults:
-        if (item.pump_address or 0) >= pumps:
-            raise UsageError(f"--fault {item}: no pump at address {item.pump_address} "
-                             f"(--pumps {pumps})")
+    faults = parse_faults(fault or [], pumps=pumps)
     endpoint = _parse_tcp(tcp) if tcp else None
     configs = [SimPumpConfig(address=i, diameter_mm=diameter, syringe_volume_ml=syringe_ml,
                              capacity_ml=max(60.0, syringe_ml)) for i in range(pumps)]

@@ -80,15 +80,18 @@ def flush_command(
     """Send what an interrupted run left in its spool, without starting a run."""
     password = read_password(password_file)
 
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, int, str]:
         async with telemetry_for_run(mqtt, site=site, pump_id=pump_id, spool_dir=spool_dir,
                                      password=password, drain_timeout_s=timeout) as sink:
             waiting = sink.spool.pending
-        return waiting, sink.spool.pending
+            found = sink.spool.recovery.describe()
+        return waiting, sink.spool.pending, found
 
     if not spool_dir.is_dir():
         raise typer.BadParameter(f"{spool_dir}: not a directory", param_hint="SPOOL_DIR")
-    waiting, left = asyncio.run(main())
+    waiting, left, found = asyncio.run(main())
+    if found:
+        typer.echo(f"spool {spool_dir}: {found}")
     typer.echo(f"sent {waiting - left} of {waiting} spooled messages"
                + (f"; {left} still in {spool_dir}" if left else ""))
     if left:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pumpctl import files
 from pumpctl.errors import UsageError
 
 PASSWORD_ENV = "PUMPCTL_DASHBOARD_PASSWORD"
@@ -35,13 +36,12 @@ def read_login_password(password_file: Path | None,
                         environ: Mapping[str, str] | None = None) -> str | None:
     """The login password from `--login-password-file` (first line), else the environment."""
     if password_file is not None:
-        try:
-            lines = password_file.expanduser().read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"--login-password-file {password_file}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--login-password-file {password_file}: unreadable "
-                             f"({type(exc).__name__})") from None
+        try:  # the shared reader: a FIFO or a device here must not hang the dashboard
+            lines = files.read_text(password_file, files.PASSWORD).splitlines()
+        except files.InputFileError as exc:
+            problem = "file not found" if exc.problem == "no such file" else \
+                exc.problem.split(" (byte ")[0]  # never any of the content
+            raise UsageError(f"--login-password-file {password_file}: {problem}") from None
         password = lines[0] if lines else ""
         source = f"--login-password-file {password_file}"
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from pumpctl import files
 from pumpctl.plan.errors import PlanError, Problem
 from pumpctl.plan.fields import Duration, StrictModel, default_configs_dir, read_yaml, validate
 from pumpctl.plan.library import CourseLimits, load_library
@@ -191,7 +192,7 @@ def _plan_path(course_file: Path, plan: str, configs_dir: Path | None) -> Path:
 def load_course(path: str | Path, *, configs_dir: Path | None = None) -> Course:
     """Read a course, build its calendar and check it; PlanError lists every problem."""
     file = Path(path)
-    data = validate(CourseFile, read_yaml(file, PlanError), str(file), PlanError)
+    data = validate(CourseFile, read_yaml(file, PlanError, files.COURSE), str(file), PlanError)
     plan_path = _plan_path(file, data.plan, configs_dir)
     plan = load_plan(plan_path)
     library = load_library(configs_dir=configs_dir)

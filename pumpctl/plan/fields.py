@@ -16,14 +16,13 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
 
+from pumpctl import files
+from pumpctl.files import FileKind
 from pumpctl.plan.errors import ConfigError, PlanError, Problem
 from pumpctl.units import Kind, Measured, UnitsError, parse_quantity
 
 M = TypeVar("M", bound=BaseModel)
 
-_MAX_FILE_BYTES = 1_000_000
-# libyaml's safe loader when present (about 10x faster); same results and error marks.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class StrictModel(BaseModel):
@@ -113,23 +112,26 @@ def problems_from_validation(err: ValidationError, prefix: str = "") -> list[Pro
     return problems
 
 
-def read_yaml(path: Path, error: type[PlanError] = ConfigError) -> Any:
-    """Parse a YAML file into plain data; any failure is a one-line `error` naming the file."""
+def read_yaml(path: Path, error: type[PlanError] = ConfigError,
+              kind: FileKind = files.CONFIG) -> Any:
+    """Parse a YAML file into plain data; any failure is a one-line `error` naming the file.
+
+    The file is read by `pumpctl.files` (a regular file within the kind's size limit, never a
+    FIFO or a device) and parsed by its one YAML loader (duplicate keys refused).
+    """
     try:
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise error([Problem("(file)", f"larger than {_MAX_FILE_BYTES} bytes")], str(path))
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error([Problem("(file)", "no such file")], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error([Problem("(file)", f"cannot read: {exc}")], str(path)) from None
+        text = files.read_text(path, kind)
+    except files.InputFileError as exc:
+        raise error([Problem("(file)", f"{kind.name}: {exc.problem}")], str(path)) from None
     return parse_yaml_text(text, str(path), error)
 
 
 def parse_yaml_text(text: str, source: str, error: type[PlanError] = ConfigError) -> Any:
     """Parse YAML text; a syntax error becomes one line with its line and column."""
     try:
-        data = yaml.load(text, Loader=_LOADER)  # _LOADER is a safe loader
+        data = files.parse_yaml(text)
+    except files.DuplicateKeyError as exc:
+        raise error([Problem(f"line {exc.again_line}", str(exc.problem))], source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -182,7 +184,8 @@ def validate(model: type[M], data: Any, source: str, error: type[PlanError] = Co
         raise error([Problem("(file)", "nested too deeply")], source) from None
 
 
-def load_cached(model: type[M], file: Path, error: type[PlanError] = ConfigError) -> M:
+def load_cached(model: type[M], file: Path, error: type[PlanError] = ConfigError,
+                kind: FileKind = files.CONFIG) -> M:
     """`validate(model, read_yaml(file))`, reusing the result while the file is unchanged.
 
     Library, syringe table and pump profile are read for every plan compiled; they are
@@ -191,12 +194,12 @@ def load_cached(model: type[M], file: Path, error: type[PlanError] = ConfigError
     try:
         st = file.stat()
         key = (model, str(file.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        return validate(model, read_yaml(file, error), str(file), error)
+    except (OSError, RuntimeError, ValueError):  # a symlink loop on resolve(); a NUL byte
+        return validate(model, read_yaml(file, error, kind), str(file), error)
     hit = _CACHE.get(key)
     if isinstance(hit, model):
         return hit
-    loaded = validate(model, read_yaml(file, error), str(file), error)
+    loaded = validate(model, read_yaml(file, error, kind), str(file), error)
     if len(_CACHE) > 64:
         _CACHE.clear()
     _CACHE[key] = loaded

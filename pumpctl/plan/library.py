@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from pumpctl import files
 from pumpctl.plan.errors import ConfigError, Problem
 from pumpctl.plan.fields import (
     Concentration,
@@ -79,7 +80,7 @@ def load_syringes(
     """id -> Syringe from `configs/syringes.yaml` (or `path`)."""
     base = configs_dir or default_configs_dir()
     file = Path(path) if path is not None else base / "syringes.yaml"
-    table = load_cached(SyringeTable, file)
+    table = load_cached(SyringeTable, file, kind=files.SYRINGES)
     return {key: syringe.model_copy(update={"id": key}) for key, syringe in table.syringes.items()}
 
 
@@ -173,7 +174,7 @@ def load_pump_profile(name_or_path: str | Path, *, configs_dir: Path | None = No
         if not file.exists():
             known = ", ".join(sorted(p.stem for p in pumps.glob("*.yaml"))) or "none"
             raise ConfigError([Problem("pump", f"unknown pump profile {name!r} (known: {known})")])
-    return load_cached(PumpProfile, file)
+    return load_cached(PumpProfile, file, kind=files.PUMP_PROFILE)
 
 
 DEFAULT_PUMP_PROFILE = "newera-ne1000"
@@ -245,4 +246,4 @@ def load_library(path: str | Path | None = None, *, configs_dir: Path | None = N
     """The drug library from `configs/drugs.yaml` (or `path`)."""
     base = configs_dir or default_configs_dir()
     file = Path(path) if path is not None else base / "drugs.yaml"
-    return load_cached(DrugLibrary, file)
+    return load_cached(DrugLibrary, file, kind=files.LIBRARY)

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from pumpctl import files
 from pumpctl.plan.errors import PlanError
 from pumpctl.plan.fields import (
     Concentration,
@@ -90,7 +91,7 @@ class PlanFile(StrictModel):
 def load_plan(path: str | Path) -> PlanFile:
     """Read and validate a plan file; the plan's name defaults to the file's stem."""
     file = Path(path)
-    plan = validate(PlanFile, read_yaml(file, PlanError), str(file), PlanError)
+    plan = validate(PlanFile, read_yaml(file, PlanError, files.PLAN), str(file), PlanError)
     if plan.name is None:
         plan = plan.model_copy(update={"name": file.stem})
     return plan

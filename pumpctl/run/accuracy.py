@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from pumpctl.analysis.accuracy import AccuracyInputs, AccuracyResult, analyse
 from pumpctl.clock import Clock, LoopClock
@@ -228,9 +229,9 @@ async def _main(job: AccuracyRun, program: RateProgram, console: Console | None)
                                header_extra=header)
         ctl = InfusionController(driver, program, settings, clock=clock, sinks=[watch])
         if console is not None:
-            console.print(f"accuracy run [bold]{ctl.run_id}[/] on rig {job.rig.name}: "
-                          f"{job.inputs.rate_ml_h:g} mL/h for {job.duration_s / 60:g} min, "
-                          f"journal {job.journal_dir}/{ctl.run_id}.jsonl", highlight=False)
+            console.print(f"accuracy run [bold]{ctl.run_id}[/] on rig " + escape(
+                f"{job.rig.name}: {job.inputs.rate_ml_h:g} mL/h for {job.duration_s / 60:g} "
+                f"min, journal {job.journal_dir}/{ctl.run_id}.jsonl"), highlight=False)
         weighing = asyncio.create_task(_weigh(job, ctl, balance, watch), name="weighing")
         try:
             # The readings end one interval before the plan does; a failed reading asks the

@@ -39,8 +39,11 @@ class RunCommands:
     """
 
     def __init__(self, *, channel: str, clock: Clock, monitor: SafetyMonitor,
-                 plan_t: Callable[[], float], delivered_ml: Callable[[], float]) -> None:
+                 plan_t: Callable[[], float], delivered_ml: Callable[[], float],
+                 retries: Callable[[], int] = lambda: 0) -> None:
         self.channel = channel
+        self.retries = retries  # the driver's count of repeated requests (see retries_of)
+        self.retries_at_start = 0
         self.clock = clock
         self.monitor = monitor
         self._plan_t = plan_t
@@ -52,6 +55,7 @@ class RunCommands:
         self.first_breach_at: float | None = None
         self._header_written = False
         self._pending_notes: list[tuple[str, dict[str, Any]]] = []
+        self.last_breach: Breach | None = None  # the latest alarm, for the run's last sample
 
     # -- the journal ---------------------------------------------------------------------
 
@@ -59,6 +63,7 @@ class RunCommands:
         """Write to `journal` from now on."""
         self.journal = journal
         self._sample_layout = journal.layout("sample", SAMPLE_KEYS)
+        self.retries_at_start = self.retries()
 
     def write(self, type_: str, /, **fields: Any) -> dict[str, Any]:
         """Journal a record. If the journal fails (disk full, I/O error) the run must still
@@ -113,15 +118,23 @@ class RunCommands:
     # -- commands ------------------------------------------------------------------------
 
     async def cmd(self, op: str, args: dict[str, Any], call: Callable[[], Awaitable[T]]) -> T:
-        """Send one command and journal its result or its error."""
+        """Send one command and journal its result or its error (with `retries`: how many
+        times a lost or corrupt reply made the driver repeat a request, when any did)."""
+        before = self.retries()
         try:
             result = await call()
         except PumpError as exc:
             self.write("command", op=op, args=args, error=str(exc),
-                       error_type=type(exc).__name__)
+                       error_type=type(exc).__name__, **self.retried_since(before))
             raise
-        self.write("command", op=op, args=args, result=json_result(result))
+        self.write("command", op=op, args=args, result=json_result(result),
+                   **self.retried_since(before))
         return result
+
+    def retried_since(self, before: int) -> dict[str, int]:
+        """`{"retries": n}` for a record, when the driver repeated n > 0 requests since."""
+        n = self.retries() - before
+        return {"retries": n} if n else {}
 
     async def checked(self, op: str, value: Any, call: Callable[[], Awaitable[T]],
                       args: dict[str, Any] | None = None) -> T:
@@ -146,8 +159,16 @@ class RunCommands:
             self.first_breach_at = self.clock.monotonic()
         rec = self.write("alarm", **breach.as_record())
         self.alarms.append(rec)
+        self.last_breach = breach
         return breach
 
     def fail(self, breach: Breach) -> NoReturn:
         """Journal the breach and unwind the run to its stop sequence."""
         raise BreachStop(self.alarm(breach))
+
+
+def retries_of(driver: object) -> int:
+    """Requests the driver repeated because a reply was lost, late or corrupt (its `retried`
+    counter); 0 for a driver that does not count them."""
+    value = getattr(driver, "retried", 0)
+    return value if isinstance(value, int) else 0

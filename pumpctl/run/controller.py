@@ -31,7 +31,7 @@ from pumpctl.drivers.base import PumpDriver, PumpError, PumpStatus, RunOutline
 from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.journal import Journal, JournalError, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram, Segment
-from pumpctl.run.commands import BreachStop, RunCommands
+from pumpctl.run.commands import BreachStop, RunCommands, retries_of
 from pumpctl.run.pausing import VolumeCap, pause_pump, resume_pump
 from pumpctl.run.planclock import PlanClock
 from pumpctl.run.prepare import identify_and_record, prepare_pump
@@ -87,7 +87,8 @@ class InfusionController:
         self._plan = PlanClock(self.clock, resume.plan_offset_s if resume else 0.0)
         self._requests = RunRequests()
         self._commands = RunCommands(channel=cfg.channel, clock=self.clock, monitor=self.monitor,
-                                     plan_t=self._plan.at, delivered_ml=lambda: self._delivered)
+                                     plan_t=self._plan.at, delivered_ml=lambda: self._delivered,
+                                     retries=lambda: retries_of(self.driver))
         self._samples = SampleFields(program, self.monitor)
         self._schedule = Schedule(program, self._plan.offset_s)
         self._delivered = self.baseline_ml
@@ -97,6 +98,7 @@ class InfusionController:
         self._stopped_at: float | None = None
         self._completed = False
         self._last_status: PumpStatus | None = None
+        self._unconfirmed: Breach | None = None  # the alarm of a stop the pump never confirmed
         self._sampler = Sampler(self._commands, self.monitor, driver, self.clock,
                                 sensor=volume_sensor, baseline_ml=self.baseline_ml)
 
@@ -293,6 +295,7 @@ class InfusionController:
         """Take one status sample (requested at clock time `now`) and act on it; True when
         the run is complete."""
         c = self._commands
+        retries_before = c.retries()
         st = await self._sampler.status(now)
         if st is None:
             return False
@@ -308,7 +311,7 @@ class InfusionController:
                                              measured_ml=measured)
         c.write_sample(self._samples.values(st, delivered, plan_t, measured,
                                             self._cap.total_ml, self._schedule.index, paused,
-                                            breaches))
+                                            breaches, c.retries() - retries_before))
         if breaches:
             for b in breaches:  # most serious first; the run ends on the first
                 c.alarm(b)
@@ -336,6 +339,10 @@ class InfusionController:
         else:
             reason, sender = "planned total delivered", "controller"
         confirmed = await self._stop_pump(reason, sender)
+        if not confirmed and fault is None:  # an unconfirmed stop is a fault, whoever asked
+            fault = self._unconfirmed
+            if fault is not None:
+                reason = f"{reason}; then {fault.kind.value}: {fault.message}"
         final = self._delivered = final_delivered(
             self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
             resolution=self.driver.capabilities.counters.resolution)
@@ -363,7 +370,8 @@ class InfusionController:
             outcome=outcome, planned_volume_ml=self.monitor.cap_ml, delivered_ml=final,
             planned_dose_mg=self.program.total_dose_mg, concentration_mg_per_ml=conc,
             duration_s=duration, alarms=len(c.alarms), stop_confirmed=confirmed, reason=reason,
-            measured_ml=self._sampler.measured_ml, baseline_ml=self.baseline_ml))
+            measured_ml=self._sampler.measured_ml, baseline_ml=self.baseline_ml,
+            retries=c.retries() - c.retries_at_start))
         b2s = None
         if c.first_breach_at is not None and self._stopped_at is not None:
             b2s = self._stopped_at - c.first_breach_at
@@ -384,11 +392,19 @@ class InfusionController:
         st = await stop_until_confirmed(c, self.driver, attempts=attempts,
                                         timeout_s=self.settings.stop_timeout_s)
         if st is None:
-            c.alarm(unconfirmed_stop(attempts))
+            self._unconfirmed = c.alarm(unconfirmed_stop(attempts, self.settings.watchdog_s))
             return False
         self._last_status = st
         self._stopped_at = self._now()
         self.monitor.note_command("stop")
+        if c.journal is not None:  # the confirming status is the last sample: flow 0 shown,
+            # and the run's alarm still named (a stop does not clear it)
+            done = final_delivered(st, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
+                                   resolution=self.driver.capabilities.counters.resolution)
+            last = [c.last_breach] if c.last_breach is not None else []
+            c.write_sample(self._samples.values(
+                st, done, self._plan.at(), self._sampler.measured_ml, self._cap.total_ml,
+                self._schedule.index, self._plan.paused, last))
         c.write("state", state="stopped", reason=reason, sender=sender)
         return True
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from pumpctl.drivers.base import PumpState
 from pumpctl.run.controller import RunResult
 
 
@@ -23,6 +25,13 @@ def _fmt_s(seconds: float | None) -> str:
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h:d}:{m:02d}:{sec:02d}"
+
+
+_MOVING = frozenset(state.value for state in PumpState if state.is_moving)
+
+
+def _moving(sample: dict[str, Any]) -> bool:
+    return sample.get("state") in _MOVING
 
 
 class RunDisplay:
@@ -53,15 +62,16 @@ class RunDisplay:
             self.states[ch] = str(record.get("state"))
             if (self.print_alarms and record.get("sender") != "controller"
                     and record.get("state") in ("paused", "resumed", "stopping")):
-                self.console.print(f"[cyan]{ch}[/] {record['state']}: {record.get('reason', '')}"
-                                   f" ({record.get('sender', '')})", highlight=False)
+                self.console.print(f"[cyan]{escape(ch)}[/] " + escape(
+                    f"{record['state']}: {record.get('reason', '')} "
+                    f"({record.get('sender', '')})"), highlight=False)
         elif kind == "alarm":
             self.alarms.append(record)
             if self.print_alarms:
-                self.console.print(
-                    f"[bold red]ALARM[/] [cyan]{ch}[/] {record.get('kind')}: "
-                    f"{record.get('message')} (t={record.get('elapsed_s', 0):.1f} s)",
-                    highlight=False)
+                self.console.print(  # alarm text quotes outside input (a remote reason)
+                    f"[bold red]ALARM[/] [cyan]{escape(ch)}[/] " + escape(
+                        f"{record.get('kind')}: {record.get('message')} "
+                        f"(t={record.get('elapsed_s', 0):.1f} s)"), highlight=False)
 
     async def aclose(self) -> None:
         return None
@@ -81,7 +91,9 @@ class RunDisplay:
             last = next((a for a in reversed(self.alarms) if a.get("channel") == ch), None)
             column: dict[str, RenderableType] = {
                 "state": state,
-                "rate mL/h": f"{s.get('rate_ml_h', 0.0):.4g}" if s else "-",
+                # what flows: a stopped pump still reports the rate it would run at
+                "rate mL/h": f"{s.get('rate_ml_h', 0.0) if _moving(s) else 0.0:.4g}" if s
+                else "-",
                 "volume mL": f"{s.get('infused_ml', 0.0):.3f} of "
                              f"{header.get('total_volume_ml', 0.0):.3f}",
                 "planned so far mL": f"{s.get('planned_ml', 0.0):.3f}" if s else "-",

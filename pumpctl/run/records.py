@@ -56,7 +56,7 @@ def header_fields(program: RateProgram, monitor: SafetyMonitor, identity: PumpId
 # The keys of a `sample` record after the common ones, in the order they are written.
 SAMPLE_KEYS = ("state", "rate_ml_h", "infused_ml", "withdrawn_ml", "counter_ml", "measured_ml",
                "planned_ml", "vtbi_ml", "remaining_ml", "remaining_s", "plan_t_s", "dose_mg",
-               "dose_mg_per_kg", "dose_rate_mg_h", "segment", "paused", "alarm")
+               "dose_mg_per_kg", "dose_rate_mg_h", "segment", "paused", "alarm", "retries")
 
 
 class SampleFields:
@@ -78,7 +78,7 @@ class SampleFields:
 
     def values(self, st: PumpStatus, delivered: float, plan_t: float, measured: float | None,
                vtbi_ml: float | None, segment: int, paused: bool,
-               breaches: list[Breach]) -> tuple[Any, ...]:
+               breaches: list[Breach], retries: int = 0) -> tuple[Any, ...]:
         dose = delivered * self._conc
         weight = self._weight
         state = st.state
@@ -93,13 +93,14 @@ class SampleFields:
             round(dose / weight, 6) if weight else None,
             round(st.rate_ml_h * self._conc, 6) if state.is_moving else 0.0,
             segment, paused,
-            alarm.kind.value if alarm else (breaches[0].kind.value if breaches else None))
+            alarm.kind.value if alarm else (breaches[0].kind.value if breaches else None),
+            retries)
 
 
 def summary_fields(*, outcome: str, planned_volume_ml: float, delivered_ml: float,
                    planned_dose_mg: float, concentration_mg_per_ml: float, duration_s: float,
                    alarms: int, stop_confirmed: bool, reason: str, measured_ml: float | None,
-                   baseline_ml: float) -> dict[str, Any]:
+                   baseline_ml: float, retries: int = 0) -> dict[str, Any]:
     """The last record: how the run ended and what it delivered."""
     return dict(
         outcome=outcome, planned_volume_ml=planned_volume_ml,
@@ -108,7 +109,7 @@ def summary_fields(*, outcome: str, planned_volume_ml: float, delivered_ml: floa
         duration_s=round(duration_s, 3),
         alarms=alarms, stop_confirmed=stop_confirmed, reason=reason,
         measured_volume_ml=None if measured_ml is None else round(measured_ml, 6),
-        baseline_ml=baseline_ml)
+        baseline_ml=baseline_ml, retries=retries)
 
 
 def json_result(value: object) -> Any:

@@ -60,7 +60,8 @@ def load_journal_state(runs_dir: Path | str, ref: str) -> JournalState:
     try:
         program = RateProgram.model_validate(header["program"])
     except (KeyError, ValueError) as exc:
-        raise ResumeRefused(f"run {ref!r}: journal header has no valid program ({exc})") from None
+        raise ResumeRefused(f"run {ref!r}: journal header has no valid program "  # one line:
+                            f"({' '.join(str(exc).split())[:240]})") from None
     summary = next((r for r in reversed(records) if r.get("type") == "summary"), None)
     samples = [r for r in records if r.get("type") == "sample"]
     baseline = float(header.get("baseline_ml") or 0.0)

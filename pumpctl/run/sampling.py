@@ -36,6 +36,7 @@ class Sampler:
     async def status(self, now: float) -> PumpStatus | None:
         """The pump's status, asked at clock time `now`; None if this poll got none."""
         c = self._commands
+        retries_before = c.retries()
         try:
             # asyncio.timeout(no_status_s), with the timer shared between polls
             async with asyncio.timeout(None) as scope:
@@ -50,7 +51,7 @@ class Sampler:
             c.fail(breach_for_error(exc))
         except (PumpError, TimeoutError) as exc:
             c.write("command", op="status", args={}, error=str(exc) or "timed out",
-                    error_type=type(exc).__name__)
+                    error_type=type(exc).__name__, **c.retried_since(retries_before))
             self._monitor.note_status_failure(now)
             silent = self._monitor.check_silence(self._clock.monotonic())
             if silent is not None:

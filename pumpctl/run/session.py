@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
@@ -170,8 +171,9 @@ async def _main(opts: RunOptions, console: Console) -> RunResult:
             ctl = InfusionController(driver, program, settings, clock=clock, sinks=sinks,
                                      resume=point, volume_sensor=sensor)
             if not opts.json:
-                console.print(f"run [bold]{ctl.run_id}[/] journal {opts.journal_dir}/"
-                              f"{ctl.run_id}.jsonl", highlight=False)
+                console.print(f"run [bold]{ctl.run_id}[/] journal "
+                              f"{escape(str(opts.journal_dir))}/{ctl.run_id}.jsonl",
+                              highlight=False)
             async with contextlib.AsyncExitStack() as stack:
                 for factory in opts.sink_factories:  # telemetry sinks are created here
                     ctl.add_sink(await stack.enter_async_context(factory(ctl)))

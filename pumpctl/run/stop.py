@@ -2,8 +2,8 @@
 
 Whatever ended the run (plan complete, breach, operator, cancellation, bug), the stop is sent
 and confirmed the same way. Each attempt is bounded in time, errors are retried rather than
-trusted, and a pump that never confirms becomes an alarm: from there the pump's own volume
-limit and watchdog are what stop it.
+trusted, and a pump that never confirms becomes an alarm and a faulted run: from there the
+pump's own volume limit (and its watchdog, where one was armed) are what stop it.
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ async def stop_until_confirmed(commands: RunCommands, driver: PumpDriver, *, att
     return None
 
 
-def unconfirmed_stop(attempts: int) -> Breach:
-    """The alarm for a pump that never confirmed it stopped."""
+def unconfirmed_stop(attempts: int, watchdog_s: int | None) -> Breach:
+    """The alarm for a pump that never confirmed it stopped. It names only the safety nets
+    that are really there: the volume limit always, the watchdog only when it was armed."""
+    if watchdog_s:
+        nets = f"the pump's own volume limit and its {watchdog_s} s watchdog"
+    else:
+        nets = "the pump's own volume limit only (no watchdog armed): check the pump"
     return Breach(BreachKind.PUMP_ERROR,
-                  f"stop not confirmed after {attempts} attempts; "
-                  "relying on the pump's own volume limit and watchdog",
+                  f"stop not confirmed after {attempts} attempts; relying on {nets}",
                   source="controller")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from pumpctl.drivers.base import PumpState
 from pumpctl.telemetry.schema import (
     AlarmEvent,
     MonitoringEvent,
@@ -140,7 +141,7 @@ class RecordMapper:
         payload = TelemetryPayload(
             **self._stamp(record),
             pump_status=str(record["state"]),
-            flow_rate_ml_h=float(record["rate_ml_h"]),
+            flow_rate_ml_h=flow_ml_h(record),
             volume_delivered_ml=float(record["infused_ml"]),
             vtbi_ml=_opt_float(record.get("vtbi_ml")),
             vtbi_remaining_ml=float(record["remaining_ml"]),
@@ -229,3 +230,12 @@ def _scalar(value: Any) -> float | str | None:
     if isinstance(value, int | float):
         return float(value)
     return str(value)
+
+
+_MOVING = frozenset(state.value for state in PumpState if state.is_moving)
+
+
+def flow_ml_h(sample: Mapping[str, Any]) -> float:
+    """What is flowing: the pump's set rate while it moves, 0 once stopped, paused or in
+    alarm (a stopped pump still reports the rate it would run at)."""
+    return float(sample["rate_ml_h"]) if sample.get("state") in _MOVING else 0.0

@@ -8,10 +8,14 @@ original timestamps. The files also survive a crash of the process: the next pro
 opens the same directory forwards what was left.
 
 On disk: `seg-<n>.jsonl` files of one JSON line per message (`{"id", "kind", "topic", "qos",
-"retain", "payload"}`) plus `{"drop": [ids]}` tombstone lines, and `acked` holding the id of
-the last message the broker confirmed. A segment is deleted as soon as none of its messages is
+"retain", "payload"}`) plus `{"drop": [ids]}` tombstone lines, and `acked`, the index: the id
+of the last message the broker confirmed, with the next id to be issued and a CRC-32 of both
+(`{"acked": N, "next": M, "crc": C}`). A segment is deleted as soon as none of its messages is
 pending. After a crash, messages acked since `acked` was last written go out again (at least
 once: consumers de-duplicate on `seq`).
+
+The data is the truth, the index only a shortcut: an index that fails its checks makes every
+message found be sent again rather than one be deleted unsent (`spool_recovery`).
 
 Bound and overflow policy: at most `max_messages` pending messages and `max_bytes` of pending
 payload. Appending beyond either bound never blocks and never fails: the oldest pending
@@ -22,7 +26,6 @@ payload. Appending beyond either bound never blocks and never fails: the oldest 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -34,6 +37,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from pumpctl.telemetry.errors import TelemetryError
+from pumpctl.telemetry.spool_recovery import (
+    SEGMENT_NAME,
+    SpoolRecovery,
+    cursor_text,
+    read_cursor,
+    read_segment,
+    trusted_acked,
+)
 
 log = logging.getLogger("pumpctl.telemetry.spool")
 
@@ -96,6 +107,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_messages = segment_messages
         self.stats = SpoolStats()
+        self.recovery = SpoolRecovery()
+        self._bad_segments: set[Path] = set()  # on disk under a segment name, but not usable
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._pending_bytes = 0
         self._telemetry_ids: deque[int] = deque()  # oldest first; may hold stale ids
@@ -118,7 +131,11 @@ class Spool:
         """Take the directory (one process at a time) and load what a previous process left."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            lock = (self.directory / "spool.lock").open("a")
+            # O_NONBLOCK: a FIFO left under this name must not hang the run at open
+            fd = os.open(self.directory / "spool.lock",
+                         os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o644)
+            lock = os.fdopen(fd, "a")
         except OSError as exc:
             raise TelemetryError(f"spool directory {self.directory}: {exc.strerror}") from None
         try:
@@ -132,12 +149,14 @@ class Spool:
         self._closed = False
         self._recover()
         self._start_segment()
-        self.stats.recovered = len(self._pending)
+        self.stats.recovered = self.recovery.recovered = len(self._pending)
         self._enforce_bound()
         self._refresh_events()
         if self.stats.recovered:
             log.info("spool %s: %d messages left by a previous run will be sent first",
                      self.directory, self.stats.recovered)
+        if found := self.recovery.describe():
+            log.warning("spool %s: %s", self.directory, found)
         return self
 
     def close(self) -> None:
@@ -151,7 +170,7 @@ class Spool:
             self._head = None
         if not self._pending:
             for path in self._segment_paths():
-                path.unlink(missing_ok=True)
+                self._unlink(path)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -244,7 +263,7 @@ class Spool:
         self._segment_live.pop(item.segment, None)
         if item.segment != self._head_no:
             self._write_cursor()  # before deleting, so a crash cannot resurrect older segments
-            (self.directory / _segment_name(item.segment)).unlink(missing_ok=True)
+            self._unlink(self.directory / _segment_name(item.segment))
 
     def _enforce_bound(self) -> list[int]:
         dropped: list[int] = []
@@ -293,7 +312,7 @@ class Spool:
         self._write_cursor()
         for path in old:
             if _segment_no(path) not in self._segment_live:
-                path.unlink(missing_ok=True)
+                self._unlink(path)
 
     def _oldest_telemetry(self) -> int | None:
         while self._telemetry_ids:
@@ -314,14 +333,24 @@ class Spool:
             self._empty.set()
 
     def _segment_paths(self) -> list[Path]:
-        return sorted(self.directory.glob("seg-*.jsonl"))
+        """This spool's segment files, oldest first (other names and unusable files left out)."""
+        return sorted((p for p in self.directory.glob("seg-*.jsonl")
+                       if SEGMENT_NAME.fullmatch(p.name) and p not in self._bad_segments),
+                      key=_segment_no)
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # e.g. a directory under a segment's name: not ours to remove
+            log.warning("spool %s: cannot remove %s (%s)", self.directory, path.name,
+                        exc.strerror)
 
     def _start_segment(self) -> None:
         if self._head is not None:
             self._head.close()
             if self._head_no not in self._segment_live:
-                (self.directory / _segment_name(self._head_no)).unlink(missing_ok=True)
-        existing = [_segment_no(p) for p in self._segment_paths()]
+                self._unlink(self.directory / _segment_name(self._head_no))
+        existing = [_segment_no(p) for p in (*self._segment_paths(), *self._bad_segments)]
         self._head_no = max([self._head_no, *existing]) + 1
         self._head_count = 0
         self._head = (self.directory / _segment_name(self._head_no)).open("a", encoding="utf-8")
@@ -342,46 +371,51 @@ class Spool:
         self._acks_since_cursor = 0
         path = self.directory / "acked"
         tmp = self.directory / "acked.tmp"
+        text = cursor_text(self._acked_id, self._next_id)
         try:
-            tmp.write_text(str(self._acked_id), encoding="utf-8")
+            tmp.unlink(missing_ok=True)
+            # O_EXCL|O_NOFOLLOW: never write through whatever was left under the temporary name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
             os.replace(tmp, path)
         except OSError as exc:
             log.error("spool %s: cannot write ack cursor (%s)", self.directory, exc.strerror)
 
     def _recover(self) -> None:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            self._acked_id = int((self.directory / "acked").read_text(encoding="utf-8").strip())
-        max_id = self._acked_id
+        """Load what a previous process left: the segments are the truth (see spool_recovery)."""
+        acked, cursor_next, problem = read_cursor(self.directory)
         dropped: set[int] = set()
+        found: list[tuple[int, OutMessage, int]] = []
+        kinds = frozenset(k.value for k in MessageKind)
         for path in self._segment_paths():
             number = _segment_no(path)
             self._head_no = max(self._head_no, number)
-            for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    obj = json.loads(line)
-                    if "drop" in obj:
-                        dropped.update(int(i) for i in obj["drop"])
-                        continue
-                    entry_id = int(obj["id"])
-                    message = OutMessage(topic=str(obj["topic"]),
-                                         payload=str(obj["payload"]).encode("utf-8"),
-                                         qos=int(obj["qos"]), retain=bool(obj["retain"]),
-                                         kind=MessageKind(obj["kind"]))
-                except (ValueError, KeyError, TypeError):
-                    log.warning("spool %s line %d: unreadable (torn write?), skipped",
-                                path, line_no)
-                    continue
-                max_id = max(max_id, entry_id)
-                if entry_id > self._acked_id:
-                    self._add_pending(entry_id, message, number)
+            content = read_segment(path, self.recovery, kinds)
+            if content is None:  # not a usable file: never read, never deleted
+                self._bad_segments.add(path)
+                self.recovery.skipped_files.append(path.name)
+                continue
+            dropped |= content.dropped
+            found += [(i, OutMessage(topic=o["topic"], payload=o["payload"].encode("utf-8"),
+                                     qos=o["qos"], retain=o["retain"], kind=MessageKind(o["kind"])),
+                       number) for i, o in content.messages]
+        max_id = max((i for i, _, _ in found), default=0)
+        acked = self._acked_id = trusted_acked(acked, problem, self.recovery)
+        for entry_id, message, number in found:
+            if entry_id > acked and entry_id not in self._pending:
+                self._add_pending(entry_id, message, number)
         for entry_id in dropped:
             item = self._pending.pop(entry_id, None)
             if item is not None:
                 self._forget(entry_id, item)
         for path in self._segment_paths():
             if _segment_no(path) not in self._segment_live:
-                path.unlink(missing_ok=True)
-        self._next_id = max_id + 1
+                self._unlink(path)
+        self._next_id = max(max_id, acked, cursor_next - 1) + 1
+        if self.recovery.cursor_problem:
+            self._write_cursor()  # a sound index again, so the next open trusts it
 
 
 def _message_line(entry_id: int, message: OutMessage) -> dict[str, Any]:
@@ -395,4 +429,5 @@ def _segment_name(number: int) -> str:
 
 
 def _segment_no(path: Path) -> int:
-    return int(path.stem.split("-", 1)[1])
+    match = SEGMENT_NAME.fullmatch(path.name)
+    return int(match[1]) if match else -1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pumpctl import files
 from pumpctl.telemetry.errors import TelemetryError
 
 PASSWORD_ENV = "PUMPCTL_MQTT_PASSWORD"
@@ -51,8 +52,11 @@ class MqttTarget:
         if not self.tls:
             return None
         for name, path in (("ca", self.ca_file), ("cert", self.cert_file), ("key", self.key_file)):
-            if path is not None and not path.is_file():
-                raise TelemetryError(f"--mqtt ?{name}={path}: file not found")
+            if path is not None:  # a FIFO or a device here would hang the TLS library's read
+                try:
+                    files.check_file(path, files.TLS_FILE)
+                except files.InputFileError as exc:
+                    raise TelemetryError(f"--mqtt ?{name}={path}: {_said(exc.problem)}") from None
         try:
             context = ssl.create_default_context(
                 cafile=str(self.ca_file) if self.ca_file else None
@@ -162,13 +166,11 @@ def read_password(
     """
     if password_file is not None:
         try:
-            text = password_file.expanduser().read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TelemetryError(f"--mqtt-password-file {password_file}: file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TelemetryError(
-                f"--mqtt-password-file {password_file}: unreadable ({type(exc).__name__})"
-            ) from None
+            text = files.read_text(password_file, files.PASSWORD)
+        except files.InputFileError as exc:
+            # The problem only: never any of the file's content, which may be the password.
+            raise TelemetryError(f"--mqtt-password-file {password_file}: "
+                                 f"{_said(exc.problem.split(' (byte ')[0])}") from None
         lines = text.splitlines()
         password = lines[0] if lines else ""
         if not password:
@@ -177,3 +179,8 @@ def read_password(
     env = os.environ if environ is None else environ
     value = env.get(PASSWORD_ENV)
     return value if value else None
+
+
+def _said(problem: str) -> str:
+    """The problem as telemetry options have always said it."""
+    return "file not found" if problem == "no such file" else problem

@@ -98,4 +98,4 @@ def test_bad_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert f"{csv} line 4: mass_g 'zero' is not a number" in err
     code, _, err = run(capsys, "accuracy", "analyse", "/dev/zero", "--rate", "5 mL/h")
-    assert code == 2 and "is a character device" in err
+    assert code == 2 and "a character device, not a regular file" in err

@@ -85,18 +85,18 @@ def test_interval_check_suggests_the_right_interval() -> None:
 def test_non_regular_files_fail_at_once(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(InputFileError, match="is a FIFO"):
+    with pytest.raises(InputFileError, match="a FIFO \\(named pipe\\), not a regular file"):
         read_text_file(fifo)  # would block forever with a plain open()
-    with pytest.raises(InputFileError, match="is a character device"):
+    with pytest.raises(InputFileError, match="a character device, not a regular file"):
         read_text_file(Path("/dev/zero"))
-    with pytest.raises(InputFileError, match="is a directory"):
+    with pytest.raises(InputFileError, match="a directory, not a regular file"):
         read_text_file(tmp_path)
     with pytest.raises(InputFileError, match="no such file"):
         read_text_file(tmp_path / "missing.csv")
     big = tmp_path / "big.csv"
     with big.open("wb") as f:
         f.truncate(4096)
-    with pytest.raises(InputFileError, match="4096 bytes; the limit is 1000"):
+    with pytest.raises(InputFileError, match="4096 bytes, limit 1000 bytes"):
         read_text_file(big, max_bytes=1000)
 
 

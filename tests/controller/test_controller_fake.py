@@ -380,5 +380,8 @@ def test_cancel_during_a_hung_status_is_not_taken_for_a_timeout(tmp_path: Path) 
     recs = read_records(path)
     assert cancelled
     assert pump.state is PumpState.STOPPED
-    assert pump.log[-1] == "stop" and states(recs)[-1] == "aborted"
+    # The stop went out, but the hung status could not confirm it: an unconfirmed stop is a
+    # fault (exit 6), whoever asked for the stop.
+    assert pump.log[-1] == "stop" and states(recs)[-1] == "faulted"
+    assert [r["message"][:18] for r in recs if r["type"] == "alarm"] == ["stop not confirmed"]
     assert not [r for r in recs if r["type"] == "command" and r.get("error_type") == "TimeoutError"]

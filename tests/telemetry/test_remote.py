@@ -14,7 +14,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from pumpctl.telemetry.remote import MAX_COMMAND_BYTES, RemoteCommands
+from pumpctl.telemetry.remote import MAX_READ_BYTES, RemoteCommands
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run
 from pumpctl.telemetry.topics import Topics
 from tests.telemetry.broker import AuthFiles, Mosquitto, TlsFiles, free_port
@@ -93,7 +93,8 @@ async def test_only_stop_and_pause_are_obeyed_and_everything_is_journaled(
          "error": "refused: only stop and pause are accepted"},
         {"type": "command", "op": "remote_command", "sender": "mqtt:alice",
          "args": {"command": "set_rate", "reason": ""},
-         "error": "refused: only stop and pause are accepted"},
+         "error": "refused: only stop and pause are accepted",
+         "notes": ["unknown keys: 'rate_ml_h'"]},
         {"type": "command", "op": "remote_command", "sender": "mqtt:bob",
          "args": {"command": "stop", "reason": ""}, "result": "accepted"},
     ]
@@ -161,8 +162,9 @@ async def test_junk_on_the_command_topic_is_ignored_with_a_log_line(
             await alice.publish(topic, b"stop now!", qos=1)
             await alice.publish(topic, b"\xff\xfe", qos=1)
             await alice.publish(topic, json.dumps(["stop"]), qos=1)
+            await alice.publish(topic, json.dumps({"command": None, "reason": "stop"}), qos=1)
             await alice.publish(topic, json.dumps({"command": "stop",
-                                                   "pad": "x" * MAX_COMMAND_BYTES}), qos=1)
+                                                   "pad": "x" * MAX_READ_BYTES}), qos=1)
             await alice.publish(topic, json.dumps({"command": "pause"}), qos=1)  # barrier
             await hooks.wait_calls(1)
         await alice.publish(topic, b"", qos=1, retain=True)  # clears the retained message
@@ -170,13 +172,12 @@ async def test_junk_on_the_command_topic_is_ignored_with_a_log_line(
     assert len(notes) == 1  # junk cannot be attributed to anyone, so it is not journaled
     text = caplog.text
     assert "retained command on 'pumpctl/lab/p1/cmd/alice' from mqtt:alice" in text
-    assert "malformed command from mqtt:alice: not JSON (Expecting value" in text
-    assert "not JSON ('utf-8' codec can't decode" in text
-    assert 'expected {"command": "stop"|"pause"}' in text
-    assert f"bytes, limit {MAX_COMMAND_BYTES}" in text
+    assert text.count("malformed command from mqtt:alice: not JSON (Expecting value") == 2
+    assert text.count('expected {"command": "stop"|"pause"}') == 2
+    assert f"bytes, limit {MAX_READ_BYTES} (not read)" in text
 
 
-def test_handler_ignores_foreign_topics_and_bad_fields(caplog: pytest.LogCaptureFixture) -> None:
+def test_handler_ignores_foreign_topics(caplog: pytest.LogCaptureFixture) -> None:
     hooks = FakeHooks()
     notes: list[dict[str, Any]] = []
     remote = RemoteCommands(Topics.for_pump("lab", "p1"), hooks, notes.append)
@@ -185,16 +186,7 @@ def test_handler_ignores_foreign_topics_and_bad_fields(caplog: pytest.LogCapture
     assert remote.handle("pumpctl/lab/p1/cmd/alice/x", stop, retained=False) is None
     assert remote.handle("pumpctl/lab/p1/cmd", stop, retained=False) is None
     assert "unexpected topic 'pumpctl/lab/p2/cmd/alice'" in caplog.text
-    decision = remote.handle("pumpctl/lab/p1/cmd/alice",
-                             json.dumps({"command": "pause", "reason": 7}).encode(),
-                             retained=False)
-    assert decision is not None and not decision.accepted
-    assert decision.detail.startswith("refused: reason:")
-    decision = remote.handle("pumpctl/lab/p1/cmd/alice",
-                             json.dumps({"command": "stop", "reason": "r" * 201}).encode(),
-                             retained=False)
-    assert decision is not None and not decision.accepted and "200" in decision.detail
-    assert hooks.calls == [] and len(notes) == 2 and remote.ignored == 3
+    assert hooks.calls == [] and notes == [] and remote.ignored == 3
 
 
 async def test_the_example_lab_broker_config_works(
@@ -268,3 +260,4 @@ async def test_the_password_goes_nowhere_but_the_broker(
     assert secret not in json.dumps(notes) and secret not in json.dumps(sink.summary())
     assert all(secret not in f.read_text() for f in (tmp_path / "spool").iterdir()
                if f.is_file())
+

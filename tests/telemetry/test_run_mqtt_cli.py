@@ -19,8 +19,8 @@ def _journal_records(journal_dir: Path) -> list[dict[str, object]]:
 
 
 def test_run_streams_every_poll_to_the_broker(broker: Mosquitto, tmp_path: Path) -> None:
-    # 2400 polls at 1 s for the 40-minute plan, plus the retained status/run messages.
-    sub = start_mosquitto_sub(broker, "pumpctl/lab7/+/telemetry", count=2400,
+    # 2400 polls at 1 s for the 40-minute plan and the stopped pump's last sample.
+    sub = start_mosquitto_sub(broker, "pumpctl/lab7/+/telemetry", count=2401,
                               client_id="cli-watch")
     done = subprocess.run(
         [*PUMPCTL, "run", str(PLAN), "--weight", "70", "--sim", "--speed", "max",
@@ -30,13 +30,16 @@ def test_run_streams_every_poll_to_the_broker(broker: Mosquitto, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     out, _ = sub.communicate(timeout=60)
     payloads = [json.loads(line.split(" ", 3)[3]) for line in out.splitlines()]
-    assert len(payloads) == 2400
+    assert len(payloads) == 2401
     seqs = [p["seq"] for p in payloads]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     samples = [r for r in _journal_records(tmp_path / "runs") if r["type"] == "sample"]
     # The broker saw exactly what the journal recorded, sample for sample.
     assert seqs == [r["seq"] for r in samples]
     assert payloads[-1]["volume_delivered_ml"] == samples[-1]["infused_ml"]
+    # Once stopped, what a dashboard last sees is the stopped pump with nothing flowing.
+    assert (payloads[-1]["pump_status"], payloads[-1]["flow_rate_ml_h"]) == ("stopped", 0.0)
+    assert all((p["flow_rate_ml_h"] > 0) == (p["pump_status"] == "infusing") for p in payloads)
     assert json.loads(done.stdout)["outcome"] == "completed"
 
 

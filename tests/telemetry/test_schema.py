@@ -108,9 +108,11 @@ def test_sample_fields_arrive_unchanged(rate: float, infused: float, remaining: 
               "dose_rate_mg_h": rate * 2, "segment": 3, "alarm": alarm}
     (message,) = mapper().map(record)
     body = json.loads(message.payload)
+    # What flows: the set rate while infusing, 0 once stopped, paused or in alarm.
+    flow = rate if state == "infusing" else 0.0
     assert (body["flow_rate_ml_h"], body["volume_delivered_ml"], body["vtbi_remaining_ml"],
             body["time_remaining_s"], body["dose_delivered_mg"]) == (
-        rate, infused, remaining, secs, dose)
+        flow, infused, remaining, secs, dose)
     assert body["dose_delivered_mg_per_kg"] == record["dose_mg_per_kg"]
     assert (body["pump_status"], body["alarm"], body["segment"], body["seq"]) == (
         state, alarm, 3, 7)

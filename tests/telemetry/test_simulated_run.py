@@ -85,9 +85,10 @@ def test_a_full_simulated_run_reaches_mosquitto_sub_complete_and_in_order(
     records = read_records(result.journal_path)
     assert result.outcome == "completed"
 
-    # One telemetry message per poll: 40 minutes at 1 Hz.
+    # One telemetry message per poll (40 minutes at 1 Hz), and the stopped pump's last one.
     telemetry = live.json_on("telemetry")
-    assert len(telemetry) == program.duration_s == 2400
+    assert len(telemetry) == program.duration_s + 1 == 2401
+    assert (telemetry[-1]["pump_status"], telemetry[-1]["flow_rate_ml_h"]) == ("stopped", 0.0)
     assert seqs(telemetry) == journal_seqs(records, {"sample"})
     assert all(a < b for a, b in zip(seqs(telemetry), seqs(telemetry)[1:], strict=False))
     assert telemetry[-1]["volume_delivered_ml"] == pytest.approx(program.total_volume_ml,
@@ -244,8 +245,9 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
                     for forbidden in ("resume", "start"):
                         await alice.publish("pumpctl/lab/p1/cmd/alice",
                                             json.dumps({"command": forbidden}), qos=1)
+                    # An odd stop (any case, a null reason, an unknown key) still stops.
                     await bob.publish("pumpctl/lab/p1/cmd/bob", json.dumps(
-                        {"command": "stop", "reason": "end of session"}), qos=1)
+                        {"command": " STOP", "reason": None, "urgent": True}), qos=1)
                     result = await run
             await dashboard.wait_for(lambda c: b"offline" in [m.payload for m in c.on("status")])
             return result, dashboard, sim.pump(0).model.running
@@ -262,6 +264,10 @@ def test_operators_pause_and_stop_a_simulated_run_over_tls(
                       ("resume", "mqtt:alice", None, refused),
                       ("start", "mqtt:alice", None, refused),
                       ("stop", "mqtt:bob", "accepted", None)]
+    (stop_note,) = [r for r in records if r["type"] == "command"
+                    and r["op"] == "remote_command" and r["sender"] == "mqtt:bob"]
+    assert stop_note["notes"] == ["command ' STOP' read as 'stop'", "unknown keys: 'urgent'",
+                                  "reason: expected text, got null"]
     states = [(r["state"], r["sender"]) for r in records if r["type"] == "state"]
     assert ("paused", "mqtt:alice") in states and ("stopping", "mqtt:bob") in states
     assert ("resumed", "mqtt:alice") not in states
@@ -289,7 +295,7 @@ def test_pumpctl_runs_own_runner_streams_through_the_factory(
     rows = independent.rows()
     samples = journal_seqs(read_records(result.journal_path), {"sample"})
     telemetry = [json.loads(p) for _, _, t, p in rows if t.endswith("/telemetry")]
-    assert result.outcome == "completed" and len(samples) == 600
+    assert result.outcome == "completed" and len(samples) == 601  # 600 polls, the stopped pump
     assert seqs(telemetry) == samples
     assert [p for _, _, t, p in rows if t.endswith("/status")] == ["online", "offline"]
     assert (tmp_path / "spool" / "lab" / "pump0").is_dir()

@@ -85,6 +85,9 @@ class NewEraDriver(SafeMode):
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats = 0
         self.heartbeat_error: PumpError | None = None
+        # Requests repeated, or settled by a read-back, because a reply was lost, late or
+        # corrupt: each one a fault on the line that was survived. The controller journals it.
+        self.retried = 0
         bus.add_alarm_listener(self._on_unsolicited)
 
     @property
@@ -179,7 +182,9 @@ class NewEraDriver(SafeMode):
         the way); an alarm reply (which the pump used to answer instead of executing) is
         recorded and the read repeated."""
         last: PumpError | None = None
-        for _ in range(1 + self.bus.retries):
+        for attempt in range(1 + self.bus.retries):
+            if attempt:
+                self.retried += 1  # the previous reply was lost, late or corrupt
             try:
                 # (_send, inlined: this is every status poll's path)
                 reply = await self.bus.transact(self.address, command, data, safe=self._safe)
@@ -210,6 +215,7 @@ class NewEraDriver(SafeMode):
             reply = await self._send(command, data)
         except _RETRYABLE as exc:
             log.info("no usable reply to %s%s (%s); verifying by read-back", command, data, exc)
+            self.retried += 1
             return None
         if reply.alarm is not None:
             raise PumpAlarmError(reply.alarm, f"pump {self.address} answered {command}{data} "
@@ -373,6 +379,7 @@ class NewEraDriver(SafeMode):
                 reply = await self._send("STP")
             except _RETRYABLE as exc:
                 last = exc
+                self.retried += 1
                 continue
             if reply.alarm is None and reply.state is PumpState.STOPPED:
                 return

@@ -44,6 +44,7 @@ class SafeMode:
     _heartbeat: asyncio.Task[None] | None
     heartbeats: int
     heartbeat_error: PumpError | None
+    retried: int  # requests repeated because a reply was lost, late or corrupt
 
     def _note(self, reply: Reply) -> None:
         raise NotImplementedError
@@ -93,7 +94,9 @@ class SafeMode:
     async def _verify_watchdog(self) -> int:
         """Safe-framed `SAF` query (either mode answers it), retried like any read."""
         last: PumpError | None = None
-        for _ in range(1 + self.bus.retries):
+        for attempt in range(1 + self.bus.retries):
+            if attempt and last is not None:
+                self.retried += 1  # the previous reply was lost, late or corrupt
             try:
                 reply = await self.bus.transact(self.address, "SAF", safe=True,
                                                 framing=Framing.EITHER)
