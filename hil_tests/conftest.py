@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -78,6 +78,15 @@ async def sim_driver(sim: NewEraSimulator, clock: Clock, link: str, tmp_path: Pa
 Hook = Callable[[NewEraSimulator, InfusionController], Awaitable[None]]
 
 
+class Scenario(Protocol):
+    """What the `scenario` fixture hands a test: `run_scenario` on one simulator kind."""
+
+    def __call__(self, program: RateProgram, tmp_path: Path, *, link: str = ...,
+                 faults: Sequence[Fault] = ..., sensor: bool = ..., poll_s: float = ...,
+                 pump: SimPumpConfig | None = ..., during: Hook | None = ...,
+                 safe_s: int | None = ...) -> SimRun: ...
+
+
 def run_scenario(program: RateProgram, tmp_path: Path, *, link: str = "memory",
                  faults: Sequence[Fault] = (), sensor: bool = True, poll_s: float = 1.0,
                  pump: SimPumpConfig | None = None, during: Hook | None = None,
@@ -103,6 +112,13 @@ def run_scenario(program: RateProgram, tmp_path: Path, *, link: str = "memory",
                               model.delivered_ml, model.running)
 
     return run_clock(main(), virtual=True)
+
+
+@pytest.fixture
+def scenario() -> Scenario:
+    """Run a program on a fresh simulated pump (the New Era simulator); tests that take this
+    fixture run unchanged on every simulator kind it is parametrised with."""
+    return run_scenario
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from enum import StrEnum
 from pumpctl.drivers.base import Direction, PumpState, PumpStatus
 from pumpctl.errors import PumpctlError
 from pumpctl.plan.program import RateProgram
+from pumpctl.sensor_divergence import SensorDivergence
 
 
 class BreachKind(StrEnum):
@@ -79,6 +80,8 @@ class SafetyTolerances:
     end_grace_rel: float = 0.02  # the pump may finish this fraction of the duration late
     end_grace_min_s: float = 5.0
     sensor_abs_ml: float = 0.05  # extra allowance for a delivered-volume sensor (balance)
+    sensor_window_s: float = 30.0  # sensor vs counter: compared over this sliding window
+    sensor_lag_s: float = 2.0  # ... allowing this many seconds of flow held by the line
 
     @classmethod
     def for_pump_class(cls, pump_class: PumpClass, **overrides: float) -> SafetyTolerances:
@@ -218,6 +221,9 @@ class SafetyMonitor:
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
         self._last_delivered: float | None = None
+        self._divergence = SensorDivergence(window_s=tol.sensor_window_s,
+                                            abs_ml=tol.sensor_abs_ml, rel=tol.volume_rel,
+                                            lag_s=tol.sensor_lag_s)
 
     # -- figures -----------------------------------------------------------------------
 
@@ -405,6 +411,13 @@ class SafetyMonitor:
                                         extra=self.tolerances.sensor_abs_ml, band=band_lo)
             if m_under is not None and under is None:
                 out.append(m_under)
+            if self.expect.started and status.alarm is None:
+                # Faults late in a run hide inside the plan bands; the sensor parting from
+                # the counter does not (pumpctl/sensor_divergence.py).
+                div = self._divergence.check(now, delivered_ml, measured_ml, status.rate_ml_h)
+                kind = BreachKind.UNDER_INFUSION if div and div.short else BreachKind.OVER_INFUSION
+                if div is not None and all(b.kind is not kind for b in out):
+                    out.append(Breach(kind, div.message(), div.arrived_ml, div.limit_ml))
         out.sort(key=_severity)
         return out
 

@@ -35,7 +35,12 @@ from pumpctl.plan.program import RateProgram, Segment
 from pumpctl.run.commands import BreachStop, RunCommands
 from pumpctl.run.prepare import prepare_pump
 from pumpctl.run.records import SampleFields, header_fields, json_result, summary_fields, whoami
-from pumpctl.run.stop import final_delivered, stop_until_confirmed, unconfirmed_stop
+from pumpctl.run.stop import (
+    completion_breach,
+    final_delivered,
+    stop_until_confirmed,
+    unconfirmed_stop,
+)
 from pumpctl.run.types import (
     OUTCOMES,
     REMOTE_PREFIXES,
@@ -453,11 +458,10 @@ class InfusionController:
         final = self._delivered = final_delivered(self._last_status, baseline_ml=self.baseline_ml,
                                                   delivered_ml=self._delivered)
         if fault is None and stop_by is None and self._completed:
-            shortfall = self.monitor.cap_ml - final
-            if shortfall > self.monitor.volume_tolerance(self.monitor.cap_ml):
-                cap = self.monitor.cap_ml
-                fault = c.alarm(Breach(BreachKind.UNDER_INFUSION,
-                                       f"run ended with {final:.4g} of {cap:.4g} mL", final, cap))
+            verdict = completion_breach(self.monitor, final, self._measured)
+            if verdict is not None:
+                fault = c.alarm(verdict)
+                reason, sender = f"{verdict.kind.value}: {verdict.message}", "safety"
         if fault is not None:
             outcome = "faulted"
         elif stop_by is not None or not self._completed:

@@ -12,7 +12,7 @@ import asyncio
 
 from pumpctl.drivers.base import PumpDriver, PumpStatus
 from pumpctl.run.commands import RunCommands
-from pumpctl.safety import Breach, BreachKind, counter_quantum_ml
+from pumpctl.safety import Breach, BreachKind, SafetyMonitor, counter_quantum_ml
 
 
 async def stop_until_confirmed(commands: RunCommands, driver: PumpDriver, *, attempts: int,
@@ -40,6 +40,29 @@ def unconfirmed_stop(attempts: int) -> Breach:
                   f"stop not confirmed after {attempts} attempts; "
                   "relying on the pump's own volume limit and watchdog",
                   source="controller")
+
+
+def completion_breach(monitor: SafetyMonitor, final_ml: float,
+                      measured_ml: float | None) -> Breach | None:
+    """The verdict on a run that reached its planned total by the pump's counter: a breach if
+    it did not really. With a volume sensor the sensor is asked too, since only it sees what
+    the counter cannot (a motor that stopped moving the plunger, a blocked line, free flow)."""
+    cap = monitor.cap_ml
+    if cap - final_ml > monitor.volume_tolerance(cap):
+        return Breach(BreachKind.UNDER_INFUSION, f"run ended with {final_ml:.4g} of {cap:.4g} mL",
+                      final_ml, cap)
+    if measured_ml is None:
+        return None
+    extra = monitor.tolerances.sensor_abs_ml
+    if cap - measured_ml > monitor.volume_tolerance(cap) + extra:
+        return Breach(BreachKind.UNDER_INFUSION,
+                      f"the pump counted {final_ml:.4g} mL but the sensor measured "
+                      f"{measured_ml:.4g} of {cap:.4g} mL", measured_ml, cap)
+    if measured_ml - cap > monitor.quantum(cap) + extra:
+        return Breach(BreachKind.OVER_INFUSION,
+                      f"the sensor measured {measured_ml:.4g} mL, above the planned "
+                      f"{cap:.4g} mL", measured_ml, cap)
+    return None
 
 
 def final_delivered(last: PumpStatus | None, *, baseline_ml: float, delivered_ml: float) -> float:
