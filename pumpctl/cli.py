@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 from pumpctl import __version__
 from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry
 from pumpctl.errors import PumpctlError
+from pumpctl.run.output import silence_lost_output
 
 app = typer.Typer(
     name="pumpctl",
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", markup=True)
+        try:
+            _err.print(f"[bold red]error:[/] {exc}", markup=True)
+        except OSError:  # the terminal is gone (SIGHUP) or stderr closed: the code still counts
+            silence_lost_output()
         sys.exit(exc.exit_code)
     except TyperException as exc:  # bad arguments: the parser's own usage message
         show = getattr(exc, "show", None)

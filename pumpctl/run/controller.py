@@ -192,13 +192,13 @@ class InfusionController:
                 fault = self._commands.alarm(breach_for_error(exc))
             except asyncio.CancelledError:
                 stop_by = ("cancelled", "controller")
-                await self._finish(None, stop_by)
+                await self._end(None, stop_by)
                 raise
             except Exception as exc:  # a bug must still end with the pump stopped
                 fault = self._commands.alarm(Breach(BreachKind.CONTROLLER_ERROR,
                                                     f"{type(exc).__name__}: {exc}",
                                                     source="controller"))
-            return await self._finish(fault, stop_by)
+            return await self._end(fault, stop_by)
         finally:
             self._status_deadline.close()
             if self.journal is not None:
@@ -445,6 +445,41 @@ class InfusionController:
         return value
 
     # -- the end -------------------------------------------------------------------------
+
+    async def _end(self, fault: Breach | None, stop_by: tuple[str, str] | None) -> RunResult:
+        try:
+            return await self._finish(fault, stop_by)
+        except Exception as exc:  # a bug in the end itself must not skip the stop or summary
+            return await self._finish_after_bug(exc)
+
+    async def _finish_after_bug(self, exc: Exception) -> RunResult:
+        """The last net when the ordinary end raised: stop and confirm again, journal the bug
+        as an alarm and a faulted summary, and report it. Nothing here may raise."""
+        c = self._commands
+        breach = Breach(BreachKind.CONTROLLER_ERROR,
+                        f"{type(exc).__name__} while ending the run: {exc}", source="controller")
+        reason = f"{breach.kind.value}: {breach.message}"
+        with contextlib.suppress(Exception):
+            c.alarm(breach)
+        st: PumpStatus | None = None
+        with contextlib.suppress(Exception):
+            st = await stop_until_confirmed(c, self.driver, attempts=self.stop_attempts,
+                                            timeout_s=self.stop_timeout_s)
+        conc = self.program.concentration_mg_per_ml
+        with contextlib.suppress(Exception):
+            c.write("state", state="faulted", reason=reason, sender="controller")
+            c.write_fields("summary", summary_fields(
+                outcome="faulted", planned_volume_ml=self.monitor.cap_ml,
+                delivered_ml=self._delivered, planned_dose_mg=self.program.total_dose_mg,
+                concentration_mg_per_ml=conc, duration_s=0.0, alarms=len(c.alarms),
+                stop_confirmed=st is not None, reason=reason, measured_ml=self._measured,
+                baseline_ml=self.baseline_ml))
+        return RunResult(
+            run_id=self.run_id, channel=self.channel, outcome="faulted",
+            planned_volume_ml=self.monitor.cap_ml, delivered_volume_ml=self._delivered,
+            planned_dose_mg=self.program.total_dose_mg, delivered_dose_mg=self._delivered * conc,
+            duration_s=0.0, journal_path=self.journal_dir / f"{self.run_id}.jsonl",
+            stop_confirmed=st is not None, alarms=list(c.alarms), reason=reason)
 
     async def _finish(self, fault: Breach | None, stop_by: tuple[str, str] | None) -> RunResult:
         c = self._commands

@@ -62,7 +62,16 @@ class RunDisplay:
         return None
 
     def __rich__(self) -> RenderableType:
-        """One column per channel, one row per figure (fits 80 columns for a few pumps)."""
+        """One column per channel, one row per figure (fits 80 columns for a few pumps).
+
+        Rendered on the live display's own thread: a record this cannot show must cost the
+        table, not raise there (a traceback over the run's output, the display gone)."""
+        try:
+            return self._table()
+        except Exception as exc:
+            return Text(f"(display error: {type(exc).__name__}: {exc}; the run goes on)")
+
+    def _table(self) -> RenderableType:
         table = Table(title="pumpctl run (Research Use Only)", show_header=len(self.headers) > 1)
         table.add_column("")
         cells: dict[str, list[RenderableType]] = {}
