@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from datetime import datetime
@@ -13,7 +14,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pumpctl.journal import find_run, list_runs, read_records, summarize_run
+from pumpctl.journal import RunInfo, find_run, list_runs, read_records, summarize_run
+from pumpctl.run.chain import ChainIndex, ChainTotals, chain_views
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -41,8 +43,11 @@ def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every run in the journal directory, oldest first."""
     infos = list_runs(journal)
+    index = ChainIndex(journal)
+    chains = chain_views(index, {i.run_id: i.delivered_volume_ml for i in infos})
     if as_json:
-        typer.echo(json.dumps([i.as_dict() for i in infos]))
+        typer.echo(json.dumps([{**i.as_dict(), **_chain_fields(index, chains, i.run_id)}
+                               for i in infos]))
         return
     # Piped into a log or a CI artefact, rich would assume 80 columns and squeeze every cell
     # to an ellipsis; a list of runs is read there as often as on a terminal.
@@ -55,12 +60,25 @@ def list_command(journal: JournalDir = Path("runs"),
         table.add_column(col, no_wrap=True)
     table.add_column("delivered / planned mL", justify="right", no_wrap=True)
     table.add_column("alarms", justify="right")
+    # Resume chains: a short mark here ("chain 1, link 2 of 3"), the whole story below.
+    numbers = {totals: n for n, totals in enumerate(dict.fromkeys(chains.values()), 1)}
+    if numbers:
+        table.add_column("chain", no_wrap=True)
     for i in infos:
         delivered = "-" if i.delivered_volume_ml is None else f"{i.delivered_volume_ml:.3f}"
         planned = "-" if i.planned_volume_ml is None else f"{i.planned_volume_ml:.3f}"
-        table.add_row(i.run_id, _when(i.started), _plan_name(i.plan), i.outcome,
-                      f"{delivered} / {planned}", str(i.alarms))
+        row = [i.run_id, _when(i.started), _plan_name(i.plan), i.outcome,
+               f"{delivered} / {planned}", str(i.alarms)]
+        if numbers:
+            totals = chains.get(i.run_id)
+            row.append("" if totals is None else
+                       f"{numbers[totals]}: {totals.links.index(i.run_id) + 1}/"
+                       f"{len(totals.links)}")
+        table.add_row(*row)
     console.print(table)
+    by_id = {i.run_id: i for i in infos}
+    for totals, n in numbers.items():
+        console.print(f"chain {n}: {_chain_line(totals, by_id)}", soft_wrap=True)
 
 
 @runs_app.command("show")
@@ -71,7 +89,14 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
     path = find_run(journal, run)
     records = read_records(path)
     if as_json:
-        typer.echo(json.dumps({"run": summarize_run(path).as_dict(), "records": records}))
+        index = ChainIndex(path.parent)
+        info = summarize_run(path)
+        chains = chain_views(index, {i.run_id: i.delivered_volume_ml
+                                     for i in list_runs(path.parent)
+                                     if index.in_chain(i.run_id)})
+        typer.echo(json.dumps({"run": {**info.as_dict(),
+                                       **_chain_fields(index, chains, info.run_id)},
+                               "records": records}))
         return
     console = Console(highlight=False)
     info = summarize_run(path)
@@ -88,6 +113,15 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
     if header.get("resume_of"):
         console.print(f"resumes {header['resume_of']} from {header.get('baseline_ml')} mL "
                       f"(plan t={header.get('plan_offset_s'):.1f} s)")
+    index = ChainIndex(path.parent)
+    if index.in_chain(info.run_id):
+        links = index.links(info.run_id)
+        by_id = {i.run_id: i for i in list_runs(path.parent) if i.run_id in links}
+        chains = chain_views(index, {k: v.delivered_volume_ml for k, v in by_id.items()})
+        for child in index.resumed_as(info.run_id):
+            console.print(f"[bold]resumed as {child}[/]", soft_wrap=True)
+        if info.run_id in chains:
+            console.print(f"chain: {_chain_line(chains[info.run_id], by_id)}", soft_wrap=True)
     for o in header.get("overrides") or []:
         console.print(f"[yellow]override[/] {o.get('field')}={o.get('value')} beyond "
                       f"{o.get('bound')} {o.get('limit')}: {o.get('reason')}")
@@ -114,3 +148,25 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
                       f"{summary['planned_volume_ml']:.3f} mL, "
                       f"{summary['delivered_dose_mg']:.3f} of {summary['planned_dose_mg']:.3f} mg "
                       f"in {summary['duration_s']:.0f} s; {summary['alarms']} alarm(s)")
+
+
+def _chain_fields(index: ChainIndex, chains: dict[str, ChainTotals],
+                  run_id: str) -> dict[str, Any]:
+    """A run's place in its resume chain, for `--json`."""
+    totals = chains.get(run_id)
+    return {"resume_of": index.resume_of(run_id), "resumed_as": index.resumed_as(run_id),
+            "chain": list(totals.links) if totals else None,
+            "chain_delivered_ml": round(totals.delivered_ml, 6) if totals else None}
+
+
+def _chain_line(totals: ChainTotals, infos: dict[str, RunInfo]) -> str:
+    """`A resumed as B, B resumed as C; 35.000 of 35.000 mL delivered in all; latest C
+    completed`."""
+    latest = infos.get(totals.latest)
+    planned = latest.planned_volume_ml if latest else None
+    of = f" of {planned:.3f}" if planned is not None else ""
+    state = f" {latest.outcome}" if latest else ""
+    links = totals.links
+    steps = ", ".join(f"{a} resumed as {b}" for a, b in itertools.pairwise(links))
+    return (f"{steps}; {totals.delivered_ml:.3f}{of} mL delivered in all; "
+            f"latest {totals.latest}{state}")

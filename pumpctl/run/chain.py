@@ -147,15 +147,19 @@ class ChainIndex:
         return bool(self.resume_of(run_id) or self.resumed_as(run_id))
 
     def refuse_unless_latest(self, run_id: str) -> None:
-        """Raise `ResumeRefused` unless `run_id` is the latest link of its chain."""
+        """Raise `ResumeRefused` unless `run_id` is the latest link of a chain that never
+        forked (a run resumed twice, by journals older than resume claims: no link of it can
+        say what the pump delivered in all)."""
+        for link in self.links(run_id):
+            children = self.resumed_as(link)
+            if len(children) > 1:
+                raise ResumeRefused(
+                    f"run {link} was resumed more than once ({', '.join(children)}): what the "
+                    "pump delivered cannot be worked out from the journals; check the pump "
+                    "and start a new run")
         children = self.resumed_as(run_id)
         if not children:
             return
-        if len(children) > 1:
-            raise ResumeRefused(
-                f"run {run_id} was resumed more than once ({', '.join(children)}): what the "
-                "pump delivered cannot be worked out from the journals; check the pump and "
-                "start a new run")
         child = children[0]
         claim = self.claims.get(run_id)
         if child not in self.paths and claim is not None:
@@ -203,6 +207,19 @@ def chain_totals(index: ChainIndex, run_id: str,
     # The latest link's own figure (its reconciled baseline plus its counter) and the sum of
     # every link's share agree in a sound chain; where they do not, the larger one counts.
     return ChainTotals(tuple(links), max(own, base + share), links[-1])
+
+
+def chain_views(index: ChainIndex,
+                delivered: dict[str, float | None]) -> dict[str, ChainTotals]:
+    """For `pumpctl runs`: every run that is part of a chain, with its chain's totals."""
+    out: dict[str, ChainTotals] = {}
+    for run_id in index.paths:
+        if run_id in out or not index.in_chain(run_id):
+            continue
+        totals = chain_totals(index, run_id, delivered)
+        for link in totals.links:
+            out.setdefault(link, totals)
+    return out
 
 
 class ResumeClaim:
