@@ -152,7 +152,7 @@ async def _pump(opts: RunOptions, program: RateProgram, clock: Clock, faults: li
 
 async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunResult:
     """The session under its signal handlers (`pumpctl.run.signals`)."""
-    signals = SessionSignals(console, interactive=not opts.json and is_interactive(),
+    signals = SessionSignals(console, interactive=is_interactive(),
                              prompt_timeout_s=opts.prompt_timeout_s)
     with signals.installed():
         try:

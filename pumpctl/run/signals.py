@@ -19,7 +19,7 @@ infusing: a signal then cancels the session, and the run is reported aborted wit
 started. Once it exists, every signal becomes one stop request; later signals only remind
 that the stop is under way, since the stop sequence itself is bounded.
 
-The Ctrl-C question. On a terminal (stdin and stdout a tty, this process in the foreground),
+The Ctrl-C question. On a terminal (stdin a tty, this process in its foreground),
 Ctrl-C asks "stop the infusion? [y/N]". The live display is paused while it asks, so the
 question and the typed answer are visible (it used to be drawn over, and the answer lost).
 "y" stops; "n" or an empty line keeps running. A second Ctrl-C while asking stops at once.
@@ -71,17 +71,21 @@ class LiveLike(Protocol):
     def stop(self) -> None: ...
 
 
-def is_interactive(stdin: Any = None, stdout: Any = None) -> bool:
-    """A person at a terminal can answer: stdin and stdout are ttys and this process is in the
-    terminal's foreground (reading from the background would stop the process: SIGTTIN)."""
+def is_interactive(stdin: Any = None) -> bool:
+    """A person at a terminal can answer: stdin is a tty and this process is in its
+    foreground (reading from the background would stop the process: SIGTTIN). Where the
+    question is printed does not matter: piped through `tee`, it still reaches them."""
     stdin = sys.stdin if stdin is None else stdin
-    stdout = sys.stdout if stdout is None else stdout
     try:
-        if not (stdin.isatty() and stdout.isatty()):
+        if not stdin.isatty():
             return False
-        return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+        fd = stdin.fileno()
     except (AttributeError, ValueError, OSError):
         return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:  # a terminal, but not this process's controlling one: no SIGTTIN
+        return True
 
 
 class SessionSignals:
@@ -191,7 +195,7 @@ class SessionSignals:
             with contextlib.suppress(Exception):
                 self._live.stop()
         timeout = self.prompt_timeout_s
-        self._say(f"\n[bold yellow]stop the infusion?[/] [y/N] (Ctrl-C again: stop now; "
+        self._say(f"\n[bold yellow]stop the infusion?[/] \\[y/N] (Ctrl-C again: stop now; "
                   f"no answer in {timeout:g} s: stop) ", end="")
         fd = sys.stdin.fileno() if self._stdin_fd is None else self._stdin_fd
         # The loop's clock may run N times faster than the wall (--speed N); a person answers
