@@ -138,6 +138,28 @@ def test_a_closed_output_pipe_costs_the_output_not_the_stop(link: Path, tmp_path
     assert_stopped_by_the_run(f"newera://{link}", records)
 
 
+def test_ctrl_z_does_not_freeze_a_run(link: Path, tmp_path: Path) -> None:
+    """SIGTSTP would stop the controller with the pump running: refused while a run is on."""
+    journal = tmp_path / "runs"
+    run = start_run(link, journal)
+    try:
+        wait_infusing(journal)
+        os.kill(run.pid, signal.SIGTSTP)
+        count = len(journal_samples(journal))
+        wait_for(lambda: len(journal_samples(journal)) >= count + 5, 30,
+                 "the run to go on after SIGTSTP")
+        state = Path(f"/proc/{run.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state != "T", "the process was stopped"
+        os.kill(run.pid, signal.SIGTERM)
+        out, _ = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 5
+    assert "cannot be suspended while a pump runs" in out
+
+
 def test_sigkill_is_left_to_the_watchdog_armed_by_default(link: Path, tmp_path: Path) -> None:
     """No `safe=` in the URL: `pumpctl run` arms safe mode anyway, so a SIGKILL leaves a pump
     that stops itself within the default watchdog time."""

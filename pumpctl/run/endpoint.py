@@ -31,7 +31,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,14 +219,21 @@ class StatusEndpoint:
             self._server = None
         if self._owned:
             self._owned = False
-            for path in (self.owner_path, self.socket_path):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            try:
+                mine = json.loads(self.owner_path.read_text(encoding="utf-8")).get(
+                    "run_id") == self.run_id
+            except (OSError, ValueError, AttributeError):
+                mine = False
+            if mine:  # (a run that took over a port this one was thought dead on keeps it)
+                for path in (self.owner_path, self.socket_path):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
 
 
 # -- the client side (pumpctl pump status | dispensed | watch) ---------------------------
 
-async def follow(owner: PortOwner, *, timeout_s: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+async def follow(owner: PortOwner, *,
+                 timeout_s: float = 5.0) -> AsyncGenerator[dict[str, Any], None]:
     """The snapshot, then every record the run journals, until the run ends or goes away."""
     if owner.socket is None:
         raise EndpointError(f"{owner.describe()} has no status endpoint")
@@ -252,7 +259,8 @@ async def follow(owner: PortOwner, *, timeout_s: float = 5.0) -> AsyncIterator[d
 
 async def snapshot(owner: PortOwner) -> dict[str, Any]:
     """The run's current state and last sample."""
-    async for record in follow(owner):
-        if record.get("type") == "snapshot":
-            return record
+    async with contextlib.aclosing(follow(owner)) as records:
+        async for record in records:
+            if record.get("type") == "snapshot":
+                return record
     raise EndpointError(f"{owner.describe()} closed its status endpoint")

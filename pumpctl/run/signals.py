@@ -109,7 +109,7 @@ class SessionSignals:
         self._live: LiveLike | None = None
         self._asking: _Question | None = None
         self._stopping = False
-        self._installed: list[int] = []
+        self._installed: list[tuple[int, Any]] = []
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -130,20 +130,25 @@ class SessionSignals:
         handlers[signal.SIGINT] = self._on_int
         handlers[signal.SIGTSTP] = self._on_tstp
         for sig, handler in handlers.items():
+            previous = signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError, ValueError):
                 continue
-            self._installed.append(sig)
+            self._installed.append((sig, previous))
 
     def uninstall(self) -> None:
         if self._asking is not None:
             self._asking.close()
             self._asking = None
         if self._loop is not None:
-            for sig in self._installed:
+            for sig, previous in self._installed:
                 with contextlib.suppress(Exception):
                     self._loop.remove_signal_handler(sig)
+                    # asyncio leaves SIG_DFL behind; SIGPIPE, for one, was ignored before
+                    # (Python's default), and a later write to a closed pipe must not kill.
+                    if previous is not None:
+                        signal.signal(sig, previous)
         self._installed.clear()
 
     def attach(self, ctl: Stoppable) -> None:
