@@ -71,6 +71,13 @@ def test_reading_a_running_pump_goes_through_the_run(running: tuple[Path, Path, 
         assert refused.returncode == 4, (args, refused.stderr)
         assert f"in use by pumpctl run {run_id} (pid {pid})" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
+    # So is a second run on the same pump.
+    second = subprocess.run(
+        [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump", f"newera://{link}",
+         "--journal", str(journal.parent / "second")], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=60)
+    assert second.returncode == 4, second.stderr
+    assert f"in use by pumpctl run {run_id} (pid {pid})" in second.stderr
     # Watching follows the run's samples.
     watch = subprocess.Popen([*PUMPCTL, "pump", "--port", str(link), "watch", "--json"],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
