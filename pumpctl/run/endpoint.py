@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import AsyncGenerator
@@ -51,7 +52,7 @@ class PortInUse(PumpError):
 
 
 class EndpointError(PumpctlError):
-    """The status endpoint of a running run cannot be reached or read (exit 4)."""
+    """A status endpoint that cannot be served, reached or read (exit 4)."""
 
     exit_code = 4
 
@@ -113,6 +114,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _serving(sock: Path) -> bool:
+    """Someone answers on the status socket (a record left by a killed run whose pid has been
+    reused by an unrelated process owns nothing)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(sock))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _private(directory: Path) -> bool:
+    """Ours alone: a directory another user made (e.g. under /tmp) could feed us a fake
+    owner record or status."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def owner_of(port: str) -> PortOwner | None:
     """The live `pumpctl run` that has `port` open, or None."""
     try:
@@ -120,12 +145,14 @@ def owner_of(port: str) -> PortOwner | None:
     except PumpctlError:
         return None
     owner_path, sock = _paths(key)
+    if not _private(owner_path.parent):
+        return None
     try:
         data = json.loads(owner_path.read_text(encoding="utf-8"))
         pid = int(data["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if pid == os.getpid() or not _alive(pid):
+    if pid == os.getpid() or not _alive(pid) or not _serving(sock):
         return None
     run_id = data.get("run_id")
     return PortOwner(pid, str(run_id) if run_id else None, str(data.get("port", port)), sock)
@@ -155,7 +182,12 @@ class StatusEndpoint:
         if owner is not None:
             raise PortInUse(f"port {self.port} is in use by {owner.describe()}")
         directory = self.owner_path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EndpointError(f"cannot create {directory}: {exc.strerror}") from None
+        if not _private(directory):
+            raise EndpointError(f"{directory} is not private to this user (owner or mode)")
         with contextlib.suppress(OSError):
             self.socket_path.unlink()  # stale: its owner is gone (checked above)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path))

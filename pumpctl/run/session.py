@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
@@ -31,7 +32,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.run.chain import ResumeClaim
 from pumpctl.run.controller import InfusionController, RunResult
 from pumpctl.run.display import RunDisplay
-from pumpctl.run.endpoint import StatusEndpoint
+from pumpctl.run.endpoint import EndpointError, StatusEndpoint
 from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S, SessionSignals, is_interactive
 from pumpctl.run.watchdog import EMBEDDED, WatchdogPlan, plan_watchdog, wanted_seconds
 from pumpctl.timescale import run_at_speed
@@ -197,7 +198,12 @@ async def _session(opts: RunOptions, console: Console, faults: list[Any],
         if state is not None:  # before the pump is opened: two resumes cannot both win
             claim = ResumeClaim(state.path.parent, state.run_id, run_id).take()
         if opts.pump_url is not None:  # others read this pump through the run, not its port
-            sinks.append(await StatusEndpoint(opts.pump_url, run_id=run_id).start())
+            try:
+                sinks.append(await StatusEndpoint(opts.pump_url, run_id=run_id).start())
+            except EndpointError as exc:  # the run is not refused for it; the operator is told
+                console.print(f"[bold yellow]warning:[/] no status endpoint ({escape(str(exc))}): "
+                              "'pumpctl pump' beside this run would open its port",
+                              highlight=False)
         async with _pump(opts, program, clock, faults) as (driver, sensor, watchdog):
             point = await reconcile(state, driver) if state is not None else None
             ctl = InfusionController(

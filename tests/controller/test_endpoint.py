@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pumpctl.run.endpoint import (
+    EndpointError,
     PortInUse,
     StatusEndpoint,
     follow,
@@ -116,3 +117,37 @@ def test_an_owner_that_died_owns_nothing(tmp_path: Path, runtime_dir: Path) -> N
         assert not again.owner_path.exists()
 
     asyncio.run(main())
+
+
+def test_a_record_whose_pid_was_reused_owns_nothing(tmp_path: Path) -> None:
+    """A run killed with SIGKILL leaves its record; its pid may come back as an unrelated
+    process. Nobody answering on the socket is what tells."""
+    port = tmp_path / "ne"
+    port.touch()
+
+    async def main() -> None:
+        endpoint = await StatusEndpoint(str(port), run_id="RUN-A").start()
+        data = json.loads(endpoint.owner_path.read_text())
+        endpoint.owner_path.write_text(json.dumps({**data, "pid": os.getppid()}))
+        assert owner_of(str(port)) is not None
+        assert endpoint._server is not None
+        endpoint._server.close()  # the run is gone; the files and a live pid remain
+        await endpoint._server.wait_closed()
+        assert owner_of(str(port)) is None
+
+    asyncio.run(main())
+
+
+def test_a_runtime_directory_others_can_write_is_not_trusted(tmp_path: Path,
+                                                             runtime_dir: Path) -> None:
+    port = tmp_path / "ne"
+    port.touch()
+    runtime_dir.mkdir(mode=0o700)
+    runtime_dir.chmod(0o777)
+
+    async def main() -> None:
+        with pytest.raises(EndpointError, match="not private"):
+            await StatusEndpoint(str(port), run_id="RUN-A").start()
+
+    asyncio.run(main())
+    assert owner_of(str(port)) is None
