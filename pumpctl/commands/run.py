@@ -65,9 +65,9 @@ def run(
     """Run a plan with an independent safety monitor; everything is journaled.
 
     A real pump runs in safe mode (its watchdog stops it if pumpctl dies) unless its URL
-    says safe=0. SIGHUP, SIGTERM, SIGQUIT, SIGPIPE and Ctrl-C stop the pump (on a terminal,
-    Ctrl-C asks first). Exit codes: 0 completed, 5 aborted (operator or signal), 6 faulted
-    (safety stop), 2/3 invalid plan, 7 resume refused.
+    says safe=0. SIGHUP, SIGTERM, SIGQUIT, a closed output pipe and Ctrl-C stop the pump
+    (on a terminal, Ctrl-C asks first). Exit codes: 0 completed, 5 aborted (operator or
+    signal), 6 faulted (safety stop), 2/3 invalid plan, 7 resume refused.
     """
     if sim and pump:
         raise _usage("--sim and --pump exclude each other")

@@ -1,18 +1,21 @@
 """Console output that cannot end a run: a closed terminal or pipe loses the text, not the pump.
 
 When the terminal is closed (SIGHUP) every later write to it fails with EIO; when the reader
-of a pipe goes away (`pumpctl run ... | head`) writes fail with EPIPE. Either error raised from
-a `print` in the middle of a run, or from the live display's refresh thread, or from the final
-summary, would bypass the stop sequence or turn a clean exit 5 into a traceback. This stream
-wraps the real one: the first failed write marks the output lost (and points the process's
-own descriptor at /dev/null, so Python's flush at exit does not complain either), and from then
-on text is dropped. The run carries on to its stop; the journal has everything.
+of a pipe goes away (`pumpctl run ... | head`) writes fail with EPIPE (SIGPIPE is ignored, as
+in every Python program; `on_lost` lets the run stop as the signal would have stopped it).
+Either error raised from a `print` in the middle of a run, or from the live display's refresh
+thread, or from the final summary, would bypass the stop sequence or turn a clean exit 5 into
+a traceback. This stream wraps the real one: the first failed write marks the output lost
+(and points the process's own descriptor at /dev/null, so Python's flush at exit does not
+complain either), and from then on text is dropped. The run carries on to its stop; the
+journal has everything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
@@ -22,6 +25,8 @@ class TolerantStream:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.lost: OSError | None = None
+        # Told (once, from whichever thread wrote) when the output is lost.
+        self.on_lost: Callable[[OSError], None] | None = None
         try:
             self._tty = stream.isatty()
         except (AttributeError, ValueError, OSError):
@@ -62,6 +67,9 @@ class TolerantStream:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, fd)
             os.close(null)
+        if self.on_lost is not None:
+            with contextlib.suppress(Exception):
+                self.on_lost(exc)
 
 
 def silence_lost_output() -> None:

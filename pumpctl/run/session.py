@@ -33,6 +33,7 @@ from pumpctl.run.chain import ResumeClaim
 from pumpctl.run.controller import InfusionController, RunResult
 from pumpctl.run.display import RunDisplay
 from pumpctl.run.endpoint import EndpointError, StatusEndpoint
+from pumpctl.run.output import TolerantStream
 from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S, SessionSignals, is_interactive
 from pumpctl.run.watchdog import EMBEDDED, WatchdogPlan, plan_watchdog, wanted_seconds
 from pumpctl.timescale import run_at_speed
@@ -155,6 +156,8 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
     """The session under its signal handlers (`pumpctl.run.signals`)."""
     signals = SessionSignals(console, interactive=is_interactive(),
                              prompt_timeout_s=opts.prompt_timeout_s)
+    if isinstance(console.file, TolerantStream):
+        console.file.on_lost = signals.output_lost
     with signals.installed():
         try:
             return await _session(opts, console, faults, signals)

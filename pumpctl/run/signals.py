@@ -6,9 +6,11 @@ controller's own stop (stop sent, stop confirmed, journaled, summary, exit 5):
 - SIGHUP: the terminal or SSH session was closed;
 - SIGTERM: `kill`, a service manager, a container runtime stopping;
 - SIGQUIT: Ctrl-\\;
-- SIGPIPE: the output was closed (`pumpctl run ... | head`); the write that found it gets
-  an error, which the console absorbs (`pumpctl.run.output`);
-- SIGINT (Ctrl-C): off a terminal, stops; on a terminal, asks first (below).
+- SIGINT (Ctrl-C): off a terminal, stops; on a terminal, asks first (below);
+- a closed output pipe (`pumpctl run ... | head`, once `head` has gone): what SIGPIPE would
+  end. SIGPIPE itself stays ignored, as in every Python program: a broken pipe to the MQTT
+  broker or a pump's TCP line must not stop an infusion (those have their own handling);
+  the console stream reports its own EPIPE instead (`output_lost`, `pumpctl.run.output`).
 
 SIGTSTP (Ctrl-Z) would freeze the controller with the pump running: it is refused with a
 message while a run is in progress. SIGKILL and power loss cannot be handled by any process:
@@ -52,8 +54,8 @@ ENDING_SIGNALS: dict[int, str] = {
     signal.SIGHUP: "SIGHUP (terminal or session closed)",
     signal.SIGTERM: "SIGTERM",
     signal.SIGQUIT: "SIGQUIT",
-    signal.SIGPIPE: "SIGPIPE (output closed)",
 }
+OUTPUT_CLOSED = "SIGPIPE (output closed)"
 
 
 class Stoppable(Protocol):
@@ -145,8 +147,8 @@ class SessionSignals:
             for sig, previous in self._installed:
                 with contextlib.suppress(Exception):
                     self._loop.remove_signal_handler(sig)
-                    # asyncio leaves SIG_DFL behind; SIGPIPE, for one, was ignored before
-                    # (Python's default), and a later write to a closed pipe must not kill.
+                    # asyncio leaves SIG_DFL behind; restore what there was (SIGINT: Python's
+                    # KeyboardInterrupt handler, which a caller going on afterwards relies on).
                     if previous is not None:
                         signal.signal(sig, previous)
         self._installed.clear()
@@ -157,6 +159,14 @@ class SessionSignals:
 
     def set_live(self, live: LiveLike | None) -> None:
         self._live = live
+
+    def output_lost(self, exc: OSError) -> None:
+        """The console's stream failed (any thread): a reader that closed the pipe ends the
+        run as SIGPIPE would have ended the process; a terminal that went away does not (a
+        closed terminal sends SIGHUP; without one the process was meant to outlive it)."""
+        if isinstance(exc, BrokenPipeError) and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                self._loop.call_soon_threadsafe(self._end, OUTPUT_CLOSED)
 
     # -- handlers ----------------------------------------------------------------------------
 

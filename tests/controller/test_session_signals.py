@@ -4,15 +4,19 @@ separate processes are hil_tests/test_signals.py and test_ctrl_c_terminal.py).""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
 from rich.console import Console
 
+from pumpctl.run.output import TolerantStream
 from pumpctl.run.session import RunAborted, RunOptions, execute
 from pumpctl.run.signals import SessionSignals
 from pumpctl.run.watchdog import DEFAULT_WATCHDOG_S, plan_watchdog
@@ -29,7 +33,8 @@ def test_the_dispositions_before_the_run_are_restored_after_it() -> None:
 
     async def main() -> None:
         with SessionSignals(Console(), interactive=False).installed():
-            assert signal.getsignal(signal.SIGPIPE) not in (signal.SIG_IGN, signal.SIG_DFL)
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_IGN, signal.SIG_DFL)
+            assert signal.getsignal(signal.SIGPIPE) == before[signal.SIGPIPE]
 
     asyncio.run(main())
     assert {s: signal.getsignal(s) for s in sigs} == before
@@ -77,3 +82,31 @@ def test_a_signal_while_the_pump_is_being_opened_ends_the_session_aborted(
         listener.close()
     assert info.value.exit_code == 5
     assert not list(tmp_path.glob("*.jsonl"))  # no run began
+
+
+class _ClosingPipe(io.StringIO):
+    """A terminal whose reader goes away after a while: writes then fail with EPIPE."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__()
+        self.closes_at = time.monotonic() + after_s
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if time.monotonic() >= self.closes_at:
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_output_pipe_stops_the_run_as_sigpipe_would_have(tmp_path: Path) -> None:
+    """The reader of the output went away (`pumpctl run ... | head`): the next write fails
+    with EPIPE, and the run stops, journaled as SIGPIPE, exit 5. (Here the live display's
+    own refresh thread makes that write: the stop is handed to the loop.)"""
+    stream = TolerantStream(_ClosingPipe(after_s=1.5))  # type: ignore[arg-type]
+    opts = RunOptions(plan=STANDARD, weight_kg=70, journal_dir=tmp_path, speed=20.0)
+    with pytest.raises(RunAborted, match=r"SIGPIPE \(output closed\)") as info:
+        execute(opts, Console(file=cast(TextIO, stream)))
+    assert info.value.exit_code == 5 and isinstance(stream.lost, BrokenPipeError)
+    assert info.value.result is not None and info.value.result.stop_confirmed
