@@ -240,6 +240,16 @@ class SessionSignals:
             self.console.print(text, end=end, highlight=False)
 
 
+@contextlib.contextmanager
+def controller_signals(ctl: Stoppable, console: Console) -> Iterator[SessionSignals]:
+    """The same handling around a controller that already exists (`pumpctl accuracy run`):
+    every ending signal stops the run through it; Ctrl-C asks on a terminal."""
+    signals = SessionSignals(console, interactive=is_interactive())
+    with signals.installed():
+        signals.attach(ctl)
+        yield signals
+
+
 class _Question:
     """One line read from the terminal without blocking the loop, or None on timeout/EOF."""
 
