@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
@@ -14,8 +15,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from pumpctl.journal import RunInfo, find_run, list_runs, read_records, summarize_run
-from pumpctl.run.chain import ChainIndex, ChainTotals, chain_views
+from pumpctl.journal import (
+    JournalError,
+    RunInfo,
+    find_run,
+    list_runs,
+    read_records,
+    summarize_run,
+)
+from pumpctl.run.chain import ChainIndex, ChainTotals, chain_totals, chain_views
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -91,9 +99,8 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
     if as_json:
         index = ChainIndex(path.parent)
         info = summarize_run(path)
-        chains = chain_views(index, {i.run_id: i.delivered_volume_ml
-                                     for i in list_runs(path.parent)
-                                     if index.in_chain(i.run_id)})
+        totals, _ = _chain_of(index, info.run_id)
+        chains = {info.run_id: totals} if totals is not None else {}
         typer.echo(json.dumps({"run": {**info.as_dict(),
                                        **_chain_fields(index, chains, info.run_id)},
                                "records": records}))
@@ -114,14 +121,11 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
         console.print(f"resumes {header['resume_of']} from {header.get('baseline_ml')} mL "
                       f"(plan t={header.get('plan_offset_s'):.1f} s)")
     index = ChainIndex(path.parent)
-    if index.in_chain(info.run_id):
-        links = index.links(info.run_id)
-        by_id = {i.run_id: i for i in list_runs(path.parent) if i.run_id in links}
-        chains = chain_views(index, {k: v.delivered_volume_ml for k, v in by_id.items()})
-        for child in index.resumed_as(info.run_id):
-            console.print(f"[bold]resumed as {child}[/]", soft_wrap=True)
-        if info.run_id in chains:
-            console.print(f"chain: {_chain_line(chains[info.run_id], by_id)}", soft_wrap=True)
+    for child in index.resumed_as(info.run_id):
+        console.print(f"[bold]resumed as {child}[/]", soft_wrap=True)
+    totals, by_id = _chain_of(index, info.run_id)
+    if totals is not None:
+        console.print(f"chain: {_chain_line(totals, by_id)}", soft_wrap=True)
     for o in header.get("overrides") or []:
         console.print(f"[yellow]override[/] {o.get('field')}={o.get('value')} beyond "
                       f"{o.get('bound')} {o.get('limit')}: {o.get('reason')}")
@@ -148,6 +152,20 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
                       f"{summary['planned_volume_ml']:.3f} mL, "
                       f"{summary['delivered_dose_mg']:.3f} of {summary['planned_dose_mg']:.3f} mg "
                       f"in {summary['duration_s']:.0f} s; {summary['alarms']} alarm(s)")
+
+
+def _chain_of(index: ChainIndex, run_id: str) -> tuple[ChainTotals | None, dict[str, RunInfo]]:
+    """The chain through one run, reading only its links' journals."""
+    if not index.in_chain(run_id):
+        return None, {}
+    infos: dict[str, RunInfo] = {}
+    for link in index.links(run_id):
+        path = index.paths.get(link)
+        if path is not None:
+            with contextlib.suppress(JournalError):
+                infos[link] = summarize_run(path)
+    delivered = {k: v.delivered_volume_ml for k, v in infos.items()}
+    return chain_totals(index, run_id, delivered), infos
 
 
 def _chain_fields(index: ChainIndex, chains: dict[str, ChainTotals],
