@@ -37,7 +37,7 @@ from pumpctl.run.fleet import request_stop_all, run_channels  # noqa: E402
 from pumpctl.telemetry.mapping import RecordMapper  # noqa: E402
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run  # noqa: E402
 from pumpctl.telemetry.topics import Topics  # noqa: E402
-from simulators.serve import embedded_newera  # noqa: E402
+from simulators.newera.embedded import embedded_newera  # noqa: E402
 from tests.telemetry.broker import Mosquitto  # noqa: E402
 
 STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"

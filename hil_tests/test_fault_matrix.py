@@ -3,8 +3,8 @@ first minute, its middle, its last 30 s) ends the run faulted (exit 6), with an 
 journaled and no more than the plan delivered, by the pump's counter and by the independent
 volume sensor alike.
 
-The simulator comes from the `scenario` fixture (hil_tests/conftest.py), so the same matrix
-runs on every simulator kind the fixture is parametrised with. Each fault is injected in the
+The simulator comes from the `sim_kind` fixture (hil_tests/conftest.py, kinds.py), so the
+same matrix runs on every simulator kind. Each fault is injected in the
 form that makes it a fault: reply faults persist (a single late or lost reply is a retry and
 rightly rides through, see test_faults.py). The one fault kind that cannot be made a delivery
 fault, `ignore-first-command` (one command lost after a power-up, which the driver retries),
@@ -21,7 +21,8 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.safety import SafetyTolerances, counter_quantum_ml
 from simulators.faults import FaultKind, parse_fault
 
-from .conftest import Scenario
+from .conftest import run_scenario
+from .kinds import SimKind
 
 # The fault as injected, by kind; TIME is filled in per moment.
 FAULTS: dict[FaultKind, str] = {
@@ -56,11 +57,12 @@ CELLS = [(text, at) for text in [*FAULTS.values(), *EXTRA.values()] for at in MO
                          ids=[f"{f.split('@')[0]}{'-in' if 'inbound' in f else ''}-{m}"
                               for f, (m, _) in CELLS])
 def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float],
-                                            scenario: Scenario, standard: RateProgram,
+                                            sim_kind: SimKind, standard: RateProgram,
                                             tmp_path: Path) -> None:
     _, at_s = moment
-    run = scenario(standard, tmp_path, faults=[parse_fault(fault.replace("TIME", f"{at_s:g}s"))],
-                   safe_s=WATCHDOG_S)
+    run = run_scenario(sim_kind, standard, tmp_path,
+                       faults=[parse_fault(fault.replace("TIME", f"{at_s:g}s"))],
+                       safe_s=WATCHDOG_S)
     r = run.result
     total = standard.total_volume_ml
     assert r.outcome == "faulted", (r.outcome, r.reason, run.alarms())  # exit 6
@@ -83,13 +85,14 @@ def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float
 
 
 @pytest.mark.parametrize("moment", MOMENTS.items(), ids=list(MOMENTS))
-def test_a_lost_first_command_rides_through(moment: tuple[str, float], scenario: Scenario,
+def test_a_lost_first_command_rides_through(moment: tuple[str, float], sim_kind: SimKind,
                                             standard: RateProgram, tmp_path: Path) -> None:
     """`ignore-first-command` loses one command (the field quirk after a power-up); the
     driver retries it, so the run completes with the plan delivered: not a fault."""
     _, at_s = moment
     fault = RIDE_THROUGH[FaultKind.IGNORE_FIRST].replace("TIME", f"{at_s:g}s")
-    run = scenario(standard, tmp_path, faults=[parse_fault(fault)], safe_s=WATCHDOG_S)
+    run = run_scenario(sim_kind, standard, tmp_path, faults=[parse_fault(fault)],
+                       safe_s=WATCHDOG_S)
     assert run.result.outcome == "completed", (run.result.reason, run.alarms())
     q = counter_quantum_ml(standard.total_volume_ml)
     assert abs(run.result.delivered_volume_ml - standard.total_volume_ml) <= q
@@ -101,7 +104,7 @@ LATE = [25.0, 15.0, 10.0, 6.0, 3.0, 1.0]  # seconds before the end of the plan
 
 @pytest.mark.parametrize("fault", ["stuck-motor@TIME", "occlusion@TIME",
                                    "free-flow@TIME:factor=1.5"])
-def test_the_last_seconds_are_caught_or_harmless(fault: str, scenario: Scenario,
+def test_the_last_seconds_are_caught_or_harmless(fault: str, sim_kind: SimKind,
                                                  tmp_path: Path) -> None:
     """Where the matrix's "last 30 s" moment ends: a fault that starts so late that, before
     the pump's own volume limit stops it, it moves the sensor less than the sensor's own
@@ -123,9 +126,9 @@ def test_the_last_seconds_are_caught_or_harmless(fault: str, scenario: Scenario,
     caught_from_s = 10.0 if fault.startswith("free-flow") else 8.0
     for before in LATE:
         at_s = SHORT_END_S - before
-        run = scenario(program, tmp_path / f"{before:g}",
-                       faults=[parse_fault(fault.replace("TIME", f"{at_s:g}s"))],
-                       safe_s=WATCHDOG_S)
+        run = run_scenario(sim_kind, program, tmp_path / f"{before:g}",
+                           faults=[parse_fault(fault.replace("TIME", f"{at_s:g}s"))],
+                           safe_s=WATCHDOG_S)
         measured = run.records[-1]["measured_volume_ml"]
         where = (fault, before, run.result.outcome, measured)
         if before >= caught_from_s:

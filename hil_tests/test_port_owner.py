@@ -18,6 +18,7 @@ import pytest
 from pumpctl.journal import read_records
 
 from .conftest import REPO, STANDARD_PLAN
+from .kinds import SimKind
 from .test_kill import PUMPCTL, journal_samples, process, wait_for
 
 
@@ -27,13 +28,15 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def running(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, int]]:
+def running(sim_kind: SimKind, tmp_path: Path,
+            env: dict[str, str]) -> Iterator[tuple[Path, Path, int]]:
     """A simulated pump on a pty and a `pumpctl run` infusing on it."""
-    link, journal = tmp_path / "ne", tmp_path / "runs"
-    with process([*PUMPCTL, "sim", "newera", "--link", str(link)], ready="ready"):
+    link, journal = tmp_path / "pump", tmp_path / "runs"
+    with process([*PUMPCTL, *sim_kind.serve_args(link)], ready="ready"):
         run = subprocess.Popen(
             [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump",
-             f"newera://{link}", "--poll", "0.2", "--journal", str(journal), "--json"],
+             sim_kind.url(link, None, None), "--poll", "0.2", "--journal", str(journal),
+             "--json"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -53,7 +56,8 @@ def pump(env: dict[str, str], link: Path, *args: str) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=60)
 
 
-def test_reading_a_running_pump_goes_through_the_run(running: tuple[Path, Path, int],
+def test_reading_a_running_pump_goes_through_the_run(sim_kind: SimKind,
+                                                     running: tuple[Path, Path, int],
                                                      env: dict[str, str]) -> None:
     link, journal, pid = running
     run_id = next(journal.glob("*.jsonl")).stem
@@ -73,7 +77,8 @@ def test_reading_a_running_pump_goes_through_the_run(running: tuple[Path, Path, 
         assert "Traceback" not in refused.stderr
     # So is a second run on the same pump.
     second = subprocess.run(
-        [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump", f"newera://{link}",
+        [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump",
+         sim_kind.url(link, None, None),
          "--journal", str(journal.parent / "second")], cwd=REPO, env=env, capture_output=True,
         text=True, timeout=60)
     assert second.returncode == 4, second.stderr

@@ -24,26 +24,36 @@ from pumpctl.drivers.base import AlarmKind
 from pumpctl.journal import read_records
 
 from .conftest import REPO, STANDARD_PLAN
+from .kinds import KINDS, SimKind
 from .test_kill import PUMPCTL, inspect_pump, journal_samples, process, wait_for
 
 POLL_S = 0.2
 
 
-@pytest.fixture(scope="module")
-def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One simulated pump on a pty for the whole module (each run clears its counters and
-    acknowledges what the previous test left, as on a bench): a simulator process less per
-    test."""
-    path = tmp_path_factory.mktemp("sim") / "ne"
-    with process([*PUMPCTL, "sim", "newera", "--link", str(path)], ready="ready"):
-        yield path
+@pytest.fixture(scope="module", params=list(KINDS.values()), ids=str)
+def served(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SimKind, Path]]:
+    """One simulated pump of each kind on a pty for the whole module (each run clears its
+    counters and acknowledges what the previous test left, as on a bench): a simulator
+    process less per test."""
+    kind: SimKind = request.param
+    path = tmp_path_factory.mktemp("sim") / "pump"
+    with process([*PUMPCTL, *kind.serve_args(path)], ready="ready"):
+        yield kind, path
 
 
-def start_run(link: Path, journal: Path, *extra: str, url: str | None = None,
+@pytest.fixture
+def url(served: tuple[SimKind, Path]) -> str:
+    """The pump URL a user would give: no watchdog time (the run's default applies)."""
+    kind, path = served
+    return kind.url(path, None, None)
+
+
+def start_run(url: str, journal: Path, *extra: str,
               stdout: Any = subprocess.PIPE) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump",
-         url or f"newera://{link}", "--poll", str(POLL_S), "--journal", str(journal), *extra],
+        [*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump", url,
+         "--poll", str(POLL_S), "--journal", str(journal), *extra],
         cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -66,10 +76,10 @@ def assert_stopped_by_the_run(url: str, records: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT],
                          ids=lambda s: signal.Signals(s).name)
-def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, link: Path,
+def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, url: str,
                                                           tmp_path: Path) -> None:
     journal = tmp_path / "runs"
-    run = start_run(link, journal)
+    run = start_run(url, journal)
     try:
         wait_infusing(journal)
         os.kill(run.pid, sig)
@@ -87,10 +97,10 @@ def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, link: Path,
     stops = [r for r in records if r["type"] == "state" and r["state"] == "stopping"]
     assert stops and stops[0]["sender"] == "signal", stops
     assert records[-1]["outcome"] == "aborted"
-    assert_stopped_by_the_run(f"newera://{link}", records)
+    assert_stopped_by_the_run(url, records)
 
 
-def test_closing_the_terminal_stops_the_pump(link: Path, tmp_path: Path) -> None:
+def test_closing_the_terminal_stops_the_pump(url: str, tmp_path: Path) -> None:
     """The terminal really goes away (tmux server killed) under an interactive shell, which
     passes the hang-up on to its foreground job as a shell does: SIGHUP, and every later write
     to the terminal fails. The run still stops the pump, journals why, and exits 5."""
@@ -99,7 +109,7 @@ def test_closing_the_terminal_stops_the_pump(link: Path, tmp_path: Path) -> None
     # The job survives the hang-up only to record pumpctl's exit code (`trap :` is reset
     # to the default for pumpctl itself by exec).
     job = (f"bash -c 'trap : HUP; cd {REPO} && {' '.join(PUMPCTL)} run {STANDARD_PLAN} "
-           f"--weight 70 --pump newera://{link} --poll {POLL_S} --journal {journal}; "
+           f"--weight 70 --pump {url} --poll {POLL_S} --journal {journal}; "
            f"echo $? > {rc}'")
     subprocess.run(["tmux", "-L", server, "new-session", "-d", "-s", "run", "-x", "100",
                     "-y", "40", "bash --norc --noprofile -i"], check=True)
@@ -113,14 +123,14 @@ def test_closing_the_terminal_stops_the_pump(link: Path, tmp_path: Path) -> None
     records = read_records(next(journal.glob("*.jsonl")))
     assert rc.read_text().strip() == "5", records[-3:]
     assert records[-1]["outcome"] == "aborted" and "SIGHUP" in records[-1]["reason"]
-    assert_stopped_by_the_run(f"newera://{link}", records)
+    assert_stopped_by_the_run(url, records)
 
 
-def test_a_closed_output_pipe_costs_the_output_not_the_stop(link: Path, tmp_path: Path) -> None:
+def test_a_closed_output_pipe_costs_the_output_not_the_stop(url: str, tmp_path: Path) -> None:
     """stdout's reader is gone (`pumpctl run ... | head` after head exited): the stop on
     SIGTERM still happens and the exit is still 5, without a traceback."""
     journal = tmp_path / "runs"
-    run = start_run(link, journal)
+    run = start_run(url, journal)
     try:
         wait_infusing(journal)
         assert run.stdout is not None
@@ -135,17 +145,17 @@ def test_a_closed_output_pipe_costs_the_output_not_the_stop(link: Path, tmp_path
     assert run.returncode == 5, (run.returncode, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
     records = read_records(next(journal.glob("*.jsonl")))
-    assert_stopped_by_the_run(f"newera://{link}", records)
+    assert_stopped_by_the_run(url, records)
 
 
-def test_ctrl_z_does_not_freeze_a_run_nor_a_stray_sigpipe_end_it(link: Path,
+def test_ctrl_z_does_not_freeze_a_run_nor_a_stray_sigpipe_end_it(url: str,
                                                                   tmp_path: Path) -> None:
     """SIGTSTP would stop the controller with the pump running: refused while a run is on.
     SIGPIPE stays ignored, as in any Python program: it also comes from a broken connection
     to the MQTT broker, which must not stop an infusion. (A closed output pipe does end the
     run: tests/controller/test_session_signals.py.)"""
     journal = tmp_path / "runs"
-    run = start_run(link, journal)
+    run = start_run(url, journal)
     try:
         wait_infusing(journal)
         os.kill(run.pid, signal.SIGPIPE)
@@ -167,14 +177,13 @@ def test_ctrl_z_does_not_freeze_a_run_nor_a_stray_sigpipe_end_it(link: Path,
     assert records[-1]["reason"] == "SIGTERM"
 
 
-def test_sigkill_is_left_to_the_watchdog_armed_by_default(link: Path, tmp_path: Path) -> None:
+def test_sigkill_is_left_to_the_watchdog_armed_by_default(url: str, tmp_path: Path) -> None:
     """No `safe=` in the URL: `pumpctl run` arms safe mode anyway, so a SIGKILL leaves a pump
     that stops itself within the default watchdog time."""
     from pumpctl.run.watchdog import DEFAULT_WATCHDOG_S
 
     journal = tmp_path / "runs"
-    url = f"newera://{link}"
-    run = start_run(link, journal)
+    run = start_run(url, journal)
     try:
         samples = wait_infusing(journal)
         os.kill(run.pid, signal.SIGKILL)
@@ -197,9 +206,11 @@ def test_sigkill_is_left_to_the_watchdog_armed_by_default(link: Path, tmp_path: 
         POLL_S + DEFAULT_WATCHDOG_S + 0.5) / 3600
 
 
-def test_safe_0_is_warned_about_and_journaled(link: Path, tmp_path: Path) -> None:
+def test_safe_0_is_warned_about_and_journaled(served: tuple[SimKind, Path],
+                                              tmp_path: Path) -> None:
+    kind, link = served
     journal = tmp_path / "runs"
-    run = start_run(link, journal, url=f"newera://{link}?safe=0")
+    run = start_run(kind.url(link, 0, None), journal)
     try:
         wait_infusing(journal)
         os.kill(run.pid, signal.SIGTERM)

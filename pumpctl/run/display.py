@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -101,6 +102,33 @@ class RunDisplay:
         for name, values in cells.items():
             table.add_row(name, *values)
         return table
+
+
+class PausableLive:
+    """rich's `Live` display that can be paused (for the Ctrl-C question) and resumed below
+    what was printed meanwhile. A resumed `Live` object would first move the cursor up by the
+    height of its last table and draw over the question and its answer, so each resume draws
+    with a new one; the old tables stay in the scroll-back."""
+
+    def __init__(self, renderable: RenderableType, console: Console) -> None:
+        self._renderable = renderable
+        self._console = console
+        self._live: Live | None = None
+
+    @property
+    def is_started(self) -> bool:
+        return self._live is not None and self._live.is_started
+
+    def start(self, refresh: bool = False) -> None:
+        if self.is_started:
+            return
+        self._live = Live(self._renderable, console=self._console, refresh_per_second=4,
+                          transient=False)
+        self._live.start(refresh=refresh)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
 
 
 def summary_table(results: list[RunResult]) -> RenderableType:

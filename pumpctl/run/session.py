@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 
 from pumpctl.clock import Clock, LoopClock
@@ -31,7 +30,7 @@ from pumpctl.journal import JOURNAL_SUFFIX, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.chain import ResumeClaim
 from pumpctl.run.controller import InfusionController, RunResult
-from pumpctl.run.display import RunDisplay
+from pumpctl.run.display import PausableLive, RunDisplay
 from pumpctl.run.endpoint import EndpointError, StatusEndpoint
 from pumpctl.run.output import TolerantStream
 from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S, SessionSignals, is_interactive
@@ -136,7 +135,7 @@ async def _pump(opts: RunOptions, program: RateProgram, clock: Clock, faults: li
     """The driver to run on, a delivered-volume sensor if there is one, and what the run does
     about the pump's own watchdog (`pumpctl.run.watchdog`)."""
     if opts.pump_url is None:
-        from simulators.serve import embedded_newera
+        from simulators.newera.embedded import embedded_newera
 
         async with embedded_newera(clock, diameter_mm=program.syringe.inner_diameter_mm,
                                    faults=faults) as (sim, driver):
@@ -242,7 +241,7 @@ def _live(display: RunDisplay, console: Console, *, enabled: bool) -> Any:
     if not enabled or not console.is_terminal:
         yield None
         return
-    live = Live(display, console=console, refresh_per_second=4, transient=False)
+    live = PausableLive(display, console)
     try:
         live.start()
     except OSError:  # the terminal went away

@@ -58,11 +58,15 @@ def wait_for(predicate: Callable[[], object], what: str, timeout: float = 60.0) 
 
 
 @pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, Path, Path]]:
+def terminal(request: pytest.FixtureRequest,
+             tmp_path: Path) -> Iterator[tuple[Terminal, Path, Path]]:
+    """`pumpctl run` on a terminal; the question's timeout is the test's (indirect) parameter,
+    by default 60 s: long enough that a loaded machine never lets it lapse by itself."""
+    timeout = str(getattr(request, "param", 60))
     journal, rc = tmp_path / "runs", tmp_path / "rc"
     run = shlex.join([sys.executable, "-m", "pumpctl.cli", "run", str(STANDARD), "--weight",
                       "70", "--sim", "--speed", "10", "--journal", str(journal),
-                      "--prompt-timeout", "3"])
+                      "--prompt-timeout", timeout])
     term = Terminal(f"pumpctl-ctrlc-{os.getpid()}-{tmp_path.name}",
                     f"bash -c {shlex.quote(f'cd {REPO} && {run}; echo $? > {rc}; sleep 60')}")
     try:
@@ -100,9 +104,12 @@ def test_the_question_is_visible_n_carries_on_and_ctrl_c_twice_stops(
     term.keys("n", "Enter")
     wait_for(lambda: "continuing" in term.screen() and not _asking(term), "the answer taken")
     assert _stopping(journal) is None
-    # The display is back: it updates again.
+    # The display is back below the question and its answer, which stay on the screen: it
+    # updates again.
     before = term.screen()
     wait_for(lambda: term.screen() != before, "the live display to come back")
+    after = term.screen()
+    assert f"{QUESTION} [y/N]" in after and "continuing" in after, after
     term.keys("C-c")
     wait_for(lambda: _asking(term), "the question again")
     term.keys("C-c")
@@ -113,6 +120,7 @@ def test_the_question_is_visible_n_carries_on_and_ctrl_c_twice_stops(
     assert stopping["sender"] == "operator"
 
 
+@pytest.mark.parametrize("terminal", [3], indirect=True)
 def test_no_answer_stops_after_the_timeout(terminal: tuple[Terminal, Path, Path]) -> None:
     term, journal, rc = terminal
     wait_for(lambda: _samples(journal) >= 3, "the run to be infusing")

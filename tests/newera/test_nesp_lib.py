@@ -127,4 +127,4 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
     acknowledged = [seen.get("acknowledged"), *in_heartbeat]
     assert acknowledged.count(nesp_lib.AlarmStatus.TIMEOUT) == 1  # reported once more, then done
     assert seen["after"] is nesp_lib.Status.STOPPED
-    assert [a for _, a in sim.pump(0).alarm_log] == ["R", "T"]
+    assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset", "watchdog"]
