@@ -175,3 +175,17 @@ def test_delayed_replies_within_the_window_do_not_stop_the_run(sim_kind: SimKind
     late = parse_fault("delay-replies@10m:delay=2,count=1")
     run = run_scenario(sim_kind, standard, tmp_path, faults=[late])
     assert run.result.outcome == "completed", run.alarms()
+
+
+def test_a_stuck_motor_in_the_last_minute_is_a_fault(sim_kind: SimKind, standard: RateProgram,
+                                                     tmp_path: Path) -> None:
+    """Issue 9 item 4: the motor stuck 60 s before the end; the counter still reached the
+    total and the run ended "completed", with the sensor 0.9 mL (2.5 %) short. With a sensor
+    the verdict is the sensor's: a fault, within seconds of the motor sticking."""
+    at_s = standard.duration_s - 60
+    run = run_scenario(sim_kind, standard, tmp_path,
+                       faults=[parse_fault(f"stuck-motor@{at_s:g}s")])
+    assert_safe_end(run, standard, "under_infusion")
+    first = next(rec for rec in run.records if rec["type"] == "alarm")
+    assert at_s <= first["elapsed_s"] <= at_s + 10, first
+    assert "stuck motor" in first["message"]

@@ -30,6 +30,7 @@ from pumpctl.commands import (
     telemetry,
 )
 from pumpctl.errors import PumpctlError
+from pumpctl.run.output import silence_lost_output
 
 app = typer.Typer(
     name="pumpctl",
@@ -73,8 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:
-        # The message quotes what the user gave (paths, values): never read it as markup.
-        _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        try:
+            # The message quotes what the user gave (paths, values): never read it as markup.
+            _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        except OSError:  # the terminal is gone (SIGHUP) or stderr closed: the code still counts
+            silence_lost_output()
         sys.exit(exc.exit_code)
     except TyperException as exc:  # bad arguments: the parser's own usage message
         show = getattr(exc, "show", None)

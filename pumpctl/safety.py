@@ -28,6 +28,7 @@ from pumpctl.drivers.base import (
 )
 from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
 from pumpctl.safety_limits import RunLimits
+from pumpctl.sensor_divergence import SensorDivergence
 from pumpctl.tolerances import PumpClass, SafetyTolerances
 
 # The vocabulary lives beside the monitor; importing it from here keeps working.
@@ -60,6 +61,10 @@ class SafetyMonitor(RunLimits):
         self._under_since: dict[str, float] = {}
         self._last_valid_at: float | None = None
         self._last_delivered: float | None = None
+        tol = self.tolerances
+        self._divergence = SensorDivergence(window_s=tol.sensor_window_s,
+                                            abs_ml=tol.sensor_abs_ml, rel=tol.volume_rel,
+                                            lag_s=tol.sensor_lag_s)
 
     # -- commands ----------------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class SafetyMonitor(RunLimits):
                               f"({delivered_ml:.4g} of {self.cap_ml:.4g} mL)",
                               status.state.value, "infusing"))
         self._check_behind(out, delivered_ml, plan_t, now, measured_ml)
+        if measured_ml is not None:
+            self._check_divergence(out, status, delivered_ml, now, measured_ml)
         most_serious_first(out)
         return out
 
@@ -302,6 +309,19 @@ class SafetyMonitor(RunLimits):
                                         extra=self.tolerances.sensor_abs_ml, band=band_lo)
             if m_under is not None and under is None:
                 out.append(m_under)
+
+    def _check_divergence(self, out: list[Breach], status: PumpStatus, delivered_ml: float,
+                          now: float, measured_ml: float) -> None:
+        """The sensor parting from the counter. Faults late in a run hide inside the plan
+        bands; this does not (pumpctl/sensor_divergence.py)."""
+        if not self.expect.started or status.alarm is not None:
+            return
+        div = self._divergence.check(now, delivered_ml, measured_ml, status.rate_ml_h)
+        if div is None:
+            return
+        kind = BreachKind.UNDER_INFUSION if div.short else BreachKind.OVER_INFUSION
+        if all(b.kind is not kind for b in out):
+            out.append(Breach(kind, div.message(), div.arrived_ml, div.limit_ml))
 
     # -- internals ---------------------------------------------------------------------
 

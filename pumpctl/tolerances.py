@@ -29,6 +29,8 @@ class SafetyTolerances:
     end_grace_rel: float = 0.02  # the pump may finish this fraction of the duration late
     end_grace_min_s: float = 5.0
     sensor_abs_ml: float = 0.05  # extra allowance for a delivered-volume sensor (balance)
+    sensor_window_s: float = 30.0  # sensor vs counter: compared over this sliding window
+    sensor_lag_s: float = 2.0  # ... allowing this many seconds of flow held by the line
 
     @classmethod
     def for_pump_class(cls, pump_class: PumpClass, **overrides: float) -> SafetyTolerances:

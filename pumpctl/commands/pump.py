@@ -6,6 +6,10 @@
 
 Every setting is read back and printed as the pump reports it. `--json` prints one JSON
 object instead. Errors are one line and a non-zero exit (see `pumpctl.errors`).
+
+A pump that a `pumpctl run` is driving is never opened a second time: `status`, `dispensed`
+and `watch` read it through the running controller (`pumpctl.run.endpoint`), and the other
+commands refuse with the run's pid and id.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,6 +33,7 @@ from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import PumpTarget, open_driver, open_line, parse_pump_url
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
+from pumpctl.run.endpoint import PortInUse, PortOwner, follow, owner_of, snapshot
 from pumpctl.units import Kind, parse_quantity
 
 pump_app = typer.Typer(help="Query and drive one pump (New Era protocol; real or simulated).",
@@ -89,11 +94,50 @@ def _opts(ctx: typer.Context) -> _Options:
     return obj
 
 
+def _owner(opts: _Options) -> PortOwner | None:
+    return owner_of(opts.url) if opts.url is not None else None
+
+
+def _refuse_if_owned(opts: _Options) -> None:
+    """A second opener would talk over the run's requests: refuse, naming the owner."""
+    owner = _owner(opts)
+    if owner is not None:
+        raise PortInUse(
+            f"port {opts.url} is in use by {owner.describe()}: 'pumpctl pump --port "
+            f"{opts.url} status|dispensed|watch' read the pump through the run; stop the "
+            f"run with Ctrl-C in its terminal or 'kill -TERM {owner.pid}'")
+
+
+def _through_run(opts: _Options, owner: PortOwner,
+                 pick: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """What the running controller last read from the pump, without opening the port."""
+    snap = asyncio.run(snapshot(owner))
+    result = pick(_run_status(snap))
+    result["via_run"] = f"{snap.get('run_id')} (pid {snap.get('pid')})"
+    _print(opts, result)
+    return result
+
+
+def _run_status(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's snapshot or sample record in the shape of `status` (the pump's own counter)."""
+    sample = record.get("sample") if record.get("type") == "snapshot" else record
+    state = record.get("state") if record.get("type") == "snapshot" else None
+    if not isinstance(sample, dict):
+        return {"state": state, "rate_ml_h": None, "infused_ml": None, "withdrawn_ml": None,
+                "direction": None, "alarm": None}
+    moving = sample.get("state") in ("infusing", "withdrawing")
+    return {"state": sample.get("state") if state in (None, "started", "resumed") else state,
+            "rate_ml_h": sample.get("rate_ml_h"), "infused_ml": sample.get("counter_ml"),
+            "withdrawn_ml": sample.get("withdrawn_ml"),
+            "direction": "infuse" if moving else None, "alarm": sample.get("alarm")}
+
+
 def _with_pump(ctx: typer.Context,
                action: Callable[[NewEraDriver], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Open the pump, run `action`, close; prints the result and returns it."""
     opts = _opts(ctx)
     target = opts.target
+    _refuse_if_owned(opts)
 
     async def main() -> dict[str, Any]:
         async with open_driver(target) as opened:
@@ -166,8 +210,13 @@ def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 @pump_app.command()
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """State, rate, dispensed volumes and alarm."""
+    """State, rate, dispensed volumes and alarm (through the run if one drives the pump)."""
     _json_after_command(ctx, as_json)
+    owner = _owner(_opts(ctx))
+    if owner is not None:
+        _through_run(_opts(ctx), owner, dict)
+        return
+
     async def action(d: NewEraDriver) -> dict[str, Any]:
         return _status_dict(await d.status())
     _with_pump(ctx, action)
@@ -275,6 +324,12 @@ def stop(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 def dispensed(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Volumes infused and withdrawn since the counters were last cleared."""
     _json_after_command(ctx, as_json)
+    owner = _owner(_opts(ctx))
+    if owner is not None:
+        _through_run(_opts(ctx), owner, lambda st: {"infused_ml": st["infused_ml"],
+                                                    "withdrawn_ml": st["withdrawn_ml"]})
+        return
+
     async def action(d: NewEraDriver) -> dict[str, Any]:
         infused, withdrawn = await d.dispensed()
         return {"infused_ml": infused, "withdrawn_ml": withdrawn}
@@ -313,10 +368,16 @@ def watch(ctx: typer.Context,
           start: Annotated[bool, typer.Option("--run", help="Start the pump first; Ctrl-C then "
                                               "stops it.")] = False,
           as_json: JsonFlag = False) -> None:
-    """Live status until Ctrl-C. Stops the pump on exit if `--run` started it."""
+    """Live status until Ctrl-C. Stops the pump on exit if `--run` started it. A pump that
+    a `pumpctl run` drives is watched through that run (until it ends), never opened."""
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
     target = opts.target
+    owner = _owner(opts)
+    if owner is not None and not start:
+        asyncio.run(_watch_run(opts, owner))
+        return
+    _refuse_if_owned(opts)
 
     async def main() -> None:
         done = asyncio.Event()
@@ -349,14 +410,58 @@ def watch(ctx: typer.Context,
     asyncio.run(main())
 
 
-def _watch_table(status: PumpStatus | None) -> Table:
+def _watch_table(status: PumpStatus | dict[str, Any] | None, via: str | None = None) -> Table:
     table = Table(title="pump", show_header=False)
     if status is None:
         table.add_row("state", "connecting")
-        return table
-    for key, value in _status_dict(status).items():
-        table.add_row(key, "-" if value is None else str(value))
+    else:
+        shown = status if isinstance(status, dict) else _status_dict(status)
+        for key, value in shown.items():
+            table.add_row(key, "-" if value is None else str(value))
+    if via is not None:
+        table.add_row("read through", via)
     return table
+
+
+async def _watch_run(opts: _Options, owner: PortOwner) -> None:
+    """`watch` through the running controller: each sample it journals, until it ends."""
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    via = owner.describe()
+
+    async def show() -> None:
+        async with contextlib.aclosing(follow(owner)) as records:
+            with Live(_watch_table(None, via), console=_out, auto_refresh=False,
+                      transient=opts.as_json) as live:
+                await _show_records(records, live, opts, owner)
+
+    task = asyncio.create_task(show())
+    stop = asyncio.create_task(done.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stop):
+        pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _show_records(records: AsyncIterator[dict[str, Any]], live: Live, opts: _Options,
+                        owner: PortOwner) -> None:
+    async for record in records:
+        kind = record.get("type")
+        if kind not in ("snapshot", "sample", "state", "summary"):
+            continue
+        status = _run_status(record) if kind in ("snapshot", "sample") else None
+        if kind == "state" or kind == "summary":
+            status = {"state": record.get("state") or record.get("outcome")}
+        if opts.as_json:
+            typer.echo(json.dumps({**(status or {}), "via_run": owner.run_id},
+                                  sort_keys=True))
+        else:
+            live.update(_watch_table(status, owner.describe()), refresh=True)
+        if kind == "summary":
+            return
 
 
 @pump_app.command()
@@ -373,6 +478,7 @@ def scan(ctx: typer.Context,
     if last < first:
         raise UsageError(f"--last {last} is below --first {first}")
     target = opts.target
+    _refuse_if_owned(opts)
 
     async def main() -> dict[str, Any]:
         async with open_line(target) as line:

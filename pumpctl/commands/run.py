@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO, cast
 
 import typer
 from rich.console import Console
 
 from pumpctl.errors import PumpctlError
 from pumpctl.run.display import summary_table
+from pumpctl.run.output import TolerantStream, echo_safely
 from pumpctl.run.session import RunOptions, SinkFactory, execute
+from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S
 from pumpctl.timescale import parse_speed
 
 
@@ -54,15 +57,23 @@ def run(
     remote_commands: Annotated[bool, typer.Option(
         "--remote-commands", help="Accept stop/pause (never start or a higher rate) from "
         "the authenticated cmd topic.")] = False,
+    prompt_timeout: Annotated[float, typer.Option(
+        "--prompt-timeout", min=1.0, max=600.0,
+        help="Seconds the Ctrl-C question waits for an answer before stopping.")]
+        = DEFAULT_PROMPT_TIMEOUT_S,
 ) -> None:
     """Run a plan with an independent safety monitor; everything is journaled.
 
-    Exit codes: 0 completed, 5 aborted (operator or signal), 6 faulted (safety stop),
-    2/3 invalid plan, 7 resume refused.
+    A real pump runs in safe mode (its watchdog stops it if pumpctl dies) unless its URL
+    says safe=0. SIGHUP, SIGTERM, SIGQUIT, a closed output pipe and Ctrl-C stop the pump
+    (on a terminal, Ctrl-C asks first). Exit codes: 0 completed, 5 aborted (operator or
+    signal), 6 faulted (safety stop), 2/3 invalid plan, 7 resume refused.
     """
     if sim and pump:
         raise _usage("--sim and --pump exclude each other")
-    console = Console(stderr=as_json, highlight=False)
+    # A closed terminal or pipe must cost the output, never the stop (pumpctl.run.output).
+    stream = TolerantStream(sys.stderr if as_json else sys.stdout)
+    console = Console(file=cast(TextIO, stream), highlight=False)
     # Telemetry options are checked here, before any pump is touched.
     sinks = telemetry_sink_factories(
         mqtt, site=site, pump_id=pump_id, telemetry_qos=telemetry_qos,
@@ -71,7 +82,7 @@ def run(
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
                       sim_faults=list(sim_fault or []), resume=resume, json=as_json,
-                      sink_factories=sinks)
+                      sink_factories=sinks, prompt_timeout_s=prompt_timeout)
     try:
         result = execute(opts, console)
     except PumpctlError as exc:
@@ -113,7 +124,7 @@ def _print_result(result: object, as_json: bool, console: Console) -> None:
 
     assert isinstance(result, RunResult)
     if as_json:
-        typer.echo(json.dumps(result.as_dict()))
+        echo_safely(json.dumps(result.as_dict()))
     else:
         console.print(summary_table([result]))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import sys
 from datetime import datetime
@@ -15,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from pumpctl.journal import RunInfo, find_run, list_runs, read_records, summarize_run
+from pumpctl.journal import JournalError, RunInfo, find_run, list_runs, read_records, summarize_run
+from pumpctl.run.chain import ChainIndex, ChainTotals, chain_totals, chain_views
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -46,8 +49,11 @@ def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every run in the journal directory, oldest first; damaged journals shown as such."""
     infos = list_runs(journal)
+    index = ChainIndex(journal)
+    chains = chain_views(index, {i.run_id: i.delivered_volume_ml for i in infos})
     if as_json:
-        typer.echo(json.dumps([i.as_dict() for i in infos]))
+        typer.echo(json.dumps([{**i.as_dict(), **_chain_fields(index, chains, i.run_id)}
+                               for i in infos]))
         return
     if not infos:
         typer.echo(f"no runs in {journal}")
@@ -58,6 +64,12 @@ def list_command(journal: JournalDir = Path("runs"),
         table.add_column(col, no_wrap=True)
     table.add_column("delivered / planned mL", justify="right", no_wrap=True)
     table.add_column("alarms", justify="right", no_wrap=True)
+    # Resume chains: a short mark here ("chain 1, link 2 of 3"), the whole story below.
+    numbers = {totals: n for n, totals in enumerate(dict.fromkeys(chains.values()), 1)}
+    if numbers:
+        table.add_column("chain", no_wrap=True)
+        rows = [(*row, _chain_mark(numbers, chains, i.run_id)) for row, i in zip(rows, infos,
+                                                                                   strict=True)]
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     # A run id is what the next command needs, so it is never cut: the table is printed at
@@ -70,13 +82,24 @@ def list_command(journal: JournalDir = Path("runs"),
         Console(highlight=False).print(table)
     else:
         for row in rows:
-            typer.echo("  ".join(row))
+            typer.echo("  ".join(cell for cell in row if cell))
+    by_id = {i.run_id: i for i in infos}
+    for totals, n in numbers.items():
+        typer.echo(f"chain {n}: {_chain_line(totals, by_id)}")
     for i in infos:
         if i.problem:
             typer.echo(f"damaged journal {i.path}: {i.problem}")
 
 
-def _row(i: RunInfo) -> tuple[str, str, str, str, str, str]:
+def _chain_mark(numbers: dict[ChainTotals, int], chains: dict[str, ChainTotals],
+                run_id: str) -> str:
+    totals = chains.get(run_id)
+    if totals is None:
+        return ""
+    return f"{numbers[totals]}: {totals.links.index(run_id) + 1}/{len(totals.links)}"
+
+
+def _row(i: RunInfo) -> tuple[str, ...]:
     delivered = "-" if not isinstance(i.delivered_volume_ml, int | float) \
         else f"{i.delivered_volume_ml:.3f}"
     planned = "-" if not isinstance(i.planned_volume_ml, int | float) \
@@ -96,7 +119,13 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
     path = find_run(journal, run)
     records = read_records(path)  # a damaged journal: one line naming the file and line
     if as_json:
-        typer.echo(json.dumps({"run": summarize_run(path).as_dict(), "records": records}))
+        index = ChainIndex(path.parent)
+        info = summarize_run(path)
+        totals, _ = _chain_of(index, info.run_id)
+        chains = {info.run_id: totals} if totals is not None else {}
+        typer.echo(json.dumps({"run": {**info.as_dict(),
+                                       **_chain_fields(index, chains, info.run_id)},
+                               "records": records}))
         return
     console = Console(highlight=False)
     info = summarize_run(path)
@@ -117,6 +146,12 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
     if header.get("resume_of"):
         console.print(escape(f"resumes {header['resume_of']} from {header.get('baseline_ml')} "
                              f"mL (plan t={_num(header.get('plan_offset_s'), '.1f')} s)"))
+    index = ChainIndex(path.parent)
+    for child in index.resumed_as(info.run_id):
+        console.print(f"[bold]resumed as {escape(child)}[/]", soft_wrap=True)
+    totals, by_id = _chain_of(index, info.run_id)
+    if totals is not None:
+        console.print(escape(f"chain: {_chain_line(totals, by_id)}"), soft_wrap=True)
     for o in header.get("overrides") or []:
         if isinstance(o, dict):
             console.print("[yellow]override[/] " + escape(
@@ -153,3 +188,39 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
 
 def _num(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def _chain_of(index: ChainIndex, run_id: str) -> tuple[ChainTotals | None, dict[str, RunInfo]]:
+    """The chain through one run, reading only its links' journals."""
+    if not index.in_chain(run_id):
+        return None, {}
+    infos: dict[str, RunInfo] = {}
+    for link in index.links(run_id):
+        path = index.paths.get(link)
+        if path is not None:
+            with contextlib.suppress(JournalError):
+                infos[link] = summarize_run(path)
+    delivered = {k: v.delivered_volume_ml for k, v in infos.items()}
+    return chain_totals(index, run_id, delivered), infos
+
+
+def _chain_fields(index: ChainIndex, chains: dict[str, ChainTotals],
+                  run_id: str) -> dict[str, Any]:
+    """A run's place in its resume chain, for `--json`."""
+    totals = chains.get(run_id)
+    return {"resume_of": index.resume_of(run_id), "resumed_as": index.resumed_as(run_id),
+            "chain": list(totals.links) if totals else None,
+            "chain_delivered_ml": round(totals.delivered_ml, 6) if totals else None}
+
+
+def _chain_line(totals: ChainTotals, infos: dict[str, RunInfo]) -> str:
+    """`A resumed as B, B resumed as C; 35.000 of 35.000 mL delivered in all; latest C
+    completed`."""
+    latest = infos.get(totals.latest)
+    planned = latest.planned_volume_ml if latest else None
+    of = f" of {planned:.3f}" if isinstance(planned, int | float) else ""
+    state = f" {latest.outcome}" if latest else ""
+    links = totals.links
+    steps = ", ".join(f"{a} resumed as {b}" for a, b in itertools.pairwise(links))
+    return (f"{steps}; {totals.delivered_ml:.3f}{of} mL delivered in all; "
+            f"latest {totals.latest}{state}")

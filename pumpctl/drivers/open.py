@@ -62,6 +62,12 @@ class PumpTarget(Protocol):
         """The pump's own watchdog to arm at open, as the URL asks (None: leave it as found)."""
         ...
 
+    @property
+    def line_key(self) -> str:
+        """What identifies the line itself, whichever URL names it: a device's real path, or
+        `tcp:HOST:PORT`. Two runs on one line key would talk over each other."""
+        ...
+
     def with_address(self, address: int) -> PumpTarget: ...
 
 

@@ -44,7 +44,8 @@ from pumpctl.plan.program import (
 from pumpctl.plan.representable import program_rate_unit
 from pumpctl.rig import Rig
 from pumpctl.run.controller import InfusionController, RunResult, RunSettings
-from pumpctl.run.session import RunAborted, RunFaulted, _signals
+from pumpctl.run.session import RunAborted, RunFaulted
+from pumpctl.run.signals import controller_signals
 from pumpctl.timescale import run_at_speed
 
 PROFILE = DEFAULT_PUMP_PROFILE
@@ -238,7 +239,7 @@ async def _main(job: AccuracyRun, program: RateProgram, console: Console | None)
             # controller to stop. Either way the controller decides how the run ends.
             # SIGTERM stops; Ctrl-C asks on a terminal (as `pumpctl run` does): the pump is
             # stopped and the run journaled as aborted.
-            with _signals(ctl, console or Console(stderr=True)):
+            with controller_signals(ctl, console or Console(stderr=True)):
                 return await ctl.run()
         finally:
             weighing.cancel()

@@ -39,7 +39,13 @@ from pumpctl.run.records import SampleFields, header_fields, summary_fields, who
 from pumpctl.run.requests import RunRequests, StopRequested
 from pumpctl.run.sampling import Sampler
 from pumpctl.run.schedule import Schedule
-from pumpctl.run.stop import final_delivered, stop_until_confirmed, unconfirmed_stop
+from pumpctl.run.stop import (
+    completion_breach,
+    end_after_bug,
+    final_delivered,
+    stop_until_confirmed,
+    unconfirmed_stop,
+)
 from pumpctl.run.types import (
     OUTCOMES,
     REMOTE_PREFIXES,
@@ -158,13 +164,13 @@ class InfusionController:
                 fault = self._commands.alarm(breach_for_error(exc))
             except asyncio.CancelledError:
                 stop_by = ("cancelled", "controller")
-                await self._finish(None, stop_by)
+                await self._end(None, stop_by)
                 raise
             except Exception as exc:  # a bug must still end with the pump stopped
                 fault = self._commands.alarm(Breach(BreachKind.CONTROLLER_ERROR,
                                                     f"{type(exc).__name__}: {exc}",
                                                     source="controller"))
-            return await self._finish(fault, stop_by)
+            return await self._end(fault, stop_by)
         finally:
             self._sampler.close()
             if self.journal is not None:
@@ -330,6 +336,18 @@ class InfusionController:
 
     # -- the end -------------------------------------------------------------------------
 
+    async def _end(self, fault: Breach | None, stop_by: tuple[str, str] | None) -> RunResult:
+        try:
+            return await self._finish(fault, stop_by)
+        except Exception as exc:  # a bug in the end itself must not skip the stop or summary
+            return await end_after_bug(
+                exc, self._commands, self.driver, self.program, self.monitor,
+                run_id=self.run_id, channel=self.channel, delivered_ml=self._delivered,
+                measured_ml=self._sampler.measured_ml, baseline_ml=self.baseline_ml,
+                journal_path=Path(self.settings.journal_dir) / f"{self.run_id}.jsonl",
+                attempts=max(1, self.settings.stop_attempts),
+                timeout_s=self.settings.stop_timeout_s)
+
     async def _finish(self, fault: Breach | None, stop_by: tuple[str, str] | None) -> RunResult:
         c = self._commands
         if fault is not None:
@@ -347,11 +365,10 @@ class InfusionController:
             self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
             resolution=self.driver.capabilities.counters.resolution)
         if fault is None and stop_by is None and self._completed:
-            shortfall = self.monitor.cap_ml - final
-            if shortfall > self.monitor.volume_tolerance(self.monitor.cap_ml):
-                cap = self.monitor.cap_ml
-                fault = c.alarm(Breach(BreachKind.UNDER_INFUSION,
-                                       f"run ended with {final:.4g} of {cap:.4g} mL", final, cap))
+            verdict = completion_breach(self.monitor, final, self._sampler.measured_ml)
+            if verdict is not None:
+                fault = c.alarm(verdict)
+                reason, sender = f"{verdict.kind.value}: {verdict.message}", "safety"
         if fault is not None:
             outcome = "faulted"
         elif stop_by is not None or not self._completed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -77,7 +78,16 @@ class RunDisplay:
         return None
 
     def __rich__(self) -> RenderableType:
-        """One column per channel, one row per figure (fits 80 columns for a few pumps)."""
+        """One column per channel, one row per figure (fits 80 columns for a few pumps).
+
+        Rendered on the live display's own thread: a record this cannot show must cost the
+        table, not raise there (a traceback over the run's output, the display gone)."""
+        try:
+            return self._table()
+        except Exception as exc:
+            return Text(f"(display error: {type(exc).__name__}: {exc}; the run goes on)")
+
+    def _table(self) -> RenderableType:
         table = Table(title="pumpctl run (Research Use Only)", show_header=len(self.headers) > 1)
         table.add_column("")
         cells: dict[str, list[RenderableType]] = {}
@@ -123,6 +133,33 @@ def capability_warnings(capabilities: dict[str, Any]) -> list[str]:
         out.append("this pump has no watchdog of its own: if pumpctl dies, nothing stops it"
                    + (" before its volume limit" if has_cap else ""))
     return out
+
+
+class PausableLive:
+    """rich's `Live` display that can be paused (for the Ctrl-C question) and resumed below
+    what was printed meanwhile. A resumed `Live` object would first move the cursor up by the
+    height of its last table and draw over the question and its answer, so each resume draws
+    with a new one; the old tables stay in the scroll-back."""
+
+    def __init__(self, renderable: RenderableType, console: Console) -> None:
+        self._renderable = renderable
+        self._console = console
+        self._live: Live | None = None
+
+    @property
+    def is_started(self) -> bool:
+        return self._live is not None and self._live.is_started
+
+    def start(self, refresh: bool = False) -> None:
+        if self.is_started:
+            return
+        self._live = Live(self._renderable, console=self._console, refresh_per_second=4,
+                          transient=False)
+        self._live.start(refresh=refresh)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
 
 
 def summary_table(results: list[RunResult]) -> RenderableType:

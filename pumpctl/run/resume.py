@@ -11,6 +11,10 @@ A resumed run is a new run (new journal) that records `resume_of`, the reconcile
 already delivered (its `baseline_ml`) and the plan time that volume corresponds to
 (`plan_offset_s`): it follows the rest of the plan from there, so the rates stay as planned
 and only the remaining volume is delivered.
+
+A run is resumed at most once, and only the latest link of its chain of resumes can be
+(`pumpctl.run.chain`): the volume already delivered is then never less than what every link
+of the chain journaled, and what remains is never more than the plan.
 """
 
 from __future__ import annotations
@@ -21,17 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pumpctl.drivers.base import PumpDriver, PumpError
-from pumpctl.errors import PumpctlError
-from pumpctl.journal import find_run, read_records
+from pumpctl.journal import JournalError, find_run, read_records
 from pumpctl.plan.program import RateProgram
+from pumpctl.run.chain import ChainIndex, ResumeRefused, chain_totals
 from pumpctl.run.controller import ResumePoint
 from pumpctl.safety import SafetyMonitor, SafetyTolerances
 
-
-class ResumeRefused(PumpctlError):
-    """The journal and the pump disagree, or the run cannot be resumed."""
-
-    exit_code = 7
+__all__ = ["JournalState", "ResumeRefused", "journal_delivered", "load_journal_state",
+           "reconcile"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,30 @@ class JournalState:
     poll_s: float
     watchdog_s: int | None
     vtbi_total_ml: float | None
+    chain: tuple[str, ...] = ()  # the resume chain up to this run, root first
+    chain_ml: float = 0.0  # what every link of the chain journaled as delivered, together
+
+
+def journal_delivered(records: list[dict[str, Any]]) -> float | None:
+    """A journal's cumulative delivered volume: its summary's, else its last sample's."""
+    summary = next((r for r in reversed(records) if r.get("type") == "summary"), None)
+    if summary is not None:
+        return float(summary["delivered_volume_ml"])
+    sample = next((r for r in reversed(records) if r.get("type") == "sample"), None)
+    return float(sample["infused_ml"]) if sample is not None else None
 
 
 def load_journal_state(runs_dir: Path | str, ref: str) -> JournalState:
+    """Where run `ref` stopped, by its journal; refused unless it is the latest link of its
+    resume chain."""
     path = find_run(runs_dir, ref)
     records = read_records(path)
     header = next((r for r in records if r.get("type") == "header"), None)
     if header is None:
         raise ResumeRefused(f"run {ref!r}: journal {path} has no header")
+    index = ChainIndex(path.parent)
+    run_id = str(header.get("run_id", path.stem))
+    index.refuse_unless_latest(run_id)
     try:
         program = RateProgram.model_validate(header["program"])
     except (KeyError, ValueError) as exc:
@@ -71,12 +88,22 @@ def load_journal_state(runs_dir: Path | str, ref: str) -> JournalState:
     last_rate = max((float(s.get("rate_ml_h") or 0.0) for s in samples[-3:]), default=0.0)
     wd = header.get("watchdog_s")
     vtbi = samples[-1].get("vtbi_ml") if samples else None
+    links = index.links(run_id)
+    volumes: dict[str, float | None] = {run_id: delivered}
+    for link in links[:-1]:
+        try:
+            volumes[link] = journal_delivered(read_records(index.paths[link]))
+        except (KeyError, JournalError, ValueError, TypeError) as exc:
+            raise ResumeRefused(f"run {run_id}: the journal of {link}, an earlier link of its "
+                                f"resume chain, cannot be read ({exc})") from None
+    totals = chain_totals(index, run_id, volumes)
     return JournalState(
-        run_id=str(header.get("run_id", path.stem)), path=path, header=header, program=program,
+        run_id=run_id, path=path, header=header, program=program,
         outcome=str(summary["outcome"]) if summary else None, baseline_ml=baseline,
         delivered_ml=delivered, last_rate_ml_h=last_rate,
         poll_s=float(header.get("poll_s") or 1.0), watchdog_s=int(wd) if wd else None,
-        vtbi_total_ml=float(vtbi) if vtbi is not None else None)
+        vtbi_total_ml=float(vtbi) if vtbi is not None else None, chain=totals.links,
+        chain_ml=totals.delivered_ml)
 
 
 async def reconcile(state: JournalState, driver: PumpDriver, *,
@@ -119,9 +146,11 @@ async def reconcile(state: JournalState, driver: PumpDriver, *,
             f"run {rid}: pump counter says {pump_total:.4g} mL delivered, journal says "
             f"{journal:.4g} mL; allowed {low:.4g}-{high:.4g} mL (tolerance {tol:.3g} mL, "
             f"{window_s:.0f} s at {state.last_rate_ml_h:g} mL/h): refusing to resume")
-    if monitor.is_complete(pump_total):
-        raise ResumeRefused(f"run {rid}: the pump already delivered {pump_total:.4g} mL of "
+    # Never less than every link of the chain journaled, so never more than the plan remains.
+    delivered = max(pump_total, state.chain_ml)
+    if monitor.is_complete(delivered):
+        raise ResumeRefused(f"run {rid}: the pump already delivered {delivered:.4g} mL of "
                             f"{monitor.cap_ml:.4g} mL: nothing remains")
-    offset = monitor.plan.time_for_volume(pump_total)
-    return ResumePoint(resume_of=rid, baseline_ml=pump_total, plan_offset_s=offset,
+    offset = monitor.plan.time_for_volume(delivered)
+    return ResumePoint(resume_of=rid, baseline_ml=delivered, plan_offset_s=offset,
                        journal_ml=journal, pump_ml=pump_total)

@@ -3,33 +3,37 @@
 Kept apart from the typer command so tests and other front ends can call `execute()` with a
 `RunOptions`. Everything that can go wrong before the pump moves (bad plan, bad URL, bad
 speed) raises a one-line `PumpctlError`; once the controller runs, it alone decides how the
-run ends, and the pump is stopped before this returns.
+run ends, and the pump is stopped before this returns. Signals are handled for the whole
+session (`pumpctl.run.signals`); a real pump is run in safe mode by default
+(`pumpctl.run.watchdog`) and read by other processes through the run's status endpoint
+(`pumpctl.run.endpoint`); a resume claims its run first (`pumpctl.run.chain`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
 from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
-from pumpctl.journal import RecordSink
+from pumpctl.journal import JOURNAL_SUFFIX, RecordSink, new_run_id
 from pumpctl.plan.program import RateProgram
+from pumpctl.run.chain import ResumeClaim
 from pumpctl.run.controller import InfusionController, RunResult, RunSettings
-from pumpctl.run.display import RunDisplay
+from pumpctl.run.display import PausableLive, RunDisplay
+from pumpctl.run.endpoint import EndpointError, StatusEndpoint
+from pumpctl.run.output import TolerantStream
+from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S, SessionSignals, is_interactive
+from pumpctl.run.watchdog import EMBEDDED, WatchdogPlan, plan_watchdog
 from pumpctl.timescale import run_at_speed
 
 
@@ -68,6 +72,7 @@ class RunOptions:
     resume: str | None = None
     json: bool = False
     channel: str = "pump0"
+    prompt_timeout_s: float = DEFAULT_PROMPT_TIMEOUT_S  # the Ctrl-C question (real seconds)
     sinks: list[RecordSink] = field(default_factory=list)  # extra sinks, closed after the run
     # Sinks that need the controller (its request_* hooks, journal_note), e.g. MQTT telemetry:
     # each is entered after the controller exists and exited after the run.
@@ -121,23 +126,43 @@ def execute(opts: RunOptions, console: Console) -> RunResult:
 
 @contextlib.asynccontextmanager
 async def _pump(opts: RunOptions, program: RateProgram, clock: Clock,
-                ) -> AsyncIterator[tuple[PumpDriver, VolumeSensor | None, int | None]]:
-    """The driver to run on, a delivered-volume sensor if there is one, the watchdog seconds.
-    Both ways go through the registry of pumpctl.drivers.open: a URL's scheme, or the
-    embedded simulator's kind."""
+                ) -> AsyncIterator[tuple[PumpDriver, VolumeSensor | None, WatchdogPlan]]:
+    """The driver to run on, a delivered-volume sensor if there is one, and what the run does
+    about the pump's own watchdog (`pumpctl.run.watchdog`). Both ways go through the registry
+    of pumpctl.drivers.open: a URL's scheme, or the embedded simulator's kind."""
     from pumpctl.drivers.open import SimulatedSetup, open_driver, parse_pump_url, simulator_kind
 
     if opts.pump_url is None:
         setup = SimulatedSetup(clock, program.syringe.inner_diameter_mm, opts.sim_faults)
         async with simulator_kind(opts.sim_kind).start(setup) as embedded:
-            yield embedded.driver, embedded.sensor, None
+            yield embedded.driver, embedded.sensor, EMBEDDED
         return
     target = parse_pump_url(opts.pump_url)
     async with open_driver(target, clock=clock) as driver:
-        yield driver, None, target.watchdog_s
+        # A real pump's watchdog is armed by the controller before anything else is set
+        # (safe mode by default): if this process is killed, the pump stops itself.
+        yield driver, None, plan_watchdog(target.watchdog_s, driver=driver)
 
 
 async def _main(opts: RunOptions, console: Console) -> RunResult:
+    """The session under its signal handlers (`pumpctl.run.signals`)."""
+    signals = SessionSignals(console, interactive=is_interactive(),
+                             prompt_timeout_s=opts.prompt_timeout_s)
+    if isinstance(console.file, TolerantStream):
+        console.file.on_lost = signals.output_lost
+    with signals.installed():
+        try:
+            return await _session(opts, console, signals)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if signals.cause is None or task is None:
+                raise
+            task.uncancel()
+            raise RunAborted(f"{signals.cause} before the pump was started: nothing was "
+                             "run") from None
+
+
+async def _session(opts: RunOptions, console: Console, signals: SessionSignals) -> RunResult:
     from pumpctl.run.resume import load_journal_state, reconcile
 
     clock = LoopClock()
@@ -158,28 +183,50 @@ async def _main(opts: RunOptions, console: Console) -> RunResult:
                                  "whose pump is gone with its process; nothing to resume")
     else:
         program = _compile(opts)
+    run_id = new_run_id(opts.channel)
+    journal_path = opts.journal_dir / f"{run_id}{JOURNAL_SUFFIX}"
     display = RunDisplay(console, print_alarms=not opts.json)
     sinks: list[RecordSink] = [display, *make_extra_sinks(opts)]
+    claim: ResumeClaim | None = None
     try:
-        async with _pump(opts, program, clock) as (driver, sensor, watchdog_s):
+        if state is not None:  # before the pump is opened: two resumes cannot both win
+            claim = ResumeClaim(state.path.parent, state.run_id, run_id).take()
+        if opts.pump_url is not None:  # others read this pump through the run, not its port
+            try:
+                sinks.append(await StatusEndpoint(opts.pump_url, run_id=run_id).start())
+            except EndpointError as exc:  # the run is not refused for it; the operator is told
+                console.print(f"[bold yellow]warning:[/] no status endpoint ({escape(str(exc))}): "
+                              "'pumpctl pump' beside this run would open its port",
+                              highlight=False)
+        async with _pump(opts, program, clock) as (driver, sensor, watchdog):
             point = await reconcile(state, driver) if state is not None else None
             settings = RunSettings(
                 journal_dir=opts.journal_dir, channel=opts.channel, poll_s=opts.poll_s,
-                pump_url=opts.pump_url or "sim://embedded", watchdog_s=watchdog_s,
+                pump_url=opts.pump_url or "sim://embedded", watchdog_s=watchdog.seconds,
+                run_id=run_id,
                 header_extra={"speed": "max" if opts.speed is None else opts.speed,
-                              "sim_faults": opts.sim_faults})
+                              "sim_faults": opts.sim_faults, **watchdog.header()})
             ctl = InfusionController(driver, program, settings, clock=clock, sinks=sinks,
                                      resume=point, volume_sensor=sensor)
+            signals.attach(ctl)
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal "
-                              f"{escape(str(opts.journal_dir))}/{ctl.run_id}.jsonl",
-                              highlight=False)
+                              f"{escape(str(journal_path))}", highlight=False)
+            # An absent watchdog is said by the display from the header's capabilities.
+            if watchdog.warning is not None and watchdog.state != "absent":
+                console.print(f"[bold yellow]warning:[/] {watchdog.warning}", highlight=False)
             async with contextlib.AsyncExitStack() as stack:
                 for factory in opts.sink_factories:  # telemetry sinks are created here
                     ctl.add_sink(await stack.enter_async_context(factory(ctl)))
-                with _signals(ctl, console), _live(display, console, enabled=not opts.json):
-                    return await ctl.run()
+                with _live(display, console, enabled=not opts.json) as live:
+                    signals.set_live(live)
+                    try:
+                        return await ctl.run()
+                    finally:
+                        signals.set_live(None)
     finally:
+        if claim is not None and not journal_path.exists():
+            claim.release()  # refused or failed before the resumed run began
         for sink in sinks:
             with contextlib.suppress(Exception):
                 await sink.aclose()
@@ -190,59 +237,14 @@ def _live(display: RunDisplay, console: Console, *, enabled: bool) -> Any:
     if not enabled or not console.is_terminal:
         yield None
         return
-    with Live(display, console=console, refresh_per_second=4, transient=False) as live:
-        yield live
-
-
-@contextlib.contextmanager
-def _signals(ctl: InfusionController, console: Console) -> Any:
-    """SIGTERM stops; Ctrl-C asks "stop?" on a terminal (twice = stop now), else stops."""
-    loop = asyncio.get_running_loop()
-    asking = threading.Event()
-
-    def on_term() -> None:
-        ctl.request_stop("SIGTERM", "signal")
-
-    def on_int() -> None:
-        if not sys.stdin.isatty() or asking.is_set():
-            ctl.request_stop("Ctrl-C", "operator" if asking.is_set() else "signal")
-            return
-        asking.set()
-        def reply(yes: bool) -> None:
-            loop.call_soon_threadsafe(_answer, yes)
-
-        _ask_in_thread(console, reply)
-
-    def _answer(yes: bool) -> None:
-        asking.clear()
-        if yes:
-            ctl.request_stop("operator confirmed stop (Ctrl-C)", "operator")
-        else:
-            console.print("continuing", highlight=False)
-
-    installed: list[signal.Signals] = []
-    for sig, handler in ((signal.SIGTERM, on_term), (signal.SIGINT, on_int)):
-        try:
-            loop.add_signal_handler(sig, handler)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
+    live = PausableLive(display, console)
     try:
-        yield
+        live.start()
+    except OSError:  # the terminal went away
+        yield None
+        return
+    try:
+        yield live
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-def _ask_in_thread(console: Console, done: Callable[[bool], None]) -> None:
-    """Ask on the terminal without blocking the loop (the pump keeps being supervised)."""
-    def ask() -> None:
-        try:
-            console.print("\n[bold yellow]stop the infusion?[/] [y/N] (Ctrl-C again: stop now) ",
-                          end="")
-            answer = sys.stdin.readline().strip().lower()
-        except Exception:
-            answer = "y"
-        done(answer in ("y", "yes"))
-
-    threading.Thread(target=ask, name="stop-prompt", daemon=True).start()
+        with contextlib.suppress(OSError):
+            live.stop()

@@ -58,7 +58,9 @@ def test_report_writes_a_png_and_a_page_with_the_picture_inside(
     text = page.read_text()
     embedded = re.search(r'src="data:image/png;base64,([^"]+)"', text)
     assert embedded is not None and base64.b64decode(embedded[1]) == png.read_bytes()
-    assert "faulted" in text and "pump_alarm" in text and "stall" in text
+    # The occlusion is seen by the sensor parting from the counter, seconds before the motor
+    # stalls (docs/safety.md, "The sensor against the counter").
+    assert "faulted" in text and "under_infusion" in text and "occlusion" in text
     assert "end of observation" in text and "vital signs (baseline)" in text
     assert "no overrides" in text
 

@@ -385,3 +385,30 @@ def test_cancel_during_a_hung_status_is_not_taken_for_a_timeout(tmp_path: Path) 
     assert pump.log[-1] == "stop" and states(recs)[-1] == "faulted"
     assert [r["message"][:18] for r in recs if r["type"] == "alarm"] == ["stop not confirmed"]
     assert not [r for r in recs if r["type"] == "command" and r.get("error_type") == "TimeoutError"]
+
+
+def test_a_bug_in_the_end_sequence_still_stops_and_summarises(tmp_path: Path) -> None:
+    """Issue 9 item 3, "any unhandled exception": a driver that raises something that is not a
+    `PumpError` while the run is being wound up (here: disarming the watchdog). The run still
+    ends with the pump stopped and confirmed, the bug journaled as an alarm and a faulted
+    summary, instead of the exception escaping past the summary."""
+    class BuggyDisarm(FakeDriver):
+        async def set_watchdog(self, seconds: int) -> None:
+            if seconds == 0:
+                raise TypeError("driver bug")
+            await super().set_watchdog(seconds)
+
+    async def main() -> tuple[RunResult, FakePump]:
+        pump = FakePump()
+        ctl = InfusionController(BuggyDisarm(pump), make_program([(60.0, 60.0)]),
+                                 RunSettings(journal_dir=tmp_path, watchdog_s=5))
+        return await ctl.run(), pump
+
+    result, pump = run_clock(main(), virtual=True)
+    records = read_records(result.journal_path)
+    assert result.outcome == "faulted" and result.stop_confirmed
+    assert pump.state is PumpState.STOPPED
+    alarm = next(r for r in records if r["type"] == "alarm")
+    assert alarm["kind"] == "controller_error"
+    assert alarm["message"] == "TypeError while ending the run: driver bug"
+    assert records[-1]["type"] == "summary" and records[-1]["outcome"] == "faulted"

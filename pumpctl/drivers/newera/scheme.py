@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
@@ -56,6 +57,12 @@ class NewEraTarget:
     @property
     def watchdog_s(self) -> int | None:
         return self.safe_s
+
+    @property
+    def line_key(self) -> str:
+        if self.scheme == "newera+tcp":
+            return f"tcp:{self.host.lower()}:{self.port}"
+        return os.path.realpath(self.path)
 
     @property
     def serial_url(self) -> str:
