@@ -7,10 +7,10 @@ so a user never sees a traceback for something they can fix.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
-from rich.console import Console
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
@@ -42,28 +42,38 @@ def version() -> None:
     typer.echo(__version__)
 
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _error(text: str, *, prefix: str = "") -> None:
+    """One line on stderr (`prefix` in rich markup, `text` as it is); rich is imported only
+    when there is something to say, so commands that succeed never pay for it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(prefix + escape(text))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, map errors to one line and an exit code."""
+    # pydantic looks for plugins in every installed distribution's entry points the first
+    # time a model or adapter is built (typer builds one per option); pumpctl uses none, and
+    # the scan is a tenth of a short command's time.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:
-        _err.print(f"[bold red]error:[/] {exc}", markup=True)
+        _error(str(exc), prefix="[bold red]error:[/] ")
         sys.exit(exc.exit_code)
     except TyperException as exc:  # bad arguments: the parser's own usage message
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
-            _err.print(f"error: {exc}")
+            _error(f"error: {exc}")
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except typer.Abort:
-        _err.print("aborted")
+        _error("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        _err.print("interrupted")
+        _error("interrupted")
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -24,9 +24,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
 from functools import cache, lru_cache
-from typing import Any
-
-import pint
+from typing import TYPE_CHECKING, Any
 
 from pumpctl.errors import PumpctlError
 
@@ -97,10 +95,26 @@ _UNIT_EXPR = re.compile(r"^[A-Za-zµμ_%]+(?:\s*[/*·]\s*[A-Za-zµμ_%]+)*$")
 _MAX_TEXT = 64
 
 
+if TYPE_CHECKING:
+    import pint
+
+
 @cache
 def registry() -> pint.UnitRegistry:
-    """The one pint registry of the process (building one is slow; units must not mix)."""
-    return pint.UnitRegistry()
+    """The one pint registry of the process (building one is slow; units must not mix).
+
+    pint is imported here, not at the top, so modules that only name a `Kind` or format a
+    number (most CLI commands) do not pay for pint. Parsing pint's definition file is most of
+    the cost of a registry, so pint's own disk cache (the user's cache directory) keeps the
+    parsed form for the next process; a cache that cannot be created or read (read-only home,
+    a file half-written by a concurrent process) only costs that time again.
+    """
+    import pint
+
+    try:
+        return pint.UnitRegistry(cache_folder=":auto:")
+    except Exception:  # the cache is an optimisation, never a reason to fail
+        return pint.UnitRegistry()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +210,8 @@ def _unit_factor(unit_text: str, kind: Kind) -> Fraction | None:
 
 @lru_cache(maxsize=512)
 def _known_unit(unit_text: str) -> bool:
+    import pint
+
     try:
         registry().parse_units(unit_text)
     except (pint.errors.PintError, AttributeError, TypeError, ValueError, KeyError):

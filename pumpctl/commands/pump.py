@@ -10,31 +10,38 @@ object instead. Errors are one line and a non-zero exit (see `pumpctl.errors`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from pumpctl.drivers.base import Direction, PumpAlarmError, PumpOutOfRange, PumpStatus
-from pumpctl.drivers.newera.codec import ValueRefused
-from pumpctl.drivers.newera.driver import NewEraDriver
-from pumpctl.drivers.open import PumpUrl, open_bus, open_driver, parse_pump_url
 from pumpctl.errors import PumpctlError, UsageError
-from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
 from pumpctl.units import Kind, parse_quantity
+
+if TYPE_CHECKING:  # drivers, pydantic and rich are imported where used, not for `--help`
+    from rich.console import Console
+    from rich.table import Table
+
+    from pumpctl.drivers.base import PumpOutOfRange, PumpStatus
+    from pumpctl.drivers.newera.codec import ValueRefused
+    from pumpctl.drivers.newera.driver import NewEraDriver
+    from pumpctl.drivers.open import PumpUrl
 
 pump_app = typer.Typer(help="Query and drive one pump (New Era protocol; real or simulated).",
                        no_args_is_help=True)
-_out = Console(highlight=False)
+
+
+@cache
+def _out() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
 
 
 @dataclass
@@ -56,6 +63,8 @@ def _options(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Options shared by every pump command."""
+    from pumpctl.drivers.open import parse_pump_url
+
     target = parse_pump_url(port)
     if address is not None:
         target = dataclasses.replace(target, address=address)
@@ -80,6 +89,10 @@ def _opts(ctx: typer.Context) -> _Options:
 def _with_pump(ctx: typer.Context,
                action: Callable[[NewEraDriver], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Open the pump, run `action`, close; prints the result and returns it."""
+    import asyncio
+
+    from pumpctl.drivers.open import open_driver
+
     opts = _opts(ctx)
 
     async def main() -> dict[str, Any]:
@@ -99,12 +112,15 @@ def _print(opts: _Options, result: dict[str, Any]) -> None:
         typer.echo(json.dumps(result, sort_keys=True))
         return
     for key, value in result.items():
-        _out.print(f"{key}: {value}")
+        _out().print(f"{key}: {value}")
 
 
 async def _rate_limit_error(d: NewEraDriver, ml_h: float, exc: ValueRefused) -> PumpOutOfRange:
     """The pump's bare `?OOR`, completed with the range it allows for the loaded syringe
     (from the pump profile the simulator and the plan compiler share)."""
+    from pumpctl.drivers.base import PumpOutOfRange
+    from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
+
     diameter = await d.diameter()
     try:
         low, high = load_pump_profile(DEFAULT_PUMP_PROFILE).rate_limits_ml_h(diameter)
@@ -174,6 +190,8 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
     ml_h = None if not value else _quantity(" ".join(value), Kind.RATE, "rate")
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        from pumpctl.drivers.newera.codec import ValueRefused
+
         if ml_h is not None:
             try:
                 await d.set_rate(ml_h)
@@ -208,6 +226,8 @@ def direction(ctx: typer.Context, value: Annotated[str | None, typer.Argument(
         as_json: JsonFlag = False) -> None:
     """Pumping direction."""
     _json_after_command(ctx, as_json)
+    from pumpctl.drivers.base import Direction
+
     wanted = None
     if value is not None:
         try:
@@ -229,6 +249,8 @@ def run(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     longer than the watchdog time: use `watch --run` to keep it running."""
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        from pumpctl.drivers.base import PumpAlarmError
+
         if d.alarm is not None:
             raise PumpAlarmError(d.alarm, f"pump {d.address} is in alarm "
                                  f"({d.alarm.kind.value}: {d.alarm.message}); check it, then "
@@ -291,6 +313,12 @@ def watch(ctx: typer.Context,
                                               "stops it.")] = False,
           as_json: JsonFlag = False) -> None:
     """Live status until Ctrl-C. Stops the pump on exit if `--run` started it."""
+    import asyncio
+
+    from rich.live import Live
+
+    from pumpctl.drivers.open import open_driver
+
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
 
@@ -305,7 +333,7 @@ def watch(ctx: typer.Context,
                 if start:
                     await d.run()
                     started = True
-                with Live(_watch_table(None), console=_out, auto_refresh=False,
+                with Live(_watch_table(None), console=_out(), auto_refresh=False,
                           transient=opts.as_json) as live:
                     while not done.is_set():
                         status = await d.status()
@@ -319,12 +347,14 @@ def watch(ctx: typer.Context,
             finally:
                 if started:
                     await d.stop()
-                    _out.print("pump stopped")
+                    _out().print("pump stopped")
 
     asyncio.run(main())
 
 
 def _watch_table(status: PumpStatus | None) -> Table:
+    from rich.table import Table
+
     table = Table(title="pump", show_header=False)
     if status is None:
         table.add_row("state", "connecting")
@@ -343,6 +373,10 @@ def scan(ctx: typer.Context,
          as_json: JsonFlag = False,
          ) -> None:
     """Find the addresses that answer on this line."""
+    import asyncio
+
+    from pumpctl.drivers.open import open_bus
+
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
     if last < first:
@@ -364,10 +398,10 @@ def scan(ctx: typer.Context,
     if opts.as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     elif not result["pumps"]:
-        _out.print(f"no pump answered at addresses {first}-{last}")
+        _out().print(f"no pump answered at addresses {first}-{last}")
     else:
         for pump in result["pumps"]:
-            _out.print(f"address {pump['address']}: {pump['model']} firmware {pump['firmware']}"
+            _out().print(f"address {pump['address']}: {pump['model']} firmware {pump['firmware']}"
                        f" safe-mode {pump['safe_mode_s']} s")
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from pumpctl.errors import PumpctlError
-from pumpctl.run.display import summary_table
-from pumpctl.run.session import RunOptions, SinkFactory, execute
-from pumpctl.timescale import parse_speed
+
+if TYPE_CHECKING:  # the run's modules (pydantic, rich, asyncio) load when a run starts
+    from rich.console import Console
+
+    from pumpctl.run.session import SinkFactory
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +61,11 @@ def run(
     Exit codes: 0 completed, 5 aborted (operator or signal), 6 faulted (safety stop),
     2/3 invalid plan, 7 resume refused.
     """
+    from rich.console import Console
+
+    from pumpctl.run.session import RunOptions, execute
+    from pumpctl.timescale import parse_speed
+
     if sim and pump:
         raise _usage("--sim and --pump exclude each other")
     console = Console(stderr=as_json, highlight=False)
@@ -110,6 +116,7 @@ def _usage(message: str) -> PumpctlError:
 
 def _print_result(result: object, as_json: bool, console: Console) -> None:
     from pumpctl.run.controller import RunResult
+    from pumpctl.run.display import summary_table
 
     assert isinstance(result, RunResult)
     if as_json:

@@ -9,11 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-
-from pumpctl.journal import find_run, list_runs, read_records, summarize_run
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -40,6 +35,12 @@ def _plan_name(plan: str) -> str:
 def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every run in the journal directory, oldest first."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from pumpctl.journal import list_runs
+
     infos = list_runs(journal)
     if as_json:
         typer.echo(json.dumps([i.as_dict() for i in infos]))
@@ -68,10 +69,18 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
                  journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run: header, alarms, state changes and summary (--json: every record)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pumpctl.journal import find_run, read_records, summarize_run
+
     path = find_run(journal, run)
     records = read_records(path)
     if as_json:
-        typer.echo(json.dumps({"run": summarize_run(path).as_dict(), "records": records}))
+        # Indented for a person at a terminal; one compact line for a pipe (jq, a file).
+        indent = 2 if sys.stdout.isatty() else None
+        typer.echo(json.dumps({"run": summarize_run(path).as_dict(), "records": records},
+                              indent=indent))
         return
     console = Console(highlight=False)
     info = summarize_run(path)
