@@ -20,9 +20,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-import serial
-import serial_asyncio_fast
-
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError
 from pumpctl.drivers.newera.bus import DEFAULT_TIMEOUT_S, LineProtocol, NewEraBus
@@ -113,9 +110,19 @@ def parse_pump_url(url: str) -> PumpUrl:
 
 async def connect_transport(target: PumpUrl,
                             protocol: asyncio.Protocol) -> asyncio.BaseTransport:
-    """Open the port or socket through pyserial-asyncio-fast (8N1, no flow control), with
-    `protocol` receiving its bytes."""
+    """Open the port or socket (8N1, no flow control), with `protocol` receiving its bytes.
+
+    A serial port or pty is opened exclusively and read through the event loop, with no
+    limit on how many one process holds (`pumpctl.drivers.serial_port`); a TCP link goes
+    through pyserial-asyncio-fast's socket transport."""
+    import serial
+    import serial_asyncio_fast
+
+    from pumpctl.drivers.serial_port import open_serial
+
     try:
+        if target.scheme != "newera+tcp":
+            return await open_serial(target.path, target.baud, protocol)
         transport, _ = await serial_asyncio_fast.create_serial_connection(
             asyncio.get_running_loop(), lambda: protocol, url=target.serial_url,
             baudrate=target.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,

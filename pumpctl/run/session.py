@@ -23,6 +23,7 @@ from rich.live import Live
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
+from pumpctl.drivers.port_owner import describe_owner
 from pumpctl.drivers.sensors import ModelBalance, VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.journal import RecordSink
@@ -172,6 +173,7 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
                 watchdog_s=watchdog_s, resume=point, volume_sensor=sensor,
                 header_extra={"speed": "max" if opts.speed is None else opts.speed,
                               "sim_faults": opts.sim_faults})
+            describe_owner(f"run {ctl.run_id}")  # a second opener of the port learns the run
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal {opts.journal_dir}/"
                               f"{ctl.run_id}.jsonl", highlight=False)
