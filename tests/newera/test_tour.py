@@ -23,6 +23,8 @@ from pumpctl.drivers.open import open_bus
 from simulators.newera import NewEraSimulator
 from simulators.serve import PtyServer, memory_bus, memory_link
 
+pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
+
 
 @contextlib.asynccontextmanager
 async def line(transport: str, tmp_path: Path,
