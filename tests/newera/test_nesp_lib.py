@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import nesp_lib
 import pytest
@@ -78,14 +79,17 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
     """nesp-lib's heartbeat thread keeps an armed pump alive; a lost reply hangs the client,
     so the pump's watchdog fires and the client sees the auto-alarm.
 
-    This runs on the wall clock against nesp-lib's own thread, which sends a heartbeat after
-    half the watchdog time without a command. Under heavy CPU load that thread was once late
-    by more than the other half (watchdog 2 s, heartbeat 1 s): the watchdog fired during the
-    quiet wait, its packet desynchronised nesp-lib's replies, and a read without a timeout
-    then waited forever for a reply that never came (the 30 s wait timed out). Now the
-    watchdog is 4 s (2 s of slack for the heartbeat), a watchdog that fires before the lost
-    reply is reported as such, and a client that hangs is unblocked by closing the pty, so
-    the test fails at once with the reason instead of hanging.
+    This test used to hang now and then under load (its 30 s wait timed out). The stacks of a
+    hang showed nesp-lib's own race: its heartbeat thread picks the framing (safe, from the
+    pump object's flag) before it waits for the port lock. If it is waiting there while the
+    client turns safe mode off (`SAF0`), it then sends a safe-framed status to a pump now in
+    basic mode, which answers in basic framing, as the protocol says; nesp-lib reads the
+    reply's first character as a safe-frame length and waits forever for bytes that never
+    come, and `safe_mode_timeout_s = 0` joins that thread forever. The heartbeat queues on the
+    lock whenever a command takes longer than half the watchdog, which is exactly what the
+    lost reply does. So the client now turns safe mode off only once the heartbeat thread is
+    back in its idle wait; and a hang, should another one appear, ends the test at once with
+    every thread's stack instead of leaving it blocked.
     """
     link = tmp_path / "ne"
     loop = asyncio.get_running_loop()
@@ -111,10 +115,10 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
                 with nesp_lib.Port(str(link), baud_rate=19200) as port:
                     pump = nesp_lib.Pump(port)
                     pump.pumping_rate_ml_per_min = 1.0
-                    pump.safe_mode_timeout_s = 4  # safe mode; nesp's heartbeat runs every 2 s
+                    pump.safe_mode_timeout_s = 2  # safe mode; nesp's heartbeat runs every 1 s
                     seen["safe"] = pump.safe_mode_timeout_s
                     pump.run(wait_while_running=False)
-                    time.sleep(5.0)  # longer than the watchdog: only the heartbeat feeds it
+                    time.sleep(3.5)  # longer than the watchdog: only the heartbeat feeds it
                     seen["alive"] = pump.status
                     # The client hangs: one reply is lost and nesp-lib waits for it forever,
                     # holding its port lock, so its heartbeat stops too. The pump's watchdog
@@ -132,12 +136,15 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
                             seen["after"] = pump.status
                         except nesp_lib.StatusAlarmException as exc:
                             seen["acknowledged"] = exc.alarm_status
+                    _wait_until_heartbeat_idle()
                     pump.safe_mode_timeout_s = 0
                 return seen
 
             worker = asyncio.ensure_future(asyncio.to_thread(client))
             done, _ = await asyncio.wait({worker}, timeout=30)
+            stacks = ""
             if not done:
+                stacks = _thread_stacks()
                 server.close()  # nesp-lib's blocked read ends (EIO) instead of hanging on
                 await asyncio.wait({worker}, timeout=10)
             alarms = list(sim.pump(0).alarm_log)
@@ -145,11 +152,12 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
             assert not early, (f"the watchdog fired at t={early[0]:.2f} s, before the reply was "
                                f"dropped (t={dropped_at[0] if dropped_at else '-'}): nesp-lib's "
                                "heartbeat thread was starved for over 2 s")
-            assert done, "the nesp-lib client hung (pty closed to end it)"
+            assert done, (f"the nesp-lib client hung (pty closed to end it); alarms {alarms}, "
+                          f"reply dropped at {dropped_at}; threads:\n{stacks}")
             seen = worker.result()
     finally:
         threading.excepthook = old_hook
-    assert seen["safe"] == 4
+    assert seen["safe"] == 2
     assert seen["alive"] is nesp_lib.Status.INFUSING
     assert seen["alarm"] is nesp_lib.AlarmStatus.TIMEOUT  # the client saw the watchdog fire
     in_heartbeat = [getattr(e, "alarm_status", None) for e in thread_errors]
@@ -157,3 +165,37 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
     assert acknowledged.count(nesp_lib.AlarmStatus.TIMEOUT) == 1  # reported once more, then done
     assert seen["after"] is nesp_lib.Status.STOPPED
     assert [a for _, a in alarms] == ["R", "T"]
+
+
+def _thread_stacks() -> str:
+    """Where every thread is now (for a hang: which read, in which nesp-lib call)."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"-- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
+
+
+def _wait_until_heartbeat_idle(timeout_s: float = 10.0) -> None:
+    """Block until nesp-lib's heartbeat thread waits on its timer, not on the port lock (a
+    status it sends after `SAF0` would be framed for safe mode: see the test's docstring)."""
+    import sys
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        beats = [t for t in threading.enumerate() if "__heartbeat" in t.name]
+        frames = sys._current_frames()
+        if all(_idle(frames.get(t.ident)) for t in beats if t.is_alive()):
+            return
+        time.sleep(0.01)
+    raise AssertionError("nesp-lib's heartbeat thread never went back to its idle wait")
+
+
+def _idle(frame: FrameType | None) -> bool:
+    """True if this heartbeat frame stack is in Event.wait and not inside a command."""
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return "__heartbeat" in names and "wait" in names and "__command_transceive" not in names
