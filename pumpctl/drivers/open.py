@@ -7,8 +7,9 @@
 
 Query parameters: `address` (0-99), `baud` (300, 1200, 2400, 9600, 19200), `safe` (watchdog
 seconds 0-255 to set at open; absent: keep the pump's mode), `timeout` (seconds per request),
-`retries` (extra attempts for reads). Bytes go through pyserial-asyncio-fast in both cases
-(`socket://` for TCP). A relative path is allowed as `newera:relative/path`.
+`retries` (extra attempts for reads). A serial port or pty is opened exclusively (one owner;
+`pumpctl.drivers.serial_port`); TCP goes through pyserial-asyncio-fast (`socket://`). A
+relative path is allowed as `newera:relative/path`.
 """
 
 from __future__ import annotations

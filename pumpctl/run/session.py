@@ -73,15 +73,6 @@ class RunOptions:
     sink_factories: list[SinkFactory] = field(default_factory=list)
 
 
-def make_extra_sinks(opts: RunOptions) -> list[RecordSink]:
-    """Where telemetry sinks (MQTT, …) are created for a run; the journal always comes first.
-
-    Returns the sinks given in `opts.sinks`; the telemetry options of `pumpctl run` plug in
-    here.
-    """
-    return list(opts.sinks)
-
-
 def _compile(opts: RunOptions) -> RateProgram:
     from pumpctl.plan.compile import compile_plan_file
 
@@ -163,7 +154,7 @@ async def _main(opts: RunOptions, console: Console, faults: list[Any]) -> RunRes
     else:
         program = _compile(opts)
     display = RunDisplay(console, print_alarms=not opts.json)
-    sinks: list[RecordSink] = [display, *make_extra_sinks(opts)]
+    sinks: list[RecordSink] = [display, *opts.sinks]
     try:
         async with _pump(opts, program, clock, faults) as (driver, sensor, watchdog_s):
             point = await reconcile(state, driver) if state is not None else None
