@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
+
+import pytest
 
 from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
@@ -11,7 +14,7 @@ from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult
-from pumpctl.run.fleet import run_channels
+from pumpctl.run.fleet import request_stop_all, run_channels
 from simulators.faults import parse_fault
 from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import memory_bus
@@ -116,3 +119,38 @@ def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(tmp_path: Path) -
         # wait for its owed replies happens off the line. So no healthy poll falls a whole
         # poll interval behind (holding the line during that wait made them 2-3 s late).
         assert max(healthy.poll_lateness_s) < 1.0, max(healthy.poll_lateness_s)
+
+
+def test_channels_start_spread_over_one_poll_interval(tmp_path: Path) -> None:
+    """Four channels start a quarter poll apart, so their polls never fall in one instant;
+    a stop asked for before a channel's turn ends it before its pump is started."""
+    program = compile_seed(STANDARD_PLAN)
+
+    async def main() -> list[RunResult]:
+        clock = LoopClock()
+        async with NewEraSimulator(clock, [SimPumpConfig(address=i) for i in range(4)]) as sim:
+            bus = memory_bus(sim, clock=clock)
+            try:
+                ctls = []
+                for i in range(4):
+                    driver = bus.pump(i)
+                    await driver.open()
+                    ctls.append(InfusionController(driver, program, journal_dir=tmp_path,
+                                                   clock=clock, channel=f"pump{i}", poll_s=2.0))
+                asyncio.get_running_loop().call_later(
+                    0.1, ctls[3].request_stop, "changed my mind", "operator")
+                asyncio.get_running_loop().call_later(
+                    60, request_stop_all, ctls[:3], "enough", "operator")
+                return await run_channels(ctls)
+            finally:
+                await bus.close()
+
+    results = run_clock(main(), virtual=True)
+    journals = [read_records(r.journal_path) for r in results]
+    started = [next(r["t"] for r in recs if r["type"] == "state" and r["state"] == "started")
+               for recs in journals[:3]]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert gaps == [pytest.approx(0.5, abs=0.05)] * 2  # 2 s poll / 4 channels
+    assert [r.outcome for r in results] == ["aborted"] * 4
+    assert results[3].delivered_volume_ml == 0
+    assert not any(r["type"] == "command" and r["op"] == "run" for r in journals[3])
