@@ -151,8 +151,10 @@ def run_rows(names: list[str] | None, bench: Bench,
 def _number(value: float) -> str:
     if math.isnan(value):
         return "-"
-    if value == 0:
-        return "0"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == int(value):
+        return f"{int(value):,}"
     magnitude = abs(value)
     if magnitude >= 1000:
         return f"{value:,.0f}"
