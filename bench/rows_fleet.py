@@ -1,5 +1,5 @@
 """A fleet: N controllers in one process, each on its own simulated pump, polling at 1 Hz in
-real time, over ptys or TCP links to simulators in a second process.
+real time, over ptys or TCP links to simulators in other processes (up to one per core).
 
 For each fleet: the controllers' CPU per pump (this process only, over a steady window that
 starts once every controller has polled twice), and how late polls start against their
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -37,13 +38,15 @@ from pumpctl.run.fleet import request_stop_all, run_channels
 DEFAULT_FLEETS = "pty:10,pty:100,pty:500,pty:1000,pty+mqtt:500,tcp:100,tcp:500,tcp:1000"
 WARM_POLLS = 2  # polls per controller before the window opens (start-up burst excluded)
 START_RATE = 50.0  # pumps started per second
+PUMPS_PER_SIM = 250  # simulated pumps per simulator process (at most one process per core)
 
 
 # -- the simulators' process ------------------------------------------------------------------
 
-async def serve(n: int, directory: Path, link: str) -> None:
-    """N simulated pumps, each on its own pty link in `directory` or its own TCP port; prints
-    one JSON line (the TCP ports) once all are reachable, serves until SIGTERM."""
+async def serve(first: int, n: int, directory: Path, link: str) -> None:
+    """N simulated pumps (numbered from `first`), each on its own pty link in `directory` or
+    its own TCP port; prints one JSON line (the TCP ports) once all are reachable, serves
+    until SIGTERM."""
     from pumpctl.drivers.serial_port import raise_open_file_limit
     from simulators.newera import NewEraSimulator, SimPumpConfig
     from simulators.serve import PtyServer, TcpServer
@@ -54,7 +57,7 @@ async def serve(n: int, directory: Path, link: str) -> None:
     clock = LoopClock()
     ports = []
     async with contextlib.AsyncExitStack() as stack:
-        for i in range(n):
+        for i in range(first, first + n):
             sim = await stack.enter_async_context(NewEraSimulator(clock, [SimPumpConfig()]))
             if link == "pty":
                 await stack.enter_async_context(PtyServer(sim, directory / f"ne{i}"))
@@ -127,23 +130,33 @@ def run_fleet(link: str, n: int, seconds: float, workdir: Path,
     raise_open_file_limit()
     directory = workdir / f"{link}-{n}"
     directory.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen([sys.executable, "-m", "bench.rows_fleet", "--serve", str(n),
-                              str(directory), link], stdout=subprocess.PIPE, text=True,
-                             cwd=Path(__file__).resolve().parent.parent)
+    # One simulator process per PUMPS_PER_SIM pumps, up to one per core: a single Python
+    # process serving 1,000 simulated pumps was the fleet's bottleneck, not the controllers.
+    procs = max(1, min(os.cpu_count() or 1, n // PUMPS_PER_SIM))
+    bounds = [n * k // procs for k in range(procs + 1)]
+    children = [subprocess.Popen([sys.executable, "-m", "bench.rows_fleet", "--serve",
+                                  str(lo), str(hi - lo), str(directory), link],
+                                 stdout=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+                for lo, hi in itertools.pairwise(bounds)]
     try:
-        assert child.stdout is not None
-        ports = json.loads(child.stdout.readline())["ports"]
+        ports = []
+        for child in children:
+            assert child.stdout is not None
+            ports += json.loads(child.stdout.readline())["ports"]
         t0 = time.perf_counter()
         results, windows, cpu, wall = asyncio.run(
             _fleet(_urls(link, directory, ports, n), directory, seconds, mqtt_url))
         total = time.perf_counter() - t0
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(60)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     late = sorted(x for w in windows for x in w)
     clean = sum(r.outcome == "aborted" and r.stop_confirmed for r in results)
     faulted = sum(r.outcome == "faulted" for r in results)
@@ -203,6 +216,8 @@ def fleet(bench: Bench) -> list[Figure]:
 
 if __name__ == "__main__":  # the simulators' side of a fleet (run by `run_fleet`)
     parser = argparse.ArgumentParser(description="serve N simulated pumps for the fleet row")
-    parser.add_argument("--serve", nargs=3, metavar=("N", "DIR", "LINK"), required=True)
+    parser.add_argument("--serve", nargs=4, metavar=("FIRST", "N", "DIR", "LINK"),
+                        required=True)
     args = parser.parse_args()
-    asyncio.run(serve(int(args.serve[0]), Path(args.serve[1]), args.serve[2]))
+    asyncio.run(serve(int(args.serve[0]), int(args.serve[1]), Path(args.serve[2]),
+                      args.serve[3]))
