@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Mosquitto is a system package: tests start their own broker on a free loopback port.
+# Debian's chromium (headless) renders the run reports' HTML pages in the report tests and,
+# driven through Debian's chromedriver, runs the dashboard's browser tests (never a browser
+# downloaded at test time); where they cannot be installed the dashboard's tests skip.
 system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then \
 		echo "installing mosquitto (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	fi
+	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+			|| echo "chromium could not be installed: browser tests will skip or fail"; \
 	fi
 
 # The standard protocol (ketamine 0.5 mg/kg over 40 min, 70 kg) on the embedded simulator,

@@ -20,7 +20,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.table import BENCH_DIR, ROWS, Bench, machine, render, run_rows, write_results  # noqa: E402
+from bench.table import (  # noqa: E402
+    BENCH_DIR,
+    ROWS,
+    Bench,
+    Figure,
+    machine,
+    render,
+    row,
+    run_rows,
+    write_results,
+)
 
 # Cheap rows first, so a look at the first minute already says something; rows of modules
 # not named here (a new area's) run after these, in file-name order.
@@ -28,9 +38,19 @@ FIRST = ("startup", "controller", "journal", "roundtrip", "telemetry", "fleet")
 
 
 def load_row_modules() -> None:
+    """Import every bench/rows_*.py; one that cannot be imported becomes a row that fails
+    with the reason, so it shows in the table instead of stopping the bench."""
     names = [p.stem.removeprefix("rows_") for p in sorted(BENCH_DIR.glob("rows_*.py"))]
     for name in sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
-        importlib.import_module(f"bench.rows_{name}")
+        try:
+            importlib.import_module(f"bench.rows_{name}")
+        except Exception as exc:
+            message = f"cannot import bench/rows_{name}.py: {type(exc).__name__}: {exc}"
+
+            def broken(bench: Bench, message: str = message) -> list[Figure]:
+                raise RuntimeError(message)
+
+            row(name, about=message)(broken)
 
 
 def main() -> None:

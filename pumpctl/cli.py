@@ -14,7 +14,19 @@ import typer
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
-from pumpctl.commands import course, plan, pump, run, runs, sim, telemetry
+from pumpctl.commands import (
+    accuracy,
+    course,
+    dashboard,
+    plan,
+    pump,
+    report,
+    run,
+    runs,
+    sim,
+    sim_balance,
+    telemetry,
+)
 from pumpctl.errors import PumpctlError
 
 app = typer.Typer(
@@ -32,7 +44,8 @@ def _root() -> None:
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report,
+             dashboard):
     area.register(app)
 
 

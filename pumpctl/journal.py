@@ -37,7 +37,7 @@ from pumpctl.clock import Clock
 from pumpctl.errors import PumpctlError
 
 RECORD_TYPES = ("header", "command", "sample", "segment", "alarm", "state", "monitoring",
-                "summary")
+                "weighing", "summary")
 # Records that mark something happening (not a periodic sample): durable at once.
 DURABLE_TYPES = frozenset(RECORD_TYPES) - {"sample"}
 JOURNAL_SUFFIX = ".jsonl"

@@ -55,6 +55,8 @@ class Kind(StrEnum):
     RATE = "mL/h"
     LENGTH = "mm"
     SPEED = "mm/min"
+    DENSITY = "g/mL"  # of the liquid on a balance (gravimetric accuracy)
+    MASS_RATE = "mg/min"  # evaporation from a balance's beaker
 
 
 # Per-weight kinds: the quantity is <base kind> divided by a mass.
@@ -78,6 +80,8 @@ _EXAMPLE: dict[Kind, str] = {
     Kind.RATE: "52.5 mL/h",
     Kind.LENGTH: "26.59 mm",
     Kind.SPEED: "51 mm/min",
+    Kind.DENSITY: "0.998 g/mL",
+    Kind.MASS_RATE: "0.05 mg/min",
 }
 
 _MASS_KINDS = frozenset(

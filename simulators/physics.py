@@ -64,6 +64,18 @@ class PhysicsParams:
     ripple_fraction: float = 0.02  # peak flow ripple per lead-screw turn, fraction of flow
     noise_ml: float = 0.0  # standard deviation added by `sample_delivered_ml` (sensor noise)
     seed: int = 0
+    # Start-up compliance (off by default): the rubber stopper compresses by up to this volume
+    # before it moves the liquid at the plunger's pace. Delivery approaches the plunger's
+    # travel exponentially over this much travel, so it takes longer at low rates, as on the
+    # start-up graph of a real syringe pump. (The line's own compliance above charges in
+    # about a second; this takes minutes.)
+    startup_ml: float = 0.0
+    # Lead-screw thread irregularity (off by default): standard deviation of the plunger's
+    # position error, µm, drawn at `thread_points_per_rev` points per turn (seeded) and
+    # interpolated between them. It gives the broadband flow irregularity of a real drive
+    # that a pure per-turn ripple lacks.
+    thread_error_um: float = 0.0
+    thread_points_per_rev: int = 24
 
 
 _EPS = 1e-12
@@ -100,6 +112,8 @@ class SyringePumpModel:
         self._slack_motion: Motion | None = None
         self._pressure_kpa = 0.0
         self._delivered_ml = 0.0  # net volume out of the line, physical
+        self._stopper_ml = 0.0  # volume taken up by the compressed stopper (start-up compliance)
+        self._thread_knots: dict[int, float] = {}  # thread position errors, µm, by point
         # faults
         self._occluded = False
         self._stuck = False
@@ -277,7 +291,29 @@ class SyringePumpModel:
         per_rev = self._geometry()[1]
         ripple = self.params.ripple_fraction * per_rev / (2 * math.pi)
         wobble = ripple * math.sin(2 * math.pi * self._plunger_ml / per_rev)
-        return self._delivered_ml + (wobble if self._plunger_ml else 0.0)
+        if not self._plunger_ml:
+            return self._delivered_ml
+        return self._delivered_ml + wobble + self._thread_error_ml(self._plunger_ml)
+
+    def _thread_error_ml(self, plunger_ml: float) -> float:
+        """Volume error of the thread's position error at `plunger_ml` of travel (zero at
+        the start of travel, so delivery starts from nothing)."""
+        p = self.params
+        if not p.thread_error_um:
+            return 0.0
+        per_rev = self._geometry()[1]
+        u = plunger_ml / per_rev * p.thread_points_per_rev
+        k = math.floor(u)
+        f = u - k
+        error_um = (1 - f) * self._thread_knot(k) + f * self._thread_knot(k + 1)
+        return (error_um - self._thread_knot(0)) * self.area_mm2 / 1e6
+
+    def _thread_knot(self, k: int) -> float:
+        value = self._thread_knots.get(k)
+        if value is None:  # the same thread for the same seed, whatever order it is read in
+            value = random.Random(f"{self.params.seed}:{k}").gauss(0.0, self.params.thread_error_um)
+            self._thread_knots[k] = value
+        return value
 
     def sample_delivered_ml(self) -> float:
         """`delivered_ml` as a noisy sensor (a balance) would read it."""
@@ -430,6 +466,14 @@ class SyringePumpModel:
             p_inf = qp * p.resistance_kpa_per_ml_h * 3600.0
             self._pressure_kpa = p_inf + (p0 - p_inf) * math.exp(-dt / self._tau())
             out = moved - c * (self._pressure_kpa - p0)
+            if p.startup_ml > 0 and moved:
+                # The stopper's compression follows the plunger's travel, charging towards
+                # +startup_ml when infusing (-startup_ml when withdrawing).
+                target = math.copysign(p.startup_ml, moved)
+                before = self._stopper_ml
+                self._stopper_ml = target + (before - target) * math.exp(-abs(moved)
+                                                                         / p.startup_ml)
+                out -= self._stopper_ml - before
         if qp > 0 and self._free_flow_factor != 1.0:
             out += (self._free_flow_factor - 1.0) * moved
         self._delivered_ml += out

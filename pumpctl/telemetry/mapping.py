@@ -56,11 +56,13 @@ def iso_utc(epoch_s: float) -> str:
 class RecordMapper:
     """Turns one pump's journal records into the messages to spool, in the same order."""
 
-    def __init__(self, topics: Topics, *, site: str, pump_id: str, telemetry_qos: int) -> None:
+    def __init__(self, topics: Topics, *, site: str, pump_id: str, telemetry_qos: int,
+                 remote_commands: bool = False) -> None:
         self.topics = topics
         self.site = site
         self.pump_id = pump_id
         self.telemetry_qos = telemetry_qos
+        self.remote_commands = remote_commands  # told to dashboards in the retained run
         self._header: Mapping[str, Any] | None = None
         self._run: RunPayload | None = None
 
@@ -123,6 +125,7 @@ class RecordMapper:
             library_version=_opt_str(record.get("library_version")),
             software_version=_opt_str(record.get("software_version")),
             overrides=overrides, monitoring=monitoring, program=dict(program),
+            remote_commands=self.remote_commands,
         )
         messages = [self._run_message(run)]
         for override in overrides:

@@ -198,7 +198,8 @@ async def telemetry_for_run(
         commands = RemoteCommands(topics, hooks, journal_note)
     tls_context = target.ssl_context()
     spool = Spool(spool_dir, max_messages=spool_max_messages, max_bytes=spool_max_bytes).open()
-    mapper = RecordMapper(topics, site=site, pump_id=pump_id, telemetry_qos=qos)
+    mapper = RecordMapper(topics, site=site, pump_id=pump_id, telemetry_qos=qos,
+                          remote_commands=commands is not None)
     on_command = None
     if commands is not None:
         handler = commands

@@ -172,6 +172,10 @@ class RunPayload(Stamp):
     outcome: str | None = None
     delivered_volume_ml: float | None = None
     delivered_dose_mg: float | None = None
+    remote_commands: bool = Field(
+        default=False,
+        description="The run accepts stop and pause on <prefix>/cmd/<user> (--remote-commands); "
+                    "dashboards offer those buttons only when this is true")
 
 
 class RemoteCommandPayload(BaseModel):

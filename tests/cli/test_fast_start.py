@@ -22,8 +22,9 @@ PLAN = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
 
 # Loaded by no cheap command: unit parsing, data models, numerics, ports, MQTT, plots, the
 # event loop, the plan compiler and the simulators.
-HEAVY = ("pint", "numpy", "yaml", "serial", "serial_asyncio_fast", "aiomqtt", "matplotlib",
-         "asyncio", "ssl", "pumpctl.plan.compile", "pumpctl.run.controller", "simulators")
+HEAVY = ("pint", "numpy", "yaml", "serial", "serial_asyncio_fast", "aiomqtt", "aiohttp",
+         "matplotlib", "asyncio", "ssl", "pumpctl.plan.compile", "pumpctl.run.controller",
+         "simulators")
 
 _PROBE = """
 import json, sys
@@ -58,6 +59,11 @@ def _hits(modules: set[str], names: tuple[str, ...]) -> list[str]:
     ("sim", "newera", "--help"),
     ("telemetry", "tail", "--help"),
     ("course", "--help"),
+    ("accuracy", "--help"),
+    ("report", "--help"),
+    ("runs", "export", "--help"),
+    ("dashboard", "--help"),
+    ("sim", "balance", "--help"),
 ])
 def test_help_loads_nothing_heavy(argv: tuple[str, ...]) -> None:
     modules = loaded_by(*argv)
