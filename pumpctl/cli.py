@@ -35,6 +35,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help text, for every command below: typer's rich help imports a Markdown parser
+    # and most of rich, which made `pumpctl --help` take twice as long (bench row startup).
+    rich_markup_mode=None,
 )
 
 
