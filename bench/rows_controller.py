@@ -37,7 +37,7 @@ def standard() -> RateProgram:
 async def embedded_run(program: RateProgram, journal: Path, poll_s: float = 1.0,
                        faults: tuple[str, ...] = (), baud: int | None = None) -> RunResult:
     from simulators.faults import parse_fault
-    from simulators.serve import embedded_newera
+    from simulators.newera.embedded import embedded_newera
 
     clock = LoopClock()
     async with embedded_newera(clock, faults=[parse_fault(f) for f in faults],

@@ -1,30 +1,32 @@
-"""HIL scenarios: the controller against the New Era simulator, over the same bytes a real
-pump speaks. By default everything runs in one process in virtual time; the pty variants put
-a real pseudo-terminal between driver and simulator.
+"""HIL scenarios: the controller against a simulated pump, over the same bytes a real pump
+speaks. By default everything runs in one process in virtual time; the pty and TCP variants
+put a real pseudo-terminal or socket between driver and simulator.
+
+Scenarios run once per simulator kind (`sim_kind`, see kinds.py): they build the simulator
+and its driver through the kind and touch only the protocol-free pump behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pumpctl.clock import Clock, LoopClock
+from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
-from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult
 from simulators.faults import Fault
-from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import PtyServer, memory_bus
+from simulators.pump import PumpSetup, SimulatedPump
+
+from .kinds import KINDS, Link, SimKind
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS_DIR = REPO / "configs" / "plans"
@@ -37,11 +39,18 @@ def compile_seed(path: Path, weight_kg: float = 70.0) -> RateProgram:
     return compile_plan_file(path, weight_kg=weight_kg, override_reason="HIL seed-plan scenario")
 
 
+@pytest.fixture(params=list(KINDS.values()), ids=str)
+def sim_kind(request: pytest.FixtureRequest) -> SimKind:
+    """Each simulator kind in turn."""
+    kind: SimKind = request.param
+    return kind
+
+
 @dataclass
 class SimRun:
     result: RunResult
     records: list[dict[str, Any]]
-    sim: NewEraSimulator
+    pump: SimulatedPump  # the simulated pump the run drove
     infused_ml: float  # the simulated pump's own counter at the end
     delivered_ml: float  # what physically left the line (the physics model)
     running: bool
@@ -53,54 +62,34 @@ class SimRun:
         return [r["state"] for r in self.records if r["type"] == "state"]
 
 
-@contextlib.asynccontextmanager
-async def sim_driver(sim: NewEraSimulator, clock: Clock, link: str, tmp_path: Path,
-                     *, safe_s: int | None = None) -> AsyncIterator[NewEraDriver]:
-    """A driver for address 0 of `sim`, over the in-memory link or a real pty."""
-    if link == "memory":
-        bus = memory_bus(sim, clock=clock)
-        try:
-            driver = bus.pump(0, safe_s=safe_s)
-            await driver.open()
-            yield driver
-        finally:
-            await bus.close()
-        return
-    from pumpctl.drivers.open import open_driver
-
-    path = tmp_path / "ne-pty"
-    async with PtyServer(sim, path):
-        url = f"newera://{path}" + (f"?safe={safe_s}" if safe_s else "")
-        async with open_driver(url, clock=clock) as driver:
-            yield driver
+Hook = Callable[[SimulatedPump, InfusionController], Awaitable[None]]
 
 
-Hook = Callable[[NewEraSimulator, InfusionController], Awaitable[None]]
-
-
-def run_scenario(program: RateProgram, tmp_path: Path, *, link: str = "memory",
+def run_scenario(kind: SimKind, program: RateProgram, tmp_path: Path, *, link: Link = "memory",
                  faults: Sequence[Fault] = (), sensor: bool = True, poll_s: float = 1.0,
-                 pump: SimPumpConfig | None = None, during: Hook | None = None,
+                 setup: PumpSetup | None = None, during: Hook | None = None,
                  safe_s: int | None = None) -> SimRun:
-    """Run `program` on a fresh simulated pump in virtual time and collect the evidence."""
+    """Run `program` on a fresh simulated pump of `kind` in virtual time and collect the
+    evidence. `during` runs beside the controller with the simulated pump in hand."""
     async def main() -> SimRun:
         clock = LoopClock()
-        config = pump or SimPumpConfig(diameter_mm=program.syringe.inner_diameter_mm)
-        async with NewEraSimulator(clock, [config]) as sim:
+        pump_setup = setup or PumpSetup(diameter_mm=program.syringe.inner_diameter_mm)
+        async with kind.build(clock, [pump_setup]) as sim:
             for f in faults:
                 sim.inject(f)
-            async with sim_driver(sim, clock, link, tmp_path, safe_s=safe_s) as driver:
-                model = sim.pump(0).model
+            pump = sim.pump(kind.address(0))
+            async with kind.open_drivers(sim, clock, link, tmp_path, 1, safe_s) as (driver,):
+                model = pump.model
                 ctl = InfusionController(
                     driver, program, journal_dir=tmp_path / "runs", clock=clock,
                     poll_s=poll_s, volume_sensor=ModelBalance(model) if sensor else None,
                     pump_url=f"sim+{link}")
                 task = asyncio.create_task(ctl.run())
                 if during is not None:
-                    await during(sim, ctl)
+                    await during(pump, ctl)
                 result = await task
-                return SimRun(result, read_records(result.journal_path), sim, model.infused_ml,
-                              model.delivered_ml, model.running)
+                return SimRun(result, read_records(result.journal_path), pump,
+                              model.infused_ml, model.delivered_ml, model.running)
 
     return run_clock(main(), virtual=True)
 

@@ -27,6 +27,7 @@ from pumpctl.journal import read_records
 from pumpctl.timescale import run_at_speed
 
 from .conftest import REPO, STANDARD_PLAN
+from .kinds import SimKind
 
 pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
 
@@ -81,11 +82,11 @@ def inspect_pump(url: str, speed: float = 1.0) -> tuple[Any, Any]:
     return run_at_speed(main(), speed)
 
 
-def test_sigkill_leaves_the_pump_to_its_watchdog(tmp_path: Path) -> None:
-    link, journal = tmp_path / "ne", tmp_path / "runs"
+def test_sigkill_leaves_the_pump_to_its_watchdog(sim_kind: SimKind, tmp_path: Path) -> None:
+    link, journal = tmp_path / "pump", tmp_path / "runs"
     safe_s, poll_s = 1, 0.2
-    url = f"newera://{link}?safe={safe_s}"
-    with process([*PUMPCTL, "sim", "newera", "--link", str(link)], ready="ready"):
+    url = sim_kind.url(link, safe_s, None)
+    with process([*PUMPCTL, *sim_kind.serve_args(link)], ready="ready"):
         with process([*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", "--pump", url,
                       "--poll", str(poll_s), "--journal", str(journal), "--json"]) as run:
             samples = wait_for(lambda: len(s := journal_samples(journal)) >= 5 and s, 30,
@@ -109,17 +110,17 @@ def test_sigkill_leaves_the_pump_to_its_watchdog(tmp_path: Path) -> None:
     assert status.infused_ml < 35.0
 
 
-def test_resume_after_sigkill_completes_the_plan(tmp_path: Path) -> None:
+def test_resume_after_sigkill_completes_the_plan(sim_kind: SimKind, tmp_path: Path) -> None:
     """Both processes run 400x real time: the 40-minute standard plan takes 6 s. Times in the
     URL and options are simulated seconds (watchdog 240 s = 0.6 s real). The windows are
     wide in real time (no status for 150 s = 0.375 s, a request timeout of 60 s = 0.15 s),
     so a busy machine descheduling either process for a moment does not end the run."""
-    link, journal = tmp_path / "ne", tmp_path / "runs"
+    link, journal = tmp_path / "pump", tmp_path / "runs"
     speed, safe_s, poll_s = 400, 240, 60
-    url = f"newera://{link}?safe={safe_s}&timeout=60"
+    url = sim_kind.url(link, safe_s, 60)
     common = ["--pump", url, "--speed", str(speed), "--poll", str(poll_s),
               "--journal", str(journal), "--json"]
-    with process([*PUMPCTL, "sim", "newera", "--link", str(link), "--speed", str(speed)],
+    with process([*PUMPCTL, *sim_kind.serve_args(link), "--speed", str(speed)],
                  ready=f"speed={speed}"):
         with process([*PUMPCTL, "run", str(STANDARD_PLAN), "--weight", "70", *common]) as run:
             wait_for(lambda: (s := journal_samples(journal)) and s[-1]["infused_ml"] > 10.0, 30,

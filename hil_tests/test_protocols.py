@@ -1,5 +1,6 @@
-"""Acceptance: every seed plan runs to completion on the simulator, in virtual time, over the
-in-memory link and over a real pty, delivering the plan to within the pump's resolution."""
+"""Acceptance: every seed plan runs to completion on every simulator kind, in virtual time,
+over the in-memory link and over a real pty (the standard plan over TCP too), delivering the
+plan to within the pump's resolution."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 from pumpctl.safety import counter_quantum_ml
 
 from .conftest import SEED_PLANS, STANDARD_PLAN, compile_seed, run_scenario
+from .kinds import Link, SimKind
+
+PLAN_LINKS = [(plan, link) for plan in SEED_PLANS for link in ("memory", "pty")]
+PLAN_LINKS.append((STANDARD_PLAN, "tcp"))
 
 
 def test_there_are_seed_plans_to_run() -> None:
@@ -18,16 +23,16 @@ def test_there_are_seed_plans_to_run() -> None:
     assert "ketamine-0.5mgkg-40min.yaml" in names and len(names) >= 7
 
 
-@pytest.mark.parametrize("link", ["memory", "pty"])
-@pytest.mark.parametrize("plan", SEED_PLANS, ids=[p.stem for p in SEED_PLANS])
-def test_seed_plan_completes(plan: Path, link: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("plan", "link"), PLAN_LINKS,
+                         ids=[f"{plan.stem}-{link}" for plan, link in PLAN_LINKS])
+def test_seed_plan_completes(sim_kind: SimKind, plan: Path, link: Link, tmp_path: Path) -> None:
     program = compile_seed(plan)
     # The standard plan at the default 1 Hz; the others (and every pty run, where each request
     # crosses the kernel twice) poll less often to keep the suite fast: the path is the same.
     poll = 1.0 if (link == "memory" and plan == STANDARD_PLAN) else (3.0 if link == "memory"
                                                                    else 10.0)
     wall = time.perf_counter()
-    run = run_scenario(program, tmp_path, link=link, poll_s=poll)
+    run = run_scenario(sim_kind, program, tmp_path, link=link, poll_s=poll)
     wall = time.perf_counter() - wall
     r = run.result
     assert r.outcome == "completed", (r.reason, run.alarms())

@@ -9,9 +9,10 @@ balance's stability detector follows its own measurement cycle): so `SI` answers
 the pump is moving liquid onto the pan, and `S`, `Z` and `T` wait for a stable reading and give
 up with `S I` / `Z I` / `T I` after `stable_timeout_s`.
 
-The byte handling is the same small engine interface as the pump simulators' (`connect`,
-`disconnect`, `receive`, `ensure_started`), so `simulators.serve` puts it on a pty, a TCP port
-or an in-memory pipe unchanged. Behaviour where MT-SICS leaves room is in docs/balance.md.
+The byte handling is the engine interface of `simulators.serve` (`SimEngine`: `connect`,
+`disconnect`, `receive`, `connected`, `ensure_started`, `start`, `aclose`), so serving puts it
+on a pty, a TCP port or an in-memory pipe unchanged. Behaviour where MT-SICS leaves room is in
+docs/balance.md.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.balance.driver import LineReceiver, MtSicsBalance
+from simulators.serve.engine import Sink
 
-Sink = Callable[[bytes], None]
 MAX_COMMAND = 64  # a longer line is a transmission error
 
 
@@ -118,6 +118,13 @@ class BalanceSimulator:
     def disconnect(self, token: int) -> None:
         self._sinks.pop(token, None)
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._sinks)
+
+    async def start(self) -> None:
+        self.ensure_started()
+
     def ensure_started(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._service(),
@@ -156,7 +163,8 @@ class BalanceSimulator:
 
     # ---- bytes ------------------------------------------------------------------------------
 
-    def receive(self, data: bytes) -> None:
+    def receive(self, token: int, data: bytes) -> None:
+        # One line for every client, as on a serial line: their bytes interleave.
         self._rx += data
         while (end := self._rx.find(b"\n")) >= 0:
             line = bytes(self._rx[:end]).rstrip(b"\r")
@@ -299,9 +307,7 @@ async def embedded_balance(clock: Clock, delivered_ml: Callable[[], float] | Non
     sim = BalanceSimulator(clock, delivered_ml, config)
     async with sim:
         receiver = LineReceiver()
-        # memory_transport is typed for the pump simulator; the balance has the same
-        # connect/disconnect/receive/ensure_started interface.
-        transport = memory_transport(cast(Any, sim), receiver)
+        transport = memory_transport(sim, receiver)
         balance = MtSicsBalance(transport, receiver, where="simulated balance",
                                 **({"timeout_s": timeout_s} if timeout_s else {}))
         try:

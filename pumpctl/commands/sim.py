@@ -2,6 +2,7 @@
 
 Prints exactly one line on stdout once the pumps can be reached ("ready ..."), so scripts and
 tests wait for it instead of sleeping, then serves until SIGINT or SIGTERM and removes the link.
+A link or port another live process holds is refused (exit 2, naming that process).
 `--speed N` runs the simulator's clock N times faster than real time (the loop of
 `pumpctl.timescale`, as `pumpctl run --speed N` does), so a client at the same N shares its
 time scale: a 40-minute plan over a real pty in seconds.
@@ -131,7 +132,7 @@ async def _serve(configs: list[SimPumpConfig], link: Path | None,
         if endpoint is not None:
             server = await stack.enter_async_context(TcpServer(sim, *endpoint))
             where.append(f"tcp={endpoint[0]}:{server.port}")
-        addresses = ",".join(str(p.address) for p in sim.pumps)
+        addresses = ",".join(str(u.address) for u in sim.units)
         print(f"ready newera {' '.join(where)} addresses={addresses} "
               f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}", flush=True)
         await stop.wait()

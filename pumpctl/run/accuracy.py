@@ -130,7 +130,7 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
         model: Any = None
         if rig.pump.simulated:
             from simulators.newera import NewEraSimulator, SimPumpConfig
-            from simulators.serve import memory_bus
+            from simulators.newera.embedded import memory_bus
 
             syringe = rig.syringe()
             contents = rig.pump.contents.f if rig.pump.contents else syringe.capacity_ml

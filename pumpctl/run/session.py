@@ -119,7 +119,7 @@ async def _pump(opts: RunOptions, program: RateProgram, clock: Clock, faults: li
                 ) -> AsyncIterator[tuple[PumpDriver, VolumeSensor | None, int | None]]:
     """The driver to run on, a delivered-volume sensor if there is one, the watchdog seconds."""
     if opts.pump_url is None:
-        from simulators.serve import embedded_newera
+        from simulators.newera.embedded import embedded_newera
 
         async with embedded_newera(clock, diameter_mm=program.syringe.inner_diameter_mm,
                                    faults=faults) as (sim, driver):

@@ -11,7 +11,8 @@ from pumpctl.clock import LoopClock, run
 from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.codec import ETX, STX
 from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import memory_bus, memory_link
+from simulators.newera.embedded import memory_bus
+from simulators.serve import memory_link
 
 T = TypeVar("T")
 
@@ -80,9 +81,9 @@ async def raw_line(pumps: int | Sequence[SimPumpConfig] = 1, *, baud: int | None
         reader, writer = memory_link(sim)
         client = RawClient(reader, writer)
         if ack_power_up:
-            for pump in sim.pumps:
-                assert await client.ask(f"{pump.address}\r".encode()) == (
-                    b"\x02" + f"{pump.address:02d}A?R".encode() + b"\x03")
+            for unit in sim.units:
+                assert await client.ask(f"{unit.address}\r".encode()) == (
+                    b"\x02" + f"{unit.address:02d}A?R".encode() + b"\x03")
         yield sim, client
         writer.close()
 

@@ -20,9 +20,10 @@ from pumpctl.drivers.base import (
 )
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import RateUnit
-from simulators import newera_pump
 from simulators.newera import SimPumpConfig
-from simulators.serve import embedded_newera
+from simulators.newera import unit as newera_unit
+from simulators.newera.embedded import embedded_newera
+from simulators.pump import PumpAlarm
 
 from .conftest import driver_line, vrun
 
@@ -49,13 +50,13 @@ def test_every_setting_is_read_back() -> None:
             assert await d.set_diameter(14.0) == 14.0
             assert sim.pump(0).model.diameter_mm == 14.0
             assert await d.set_rate(0.1255) == pytest.approx(0.1255)  # needs µL/h
-            assert sim.pump(0).rate == (125.5, "UH")
+            assert sim.unit(0).rate == (125.5, "UH")
             assert await d.set_volume_limit(0.5) == pytest.approx(0.5)
-            assert sim.pump(0).volume == (500.0, "UL")  # 14 mm and below: µL
+            assert sim.unit(0).volume == (500.0, "UL")  # 14 mm and below: µL
             assert await d.set_volume_limit(35) == 35
-            assert sim.pump(0).volume == (35.0, "ML")  # 35000 µL has too many digits
+            assert sim.unit(0).volume == (35.0, "ML")  # 35000 µL has too many digits
             assert await d.set_volume_limit(0.0005) == pytest.approx(0.0005)
-            assert sim.pump(0).volume == (0.5, "UL")  # and back, to write it exactly
+            assert sim.unit(0).volume == (0.5, "UL")  # and back, to write it exactly
             assert await d.set_direction(Direction.WITHDRAW) is Direction.WITHDRAW
             assert await d.set_direction(Direction.INFUSE) is Direction.INFUSE
             assert await d.rate() == (pytest.approx(0.1255), RateUnit.UL_H)
@@ -124,13 +125,13 @@ def test_error_replies_become_errors() -> None:
 
 
 def test_readback_mismatch_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def sloppy_diameter(pump: newera_pump.SimulatedPump, data: str) -> str:
+    def sloppy_diameter(unit: newera_unit.NewEraUnit, data: str) -> str:
         if not data:
-            return newera_pump.show_number(pump.model.diameter_mm)
-        pump.model.set_diameter(float(data) + 0.01)  # a pump that does not do as told
+            return newera_unit.show_number(unit.pump.diameter_mm)
+        unit.pump.model.set_diameter(float(data) + 0.01)  # a pump that does not do as told
         return ""
 
-    monkeypatch.setitem(newera_pump._HANDLERS, "DIA", sloppy_diameter)
+    monkeypatch.setitem(newera_unit._HANDLERS, "DIA", sloppy_diameter)
 
     async def main() -> None:
         async with driver_line() as (_, bus):
@@ -152,7 +153,7 @@ def test_every_alarm_is_reported_and_sticky(letter: str, kind: AlarmKind) -> Non
             await d.open()
             await d.set_rate(10)
             await d.run()
-            sim.pump(0).raise_alarm(letter)  # basic mode: no auto packet, seen on next reply
+            sim.unit(0).raise_alarm(letter)  # basic mode: no auto packet, seen on next reply
             status = await d.status()
             assert status.state is PumpState.ALARM
             assert status.alarm is not None and status.alarm.kind is kind
@@ -174,10 +175,10 @@ def test_alarm_reply_to_a_write_means_not_executed() -> None:
             d = bus.pump(0)
             await d.open()
             await d.rate()  # units known: set_rate goes straight to RAT
-            sim.pump(0).raise_alarm("S")
+            sim.unit(0).raise_alarm("S")
             with pytest.raises(PumpAlarmError, match="not executed"):
                 await d.set_rate(33)
-            assert sim.pump(0).rate[0] != 33
+            assert sim.unit(0).rate[0] != 33
     vrun(main())
 
 
@@ -191,12 +192,12 @@ def test_watchdog_does_not_fire_while_driver_lives_and_fires_when_it_dies() -> N
             await d.run()
             await asyncio.sleep(600)  # ten minutes with nothing but the heartbeat
             assert d.heartbeats > 100
-            assert [a for _, a in sim.pump(0).alarm_log] == ["R"]
+            assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset"]
             assert sim.pump(0).model.running
             await d.stop_heartbeat()  # the controller hangs / dies
             await asyncio.sleep(3.5)
             assert not sim.pump(0).model.running
-            assert [a for _, a in sim.pump(0).alarm_log] == ["R", "T"]
+            assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset", "watchdog"]
             # the pump's unsolicited packet reached the driver without a request
             assert seen and seen[0].kind is AlarmKind.WATCHDOG
             assert d.alarm is not None and d.alarm.kind is AlarmKind.WATCHDOG
@@ -214,9 +215,9 @@ def test_safe_mode_off_and_on_again() -> None:
             d = bus.pump(0)
             await d.open()
             await d.set_watchdog(5)
-            assert sim.pump(0).safe_mode and await d.watchdog() == 5
+            assert sim.unit(0).safe_mode and await d.watchdog() == 5
             await d.set_watchdog(0)
-            assert not sim.pump(0).safe_mode and await d.watchdog() == 0
+            assert not sim.unit(0).safe_mode and await d.watchdog() == 0
             with pytest.raises(PumpOutOfRange, match="0-255"):
                 await d.set_watchdog(256)
     vrun(main())
@@ -229,7 +230,7 @@ def test_driver_finds_a_pump_left_in_safe_mode() -> None:
             await d.open()  # its first (safe-framed) packet reaches it in either mode
             assert d.safe_s == 4
             await asyncio.sleep(60)
-            assert "T" not in [a for _, a in sim.pump(0).alarm_log]  # heartbeat started
+            assert "watchdog" not in [a for _, a in sim.pump(0).alarm_log]  # heartbeat started
     vrun(main())
 
 
@@ -277,7 +278,7 @@ def test_set_address_moves_the_pump() -> None:
             d = bus.pump(0)
             await d.open()
             await d.set_address(7)
-            assert d.address == 7 and sim.pump(7).address == 7
+            assert d.address == 7 and sim.unit(7).address == 7
             assert await d.diameter() == 26.59  # now spoken to at 7
             with pytest.raises(PumpOutOfRange, match="address 100"):
                 await d.set_address(100)
@@ -287,7 +288,7 @@ def test_set_address_moves_the_pump() -> None:
 def test_stall_found_at_open_stays_sticky_but_power_up_does_not() -> None:
     async def main() -> None:
         async with driver_line(2) as (sim, bus):
-            sim.pump(1).alarm = "S"  # left stalled before this session
+            sim.pump(1).alarm = PumpAlarm.STALL  # left stalled before this session
             a, b = bus.pump(0), bus.pump(1)
             await a.open()
             await b.open()
@@ -307,8 +308,8 @@ def test_watchdog_can_be_armed_whatever_the_alarm_state() -> None:
         async with driver_line() as (sim, bus):
             d = bus.pump(0)
             await d.open()
-            sim.pump(0).raise_alarm("S")
+            sim.unit(0).raise_alarm("S")
             await d.set_watchdog(5)  # answered with the alarm, then sent again
-            assert sim.pump(0).safe_s == 5 and d.safe_s == 5
+            assert sim.pump(0).watchdog_s == 5 and d.safe_s == 5
             assert d.alarm is not None and d.alarm.kind is AlarmKind.STALL  # still ours to ack
     vrun(main())

@@ -17,8 +17,8 @@ from pumpctl.drivers.base import (
     PumpTimeout,
 )
 from simulators.faults import Fault, FaultKind, parse_fault
+from simulators.newera.embedded import embedded_newera
 from simulators.physics import StallReason
-from simulators.serve import embedded_newera
 
 from .conftest import driver_line, vrun
 
@@ -100,7 +100,7 @@ def test_dropped_reply_to_a_write_is_settled_by_read_back() -> None:
             sent_before = bus.requests
             assert await d.set_rate(12.5) == 12.5  # executed, only the answer was lost
             assert bus.requests - sent_before == 2  # RAT12.5MH once (no blind retry), then RAT
-            assert sim.pump(0).rate == (12.5, "MH")
+            assert sim.unit(0).rate == (12.5, "MH")
     vrun(main())
 
 

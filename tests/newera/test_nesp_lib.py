@@ -148,7 +148,8 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
                 server.close()  # nesp-lib's blocked read ends (EIO) instead of hanging on
                 await asyncio.wait({worker}, timeout=10)
             alarms = list(sim.pump(0).alarm_log)
-            early = [t for t, a in alarms if a == "T" and (not dropped_at or t < dropped_at[0])]
+            early = [t for t, a in alarms
+                     if a == "watchdog" and (not dropped_at or t < dropped_at[0])]
             assert not early, (f"the watchdog fired at t={early[0]:.2f} s, before the reply was "
                                f"dropped (t={dropped_at[0] if dropped_at else '-'}): nesp-lib's "
                                "heartbeat thread was starved for over 2 s")
@@ -164,7 +165,7 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
     acknowledged = [seen.get("acknowledged"), *in_heartbeat]
     assert acknowledged.count(nesp_lib.AlarmStatus.TIMEOUT) == 1  # reported once more, then done
     assert seen["after"] is nesp_lib.Status.STOPPED
-    assert [a for _, a in alarms] == ["R", "T"]
+    assert [a for _, a in alarms] == ["power_reset", "watchdog"]
 
 
 def _thread_stacks() -> str:

@@ -33,7 +33,7 @@ async def test_driver_over_pty_runs_and_watchdog_fires_after_it_leaves(tmp_path:
             assert status.state is PumpState.INFUSING and status.infused_ml > 0
         # the process "died" without stopping the pump: the pump stops itself
         assert await wait_until(lambda: not sim.pump(0).model.running, clock, timeout=5)
-        assert [a for _, a in sim.pump(0).alarm_log] == ["R", "T"]
+        assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset", "watchdog"]
     assert not link.exists()
 
 
@@ -43,7 +43,7 @@ async def test_driver_over_tcp_with_two_pumps() -> None:
         async with open_driver(f"newera+tcp://127.0.0.1:{server.port}?address=1") as d:
             assert d.identity is not None and d.identity.address == 1
             assert await d.set_rate(7.5) == 7.5
-        assert sim.pump(1).rate == (7.5, "MH") and sim.pump(0).rate == (0.0, "MH")
+        assert sim.unit(1).rate == (7.5, "MH") and sim.unit(0).rate == (0.0, "MH")
 
 
 async def test_nothing_is_queued_for_a_client_that_is_not_there(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ async def test_nothing_is_queued_for_a_client_that_is_not_there(tmp_path: Path) 
     async with sim, PtyServer(sim, link) as server:
         await asyncio.sleep(0.1)  # let the server see there is no client
         assert not server.client_attached
-        sim.pump(0).raise_alarm("S")  # safe mode: an auto-alarm packet, with nobody listening
+        sim.unit(0).raise_alarm("S")  # safe mode: an auto-alarm packet, with nobody listening
         assert server.dropped_bytes > 0
         port = await asyncio.to_thread(serial.Serial, str(link), 19200, timeout=0.3)
         try:

@@ -6,7 +6,8 @@ import asyncio
 import binascii
 
 from simulators.newera import SimPumpConfig
-from simulators.newera_wire import RequestFramer, read_number, show_number, split_command
+from simulators.newera import unit as newera_unit
+from simulators.newera.wire import RequestFramer, read_number, show_number, split_command
 
 from .conftest import raw_line, vrun
 
@@ -134,7 +135,7 @@ def test_set_address_system_command() -> None:
     async def main() -> None:
         async with raw_line() as (sim, c):
             assert await c.ask(b"*ADR12\r") == basic("12S")
-            assert sim.pump(12).address == 12
+            assert sim.unit(12).address == 12
             assert await c.ask(b"0\r", timeout=0.5) is None
     vrun(main())
 
@@ -190,7 +191,7 @@ def test_watchdog_timer_starts_at_first_packet_after_power_up() -> None:
     async def main() -> None:
         async with raw_line([SimPumpConfig(safe_s=1)], ack_power_up=False) as (sim, c):
             await asyncio.sleep(10)  # nobody talks: no watchdog yet
-            assert [a for _, a in sim.pump(0).alarm_log] == ["R"]
+            assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset"]
             assert await c.ask(safe(b"0")) == safe(b"00A?R")
             assert await c.frame(timeout=3) == safe(b"00A?T")
     vrun(main())
@@ -221,3 +222,20 @@ def test_pump_side_framer_and_numbers() -> None:
     assert read_number("1.2345") is None and read_number(".") is None
     assert [show_number(v) for v in (0, 0.125, 52.5, 900, 1500, 9999.6)] == [
         "0.000", "0.125", "52.50", "900.0", "1500.", "9999."]
+
+
+def test_every_number_a_pump_accepts_is_shown_back_as_entered_in_every_unit() -> None:
+    """The pump keeps rates in mL/h and volumes in mL (the protocol-free pump's units); the
+    New Era face converts back for display. Every 4-digit number in every unit must come back
+    exactly as it was entered, or a driver's read-back would see a mismatch."""
+    texts = {f"{whole}.{frac:0{places}d}" if places else str(whole)
+             for whole in range(10000) for places in range(4 - len(str(whole)) + 1)
+             if places <= 3 for frac in range(10**places)}
+    values = {read_number(text) for text in texts}
+    factors = set(newera_unit.RATE_UNITS_ML_H.values()) | set(newera_unit.VOLUME_UNITS_ML.values())
+    assert None not in values and len(values) > 20000 and factors == {0.06, 60.0, 0.001, 1.0}
+    for value in values:
+        assert value is not None
+        shown = show_number(value)
+        for factor in factors:
+            assert show_number(value * factor / factor) == shown, (value, factor)

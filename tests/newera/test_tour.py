@@ -21,7 +21,8 @@ from pumpctl.drivers.newera.bus import NewEraBus
 from pumpctl.drivers.newera.driver import NewEraDriver
 from pumpctl.drivers.open import open_bus
 from simulators.newera import NewEraSimulator
-from simulators.serve import PtyServer, memory_bus, memory_link
+from simulators.newera.embedded import memory_bus
+from simulators.serve import PtyServer, memory_link
 
 pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
 
@@ -69,8 +70,8 @@ async def test_every_command(transport: str, tmp_path: Path) -> None:
         with pytest.raises(PumpOutOfRange):
             await d.set_rate(1700)  # ?OOR above the 26.59 mm maximum
         await d.set_watchdog(30)  # SAF 30 safe-framed, answered safe-framed
-        assert await d.watchdog() == 30 and sim.pump(0).safe_mode
-        sim.pump(0).raise_alarm("S")  # auto-sent in safe mode
+        assert await d.watchdog() == 30 and sim.unit(0).safe_mode
+        sim.unit(0).raise_alarm("S")  # auto-sent in safe mode
         assert await wait_until(lambda: d.alarm is not None, bus.clock)
         assert d.alarm is not None and d.alarm.kind is AlarmKind.STALL
         with pytest.raises(PumpAlarmError):

@@ -52,9 +52,9 @@ def test_writes_from_inside_a_delivery_wait_their_turn_and_keep_order() -> None:
             client.answer = [b"0RAT1", b"2.5MH\r"]  # one request in two chunks, from the callback
             transport.write(b"0\r")  # acknowledges the power-up alarm
             transport.write(b"0RAT\r")  # written after them: must not overtake them
-            assert sim.pump(0).rate == (0.0, "MH")  # nothing re-entered the simulator
+            assert sim.unit(0).rate == (0.0, "MH")  # nothing re-entered the simulator
             await asyncio.sleep(0)
-            assert sim.pump(0).rate == (12.5, "MH")
+            assert sim.unit(0).rate == (12.5, "MH")
             assert client.received.endswith(b"\x0200S\x03\x0200S12.50MH\x03")
             transport.close()
     run_clock(main(), virtual=True)
@@ -70,7 +70,7 @@ def test_a_simulator_error_goes_to_the_loop_not_to_the_writer(
             client = Recorder()
             transport = memory_transport(sim, client)
 
-            def broken(data: bytes) -> None:
+            def broken(token: int, data: bytes) -> None:
                 raise RuntimeError("simulator bug")
 
             monkeypatch.setattr(sim, "receive", broken)

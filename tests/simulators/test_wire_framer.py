@@ -8,7 +8,7 @@ import binascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulators.newera_wire import MAX_BASIC_LINE, RequestFramer, show_number
+from simulators.newera.wire import MAX_BASIC_LINE, RequestFramer, show_number
 
 
 def safe(payload: bytes) -> bytes:

@@ -13,7 +13,7 @@ from pumpctl.clock import LoopClock
 from pumpctl.plan.compile import compile_plan_file
 from pumpctl.run.controller import InfusionController
 from pumpctl.telemetry.runtime import telemetry_for_run
-from simulators.serve import embedded_newera
+from simulators.newera.embedded import embedded_newera
 
 PLAN = Path(__file__).resolve().parents[2] / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
 

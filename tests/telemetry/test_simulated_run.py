@@ -28,7 +28,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult
 from pumpctl.run.session import RunOptions, execute
 from pumpctl.telemetry.runtime import TelemetrySink, telemetry_for_run, telemetry_sink_factory
-from simulators.serve import embedded_newera
+from simulators.newera.embedded import embedded_newera
 from tests.telemetry.broker import Mosquitto, SubscriberProcess, TlsFiles
 from tests.telemetry.conftest import REPO, USERS, Collector, ReconnectingCollector
 
