@@ -48,7 +48,7 @@ test: $(STAMP) system-deps
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected"; exit 1; fi; exit $$rc
 
 # One table of every figure with its target, also written to bench/results.json; about
-# 8 minutes on 2 cores. `make bench ROWS=startup,fleet` runs only those rows (`--list` names
+# 7 minutes on 2 cores (13 when other work keeps them busy). `make bench ROWS=startup,fleet` runs only those rows (`--list` names
 # them: `.venv/bin/python bench/run.py --list`).
 ROWS ?=
 bench: $(STAMP) system-deps

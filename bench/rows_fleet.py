@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.table import Bench, Figure, at_most, row
 from pumpctl.clock import LoopClock
@@ -124,7 +126,7 @@ async def _fleet(urls: list[str], workdir: Path, seconds: float,
 
 
 def run_fleet(link: str, n: int, seconds: float, workdir: Path,
-              mqtt_url: str | None = None) -> dict[str, float]:
+              mqtt_url: str | None = None) -> dict[str, Any]:
     from pumpctl.drivers.serial_port import raise_open_file_limit
 
     raise_open_file_limit()
@@ -160,10 +162,12 @@ def run_fleet(link: str, n: int, seconds: float, workdir: Path,
     late = sorted(x for w in windows for x in w)
     clean = sum(r.outcome == "aborted" and r.stop_confirmed for r in results)
     faulted = sum(r.outcome == "faulted" for r in results)
+    reasons = collections.Counter(r.reason for r in results if r.outcome == "faulted")
     return {"n": n, "cpu_per_pump_pct": 100 * cpu / wall / n, "polls": len(late),
             "p50_ms": 1e3 * statistics.median(late) if late else float("nan"),
             "p99_ms": 1e3 * late[int(0.99 * (len(late) - 1))] if late else float("nan"),
             "max_ms": 1e3 * late[-1] if late else float("nan"), "clean": clean, "faulted": faulted,
+            "why": "; ".join(f"{k} x{v}" for k, v in reasons.most_common(3)),
             "total_s": total}
 
 
@@ -197,7 +201,7 @@ def fleet(bench: Bench) -> list[Figure]:
             target = at_most(50.0) if (n == 500 and mqtt_url) else None
             figures.append(Figure(f"{label}: poll lateness p99", m["p99_ms"], "ms", target))
             figures.append(Figure(f"{label}: runs that faulted", m["faulted"], "runs",
-                                  at_most(0)))
+                                  at_most(0), note=str(m["why"])))
     finally:
         if broker is not None:
             broker.stop()
