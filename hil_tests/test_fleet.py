@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from pathlib import Path
+
+import pytest
 
 from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
@@ -12,7 +15,7 @@ from pumpctl.drivers.sensors import ModelBalance
 from pumpctl.journal import read_records
 from pumpctl.plan.program import RateProgram
 from pumpctl.run.controller import InfusionController, RunResult, RunSettings
-from pumpctl.run.fleet import run_channels
+from pumpctl.run.fleet import request_stop_all, run_channels
 from simulators.faults import parse_fault
 from simulators.line import SimLine
 from simulators.pump import PumpSetup
@@ -113,3 +116,33 @@ def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(sim_kind: SimKind
         # wait for its owed replies happens off the line. So no healthy poll falls a whole
         # poll interval behind (holding the line during that wait made them 2-3 s late).
         assert max(healthy.poll_lateness_s) < 1.0, max(healthy.poll_lateness_s)
+
+
+def test_channels_start_spread_over_one_poll_interval(sim_kind: SimKind,
+                                                     tmp_path: Path) -> None:
+    """Four channels start a quarter poll apart, so their polls never fall in one instant;
+    a stop asked for before a channel's turn ends it before its pump is started."""
+    program = compile_seed(STANDARD_PLAN)
+
+    async def main() -> list[RunResult]:
+        clock = LoopClock()
+        async with sim_kind.build(clock, [PumpSetup() for _ in range(4)]) as sim, \
+                sim_kind.open_drivers(sim, clock, "memory", tmp_path, 4, None) as drivers:
+            ctls = [InfusionController(driver, program,
+                                       RunSettings(journal_dir=tmp_path, channel=f"pump{i}",
+                                                   poll_s=2.0), clock=clock)
+                    for i, driver in enumerate(drivers)]
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.1, ctls[3].request_stop, "changed my mind", "operator")
+            loop.call_later(60, request_stop_all, ctls[:3], "enough", "operator")
+            return await run_channels(ctls)
+
+    results = run_clock(main(), virtual=True)
+    journals = [read_records(r.journal_path) for r in results]
+    started = [next(r["t"] for r in recs if r["type"] == "state" and r["state"] == "started")
+               for recs in journals[:3]]
+    gaps = [b - a for a, b in itertools.pairwise(started)]
+    assert gaps == [pytest.approx(0.5, abs=0.05)] * 2  # 2 s poll / 4 channels
+    assert [r.outcome for r in results] == ["aborted"] * 4
+    assert results[3].delivered_volume_ml == 0
+    assert not any(r["type"] == "command" and r["op"] == "run" for r in journals[3])

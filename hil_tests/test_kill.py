@@ -29,6 +29,8 @@ from pumpctl.timescale import run_at_speed
 from .conftest import REPO, STANDARD_PLAN
 from .kinds import SimKind
 
+pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
+
 PUMPCTL = [sys.executable, "-m", "pumpctl.cli"]
 
 

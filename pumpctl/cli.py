@@ -7,12 +7,11 @@ so a user never sees a traceback for something they can fix.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer.exceptions import TyperException
 
 from pumpctl import __version__
@@ -30,7 +29,6 @@ from pumpctl.commands import (
     telemetry,
 )
 from pumpctl.errors import PumpctlError
-from pumpctl.run.output import silence_lost_output
 
 app = typer.Typer(
     name="pumpctl",
@@ -38,6 +36,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help text, for every command below: typer's rich help imports a Markdown parser
+    # and most of rich, which made `pumpctl --help` take twice as long (bench row startup).
+    rich_markup_mode=None,
 )
 
 
@@ -66,32 +67,44 @@ def version() -> None:
     typer.echo(__version__)
 
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _error(text: str, *, prefix: str = "") -> None:
+    """One line on stderr (`prefix` in rich markup, `text` as it is); rich is imported only
+    when there is something to say, so commands that succeed never pay for it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    try:
+        # The message quotes what the user gave (paths, values): never read it as markup.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(prefix + escape(text))
+    except OSError:  # the terminal is gone (SIGHUP) or stderr closed: the exit code still counts
+        from pumpctl.run.output import silence_lost_output
+
+        silence_lost_output()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, map errors to one line and an exit code."""
+    # pydantic looks for plugins in every installed distribution's entry points the first
+    # time a model or adapter is built (typer builds one per option); pumpctl uses none, and
+    # the scan is a tenth of a short command's time.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:
-        try:
-            # The message quotes what the user gave (paths, values): never read it as markup.
-            _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
-        except OSError:  # the terminal is gone (SIGHUP) or stderr closed: the code still counts
-            silence_lost_output()
+        _error(str(exc), prefix="[bold red]error:[/] ")
         sys.exit(exc.exit_code)
     except TyperException as exc:  # bad arguments: the parser's own usage message
         show = getattr(exc, "show", None)
         if callable(show):
             show()
         else:
-            _err.print(f"error: {exc}", markup=False)
+            _error(f"error: {exc}")
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except typer.Abort:
-        _err.print("aborted")
+        _error("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        _err.print("interrupted")
+        _error("interrupted")
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
 

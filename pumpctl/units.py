@@ -18,15 +18,15 @@ format error instead of an expensive computation.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from fractions import Fraction
 from functools import cache, lru_cache
-from typing import Any
-
-import pint
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from pumpctl.errors import PumpctlError
 
@@ -101,10 +101,47 @@ _UNIT_EXPR = re.compile(r"^[A-Za-zµμ_%]+(?:\s*[/*·]\s*[A-Za-zµμ_%]+)*$")
 _MAX_TEXT = 64
 
 
+if TYPE_CHECKING:
+    import pint
+
+
 @cache
 def registry() -> pint.UnitRegistry:
-    """The one pint registry of the process (building one is slow; units must not mix)."""
-    return pint.UnitRegistry()
+    """The one pint registry of the process (building one is slow; units must not mix).
+
+    pint is imported here, not at the top, so modules that only name a `Kind` or format a
+    number (most CLI commands) do not pay for pint. Parsing pint's definition file is most of
+    the cost of a registry, so pint's own disk cache (the user's cache directory) keeps the
+    parsed form for the next process; a cache that cannot be created or read (read-only home,
+    a file half-written by a concurrent process) only costs that time again.
+    """
+    pint = _import_pint()
+    try:
+        return pint.UnitRegistry(cache_folder=":auto:")
+    except Exception:  # the cache is an optimisation, never a reason to fail
+        return pint.UnitRegistry()
+
+
+def _import_pint() -> ModuleType:
+    """pint, without making it load numpy when nothing else has.
+
+    pint imports numpy if it can, only to accept arrays as magnitudes; this module gives it
+    nothing but scalars, and numpy was half of what `pint` cost to import (a fifth of a
+    `pumpctl plan check`). numpy is hidden from pint's import only when it is not loaded yet;
+    a process that uses numpy itself (the simulators, the accuracy analysis) imports it
+    first and pint sees it as usual. Either way the conversions are the same scalars
+    (tests/plan/test_units.py compares both).
+    """
+    if "pint" in sys.modules or "numpy" in sys.modules:
+        import pint
+
+        return pint
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # "not installed", for pint
+    try:
+        import pint
+    finally:
+        del sys.modules["numpy"]
+    return pint
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +237,10 @@ def _unit_factor(unit_text: str, kind: Kind) -> Fraction | None:
 
 @lru_cache(maxsize=512)
 def _known_unit(unit_text: str) -> bool:
+    ureg = registry()
+    pint = _import_pint()
     try:
-        registry().parse_units(unit_text)
+        ureg.parse_units(unit_text)
     except (pint.errors.PintError, AttributeError, TypeError, ValueError, KeyError):
         return False
     return True

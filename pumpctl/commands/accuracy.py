@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from pumpctl.errors import UsageError
 from pumpctl.units import Kind, parse_quantity
 
-if TYPE_CHECKING:  # numpy is imported only when an analysis runs: other commands start faster
+if TYPE_CHECKING:  # numpy and rich are imported only when an analysis runs or prints
+    from rich.console import Console
+
     from pumpctl.analysis.accuracy import AccuracyInputs, AccuracyResult
 
 STANDARD_WINDOWS = "2,5,11,19,31"  # minutes, the standard's observation windows
@@ -100,12 +99,16 @@ def build_inputs(*, rate: str, interval: str, density: str, start: str, period: 
 
 
 def print_result(result: AccuracyResult, console: Console, *, title: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     inputs = result.inputs
     console.print(f"[bold]{escape(title)}[/]: set rate {inputs.rate_ml_h:g} mL/h, {result.samples} "
                   f"readings every {inputs.interval_min:g} min, density "
                   f"{inputs.density_g_ml:g} g/mL"
                   + (f", evaporation {inputs.evaporation_g_min * 1000:g} mg/min added back"
-                     if inputs.evaporation_g_min else ""))
+                     if inputs.evaporation_g_min else ""),
+                  soft_wrap=True)  # a path is never broken inside: the terminal wraps it
     console.print(f"analysis period {inputs.start_min:g}-{result.period_end_min:g} min: "
                   f"mean error A = [bold]{result.mean_error_pct:+.2f} %[/]")
     table = Table(title="trumpet curve")
@@ -130,6 +133,8 @@ def analyse_command(
     as_json: AsJson = False,
 ) -> None:
     """Analyse a recorded mass series: mean error A, trumpet curve, start-up flows."""
+    from rich.console import Console
+
     from pumpctl.analysis.accuracy import analyse
     from pumpctl.analysis.samples import check_interval, read_mass_series
 
@@ -166,6 +171,8 @@ def run_command(
     Exit codes: 0 done, 2 bad input, 4 pump or balance error before the start, 5 aborted
     (operator, signal, a failed balance reading), 6 faulted (safety stop).
     """
+    from rich.console import Console
+
     from pumpctl.rig import load_rig
     from pumpctl.run.accuracy import AccuracyRun, execute
     from pumpctl.timescale import parse_speed

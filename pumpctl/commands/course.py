@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pumpctl.plan.course import Course, load_course
-from pumpctl.units import Kind, describe
+if TYPE_CHECKING:  # imported where used, so `pumpctl --help` does not load pint and rich
+    from rich.console import Console
+
+    from pumpctl.plan.course import Course
 
 course_app = typer.Typer(help="Courses: series of infusions of one plan.", no_args_is_help=True)
 
 
 def _span(seconds: float) -> str:
+    from pumpctl.units import Kind, describe
+
     return describe(round(seconds), Kind.DURATION)
 
 
 def render(course: Course, console: Console) -> None:
+    from rich.table import Table
+
     console.print(f"course  {course.name}" + (f" - {course.title}" if course.title else ""))
     console.print(f"plan    {course.plan.name} ({course.plan_path})")
     limits = course.limits
@@ -56,6 +60,10 @@ def show(
     ] = None,
 ) -> None:
     """Print COURSE's calendar; refuse it if it breaks the library's course limits."""
+    from rich.console import Console
+
+    from pumpctl.plan.course import load_course
+
     loaded = load_course(course, configs_dir=configs)
     if as_json:
         out = {

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pumpctl.plan.compile import compile_plan_file
-from pumpctl.plan.errors import PlanError, SoftLimitOverrideRequired
-from pumpctl.plan.library import load_pump_profile
-from pumpctl.plan.program import RateProgram
-from pumpctl.plan.representable import format_rate, program_rate_unit
 from pumpctl.units import Kind, describe, format_number
+
+if TYPE_CHECKING:  # imported where used: `pumpctl plan --help` needs neither pint nor pydantic
+    from rich.console import Console
+
+    from pumpctl.plan.program import RateProgram
 
 plan_app = typer.Typer(
     help="Dose plans: validate and compile to rate programs.", no_args_is_help=True
@@ -66,6 +64,10 @@ def _hms(seconds: float) -> str:
 
 def _pump_setting(program: RateProgram) -> tuple[str, dict[int, str]]:
     """The rate unit the pump would be told, and each segment's number in it."""
+    from pumpctl.plan.errors import PlanError
+    from pumpctl.plan.library import load_pump_profile
+    from pumpctl.plan.representable import format_rate, program_rate_unit
+
     try:
         profile = load_pump_profile(program.pump_profile)
         rates = [s.rate_ml_h for s in program.segments]
@@ -77,6 +79,8 @@ def _pump_setting(program: RateProgram) -> tuple[str, dict[int, str]]:
 
 def render(program: RateProgram, console: Console) -> None:
     """Human-readable program: summary, segments, plan steps, overrides, monitoring."""
+    from rich.table import Table
+
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
@@ -161,6 +165,8 @@ def _compile(
     override: str | None,
     configs: Path | None,
 ) -> RateProgram:
+    from pumpctl.plan.compile import compile_plan_file
+
     return compile_plan_file(
         plan,
         weight_kg=weight,
@@ -184,6 +190,8 @@ def show(
     configs: ConfigsOpt = None,
 ) -> None:
     """Compile PLAN and print the rate program (a table, or JSON with --json)."""
+    from rich.console import Console
+
     program = _compile(plan, weight, concentration, syringe, pump, override_soft_limits, configs)
     if as_json:
         typer.echo(json.dumps(program.model_dump(mode="json"), indent=2))
@@ -202,23 +210,24 @@ def check(
     configs: ConfigsOpt = None,
 ) -> None:
     """Validate PLAN only. Exit 0 valid, 2 invalid, 3 valid only with a soft-limit override."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    from pumpctl.plan.errors import PlanError, SoftLimitOverrideRequired
+
     override = override_soft_limits
     try:
         program = _compile(plan, weight, concentration, syringe, pump, override, configs)
     except SoftLimitOverrideRequired as exc:
         for problem in exc.problems:
-            err.print(f"soft: {problem}", markup=False)
-        err.print(f'{plan}: valid only with --override-soft-limits "REASON"', markup=False)
+            typer.echo(f"soft: {problem}", err=True)
+        typer.echo(f'{plan}: valid only with --override-soft-limits "REASON"', err=True)
         raise typer.Exit(exc.exit_code) from None
     except PlanError as exc:
         for problem in exc.problems:
-            err.print(f"{problem.severity}: {problem}", markup=False)
+            typer.echo(f"{problem.severity}: {problem}", err=True)
         raise typer.Exit(exc.exit_code) from None
     if program.soft_limit_overrides:
         for o in program.soft_limit_overrides:
-            err.print(f"overridden: {o.field} {format_number(o.value)} beyond {o.bound} "
-                      f"{format_number(o.limit)}: {o.reason}", markup=False)
+            typer.echo(f"overridden: {o.field} {format_number(o.value)} beyond {o.bound} "
+                       f"{format_number(o.limit)}: {o.reason}", err=True)
         typer.echo(f"{plan}: valid with soft-limit overrides")
         raise typer.Exit(SoftLimitOverrideRequired.exit_code)
     typer.echo(

@@ -14,31 +14,38 @@ commands refuse with the run's pid and id.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from pumpctl.drivers.base import Direction, PumpAlarmError, PumpDriver, PumpOutOfRange, PumpStatus
-from pumpctl.drivers.newera.codec import ValueRefused
-from pumpctl.drivers.newera.driver import NewEraDriver
-from pumpctl.drivers.open import PumpTarget, open_driver, open_line, parse_pump_url
 from pumpctl.errors import PumpctlError, UsageError
-from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
-from pumpctl.run.endpoint import PortInUse, PortOwner, follow, owner_of, snapshot
-from pumpctl.units import Kind, parse_quantity
+
+if TYPE_CHECKING:  # ports, the event loop, rich and pydantic load when a command runs
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from pumpctl.drivers.base import PumpDriver, PumpOutOfRange, PumpStatus
+    from pumpctl.drivers.newera.codec import ValueRefused
+    from pumpctl.drivers.newera.driver import NewEraDriver
+    from pumpctl.drivers.open import PumpTarget
+    from pumpctl.run.endpoint import PortOwner
+    from pumpctl.units import Kind
 
 pump_app = typer.Typer(help="Query and drive one pump (New Era protocol; real or simulated).",
                        no_args_is_help=True)
-_out = Console(highlight=False)
+
+
+def _out() -> Console:
+    """The console for results (rich loads only when a command prints)."""
+    from rich.console import Console
+
+
+    return Console(highlight=False)
 
 
 @dataclass
@@ -54,6 +61,8 @@ class _Options:
         if self.url is None:
             raise UsageError("--port URL is required (or set PUMPCTL_PORT), e.g. "
                              "--port /tmp/ne or --port newera:///dev/ttyUSB0?baud=19200")
+        from pumpctl.drivers.open import parse_pump_url
+
         target = parse_pump_url(self.url)
         if self.address is not None:
             target = target.with_address(self.address)
@@ -72,6 +81,8 @@ def _options(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Options shared by every pump command."""
+    from pumpctl.drivers.open import parse_pump_url
+
     if port is not None and not ctx.resilient_parsing:
         parse_pump_url(port)  # a bad URL is reported before anything else
     ctx.obj = _Options(port, address, as_json)
@@ -95,11 +106,15 @@ def _opts(ctx: typer.Context) -> _Options:
 
 
 def _owner(opts: _Options) -> PortOwner | None:
+    from pumpctl.run.endpoint import owner_of
+
     return owner_of(opts.url) if opts.url is not None else None
 
 
 def _refuse_if_owned(opts: _Options) -> None:
     """A second opener would talk over the run's requests: refuse, naming the owner."""
+    from pumpctl.run.endpoint import PortInUse
+
     owner = _owner(opts)
     if owner is not None:
         raise PortInUse(
@@ -111,6 +126,10 @@ def _refuse_if_owned(opts: _Options) -> None:
 def _through_run(opts: _Options, owner: PortOwner,
                  pick: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
     """What the running controller last read from the pump, without opening the port."""
+    import asyncio
+
+    from pumpctl.run.endpoint import snapshot
+
     snap = asyncio.run(snapshot(owner))
     result = pick(_run_status(snap))
     result["via_run"] = f"{snap.get('run_id')} (pid {snap.get('pid')})"
@@ -135,6 +154,10 @@ def _run_status(record: dict[str, Any]) -> dict[str, Any]:
 def _with_pump(ctx: typer.Context,
                action: Callable[[NewEraDriver], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Open the pump, run `action`, close; prints the result and returns it."""
+    import asyncio
+
+    from pumpctl.drivers.open import open_driver
+
     opts = _opts(ctx)
     target = opts.target
     _refuse_if_owned(opts)
@@ -154,6 +177,8 @@ def _with_pump(ctx: typer.Context,
 
 def _newera(driver: PumpDriver, opts: _Options) -> NewEraDriver:
     """The bench commands speak New Era's settings (units, safe mode) for now."""
+    from pumpctl.drivers.newera.driver import NewEraDriver
+
     if not isinstance(driver, NewEraDriver):
         raise UsageError(f"pumpctl pump speaks to New Era pumps; {opts.url!r} "
                          f"({opts.target.scheme}://) is not one")
@@ -165,12 +190,15 @@ def _print(opts: _Options, result: dict[str, Any]) -> None:
         typer.echo(json.dumps(result, sort_keys=True))
         return
     for key, value in result.items():
-        _out.print(f"{key}: {value}", markup=False)
+        _out().print(f"{key}: {value}", markup=False)
 
 
 async def _rate_limit_error(d: NewEraDriver, ml_h: float, exc: ValueRefused) -> PumpOutOfRange:
     """The pump's bare `?OOR`, completed with the range it allows for the loaded syringe
     (from the pump profile the simulator and the plan compiler share)."""
+    from pumpctl.drivers.base import PumpOutOfRange
+    from pumpctl.plan.library import DEFAULT_PUMP_PROFILE, load_pump_profile
+
     diameter = await d.diameter()
     try:
         low, high = load_pump_profile(DEFAULT_PUMP_PROFILE).rate_limits_ml_h(diameter)
@@ -195,6 +223,7 @@ def _status_dict(status: PumpStatus) -> dict[str, Any]:
 @pump_app.command()
 def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Model, firmware and every setting."""
+
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         assert d.identity is not None
@@ -211,6 +240,7 @@ def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @pump_app.command()
 def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """State, rate, dispensed volumes and alarm (through the run if one drives the pump)."""
+
     _json_after_command(ctx, as_json)
     owner = _owner(_opts(ctx))
     if owner is not None:
@@ -227,6 +257,8 @@ def diameter(ctx: typer.Context, mm: Annotated[list[str] | None, typer.Argument(
         help="Inner diameter, e.g. 26.59 (mm), 26.59 mm or 2.659 cm; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Syringe inner diameter."""
+    from pumpctl.units import Kind
+
     _json_after_command(ctx, as_json)
     value = None if not mm else _quantity(" ".join(mm), Kind.LENGTH, "diameter",
                                           default_unit="mm", positive=True)
@@ -242,6 +274,9 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
         help="Rate with unit, e.g. 52.5 mL/h, 875 uL/min; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Pumping rate (takes effect at once while running)."""
+    from pumpctl.drivers.newera.codec import ValueRefused
+    from pumpctl.units import Kind
+
     _json_after_command(ctx, as_json)
     ml_h = None if not value else _quantity(" ".join(value), Kind.RATE, "rate", positive=True)
 
@@ -262,6 +297,8 @@ def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument
              "query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Volume to dispense before the pump stops by itself."""
+    from pumpctl.units import Kind
+
     _json_after_command(ctx, as_json)
     ml = None if not value else _quantity(" ".join(value), Kind.VOLUME, "volume",
                                           default_unit="mL")
@@ -279,6 +316,8 @@ def direction(ctx: typer.Context, value: Annotated[str | None, typer.Argument(
         help="infuse or withdraw; omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Pumping direction."""
+    from pumpctl.drivers.base import Direction
+
     _json_after_command(ctx, as_json)
     wanted = None
     if value is not None:
@@ -299,6 +338,8 @@ def run(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
     With safe mode armed the pump stops itself when this command's process has gone for
     longer than the watchdog time: use `watch --run` to keep it running."""
+    from pumpctl.drivers.base import PumpAlarmError
+
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if d.alarm is not None:
@@ -313,6 +354,7 @@ def run(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @pump_app.command()
 def stop(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Stop completely (not a pause)."""
+
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         await d.stop()
@@ -323,6 +365,7 @@ def stop(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @pump_app.command()
 def dispensed(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Volumes infused and withdrawn since the counters were last cleared."""
+
     _json_after_command(ctx, as_json)
     owner = _owner(_opts(ctx))
     if owner is not None:
@@ -339,6 +382,7 @@ def dispensed(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @pump_app.command()
 def clear(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Clear both dispensed-volume counters (and acknowledge an alarm)."""
+
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if d.alarm is not None:
@@ -353,6 +397,7 @@ def safe_mode(ctx: typer.Context, seconds: Annotated[int | None, typer.Argument(
         min=0, max=255, help="Watchdog seconds (0 = basic mode); omit to query.")] = None,
         as_json: JsonFlag = False) -> None:
     """Safe mode: the pump stops itself after SECONDS without a valid packet."""
+
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
         if seconds is not None:
@@ -370,6 +415,13 @@ def watch(ctx: typer.Context,
           as_json: JsonFlag = False) -> None:
     """Live status until Ctrl-C. Stops the pump on exit if `--run` started it. A pump that
     a `pumpctl run` drives is watched through that run (until it ends), never opened."""
+    import asyncio
+    import signal
+
+    from rich.live import Live
+
+    from pumpctl.drivers.open import open_driver
+
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
     target = opts.target
@@ -391,7 +443,7 @@ def watch(ctx: typer.Context,
                 if start:
                     await d.run()
                     started = True
-                with Live(_watch_table(None), console=_out, auto_refresh=False,
+                with Live(_watch_table(None), console=_out(), auto_refresh=False,
                           transient=opts.as_json) as live:
                     while not done.is_set():
                         status = await d.status()
@@ -405,12 +457,14 @@ def watch(ctx: typer.Context,
             finally:
                 if started:
                     await d.stop()
-                    _out.print("pump stopped")
+                    _out().print("pump stopped")
 
     asyncio.run(main())
 
 
 def _watch_table(status: PumpStatus | dict[str, Any] | None, via: str | None = None) -> Table:
+    from rich.table import Table
+
     table = Table(title="pump", show_header=False)
     if status is None:
         table.add_row("state", "connecting")
@@ -425,6 +479,13 @@ def _watch_table(status: PumpStatus | dict[str, Any] | None, via: str | None = N
 
 async def _watch_run(opts: _Options, owner: PortOwner) -> None:
     """`watch` through the running controller: each sample it journals, until it ends."""
+    import asyncio
+    import signal
+
+    from rich.live import Live
+
+    from pumpctl.run.endpoint import follow
+
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -433,7 +494,7 @@ async def _watch_run(opts: _Options, owner: PortOwner) -> None:
 
     async def show() -> None:
         async with contextlib.aclosing(follow(owner)) as records:
-            with Live(_watch_table(None, via), console=_out, auto_refresh=False,
+            with Live(_watch_table(None, via), console=_out(), auto_refresh=False,
                       transient=opts.as_json) as live:
                 await _show_records(records, live, opts, owner)
 
@@ -473,6 +534,10 @@ def scan(ctx: typer.Context,
          as_json: JsonFlag = False,
          ) -> None:
     """Find the addresses that answer on this line."""
+    import asyncio
+
+    from pumpctl.drivers.open import open_line
+
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
     if last < first:
@@ -496,10 +561,10 @@ def scan(ctx: typer.Context,
     if opts.as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     elif not result["pumps"]:
-        _out.print(f"no pump answered at addresses {first}-{last}")
+        _out().print(f"no pump answered at addresses {first}-{last}")
     else:
         for pump in result["pumps"]:
-            _out.print(f"address {pump['address']}: {pump['model']} firmware {pump['firmware']}"
+            _out().print(f"address {pump['address']}: {pump['model']} firmware {pump['firmware']}"
                        f" safe-mode {pump['safe_mode_s']} s")
 
 
@@ -508,6 +573,8 @@ def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = N
     """A CLI quantity through pint (`pumpctl.units`); a bare number takes `default_unit`.
     Negative is always refused; zero too where it means nothing (`positive`: a rate or a
     diameter of 0), both as bad input (exit 2) before the pump is opened."""
+    from pumpctl.units import parse_quantity
+
     stripped = text.strip()
     if default_unit is not None:
         try:

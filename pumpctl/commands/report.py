@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from pumpctl.errors import UsageError
-from pumpctl.journal import find_run, read_records
 
 JournalDir = Annotated[Path, typer.Option("--journal", help="Journal directory.")]
 SAMPLE_COLUMNS = ("elapsed_s", "plan_t_s", "state", "rate_ml_h", "planned_ml", "infused_ml",
@@ -33,6 +32,7 @@ def report(run: Annotated[str, typer.Argument(help="Run id (or unique prefix, or
     """Write RUN.png and RUN.html: planned vs delivered, rate, alarms, monitoring timeline;
     accuracy runs add the start-up graph and the trumpet curve."""
     from pumpctl.analysis.report import write_report
+    from pumpctl.journal import find_run
 
     path = find_run(journal, run)
     try:
@@ -60,6 +60,8 @@ def export(run: Annotated[str, typer.Argument(help="Run id (or unique prefix, or
            out: Annotated[Path | None, typer.Option(
                "--out", help="Write to this file instead of stdout.")] = None) -> None:
     """A run's status samples (or balance readings) as CSV for a spreadsheet."""
+    from pumpctl.journal import find_run, read_records
+
     if not as_csv:
         raise UsageError("give --csv (the only export format)")
     records = read_records(find_run(journal, run))

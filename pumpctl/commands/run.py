@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, TextIO, cast
+from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
 import typer
-from rich.console import Console
 
 from pumpctl.errors import PumpctlError
-from pumpctl.run.display import summary_table
-from pumpctl.run.output import TolerantStream, echo_safely
-from pumpctl.run.session import RunOptions, SinkFactory, execute
-from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S
-from pumpctl.timescale import parse_speed
+
+if TYPE_CHECKING:  # the run's modules (pydantic, rich, asyncio) load when a run starts
+    from rich.console import Console
+
+    from pumpctl.run.session import SinkFactory
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +56,10 @@ def run(
     remote_commands: Annotated[bool, typer.Option(
         "--remote-commands", help="Accept stop/pause (never start or a higher rate) from "
         "the authenticated cmd topic.")] = False,
-    prompt_timeout: Annotated[float, typer.Option(
+    prompt_timeout: Annotated[float | None, typer.Option(
         "--prompt-timeout", min=1.0, max=600.0,
-        help="Seconds the Ctrl-C question waits for an answer before stopping.")]
-        = DEFAULT_PROMPT_TIMEOUT_S,
+        help="Seconds the Ctrl-C question waits for an answer before stopping "
+             "(default 15).")] = None,
 ) -> None:
     """Run a plan with an independent safety monitor; everything is journaled.
 
@@ -69,6 +68,13 @@ def run(
     (on a terminal, Ctrl-C asks first). Exit codes: 0 completed, 5 aborted (operator or
     signal), 6 faulted (safety stop), 2/3 invalid plan, 7 resume refused.
     """
+    from rich.console import Console
+
+    from pumpctl.run.output import TolerantStream
+    from pumpctl.run.session import RunOptions, execute
+    from pumpctl.run.signals import DEFAULT_PROMPT_TIMEOUT_S
+    from pumpctl.timescale import parse_speed
+
     if sim and pump:
         raise _usage("--sim and --pump exclude each other")
     # A closed terminal or pipe must cost the output, never the stop (pumpctl.run.output).
@@ -82,7 +88,8 @@ def run(
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
                       sim_faults=list(sim_fault or []), resume=resume, json=as_json,
-                      sink_factories=sinks, prompt_timeout_s=prompt_timeout)
+                      sink_factories=sinks,
+                      prompt_timeout_s=prompt_timeout or DEFAULT_PROMPT_TIMEOUT_S)
     try:
         result = execute(opts, console)
     except PumpctlError as exc:
@@ -121,6 +128,8 @@ def _usage(message: str) -> PumpctlError:
 
 def _print_result(result: object, as_json: bool, console: Console) -> None:
     from pumpctl.run.controller import RunResult
+    from pumpctl.run.display import summary_table
+    from pumpctl.run.output import echo_safely
 
     assert isinstance(result, RunResult)
     if as_json:

@@ -8,17 +8,13 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from pumpctl.journal import JournalError, RunInfo, find_run, list_runs, read_records, summarize_run
-from pumpctl.run.chain import ChainIndex, ChainTotals, chain_totals, chain_views
+if TYPE_CHECKING:  # rich and the journal readers load when a command runs
+    from pumpctl.journal import RunInfo
+    from pumpctl.run.chain import ChainIndex, ChainTotals
 
 runs_app = typer.Typer(help="List and inspect journaled runs.", no_args_is_help=True)
 
@@ -48,6 +44,14 @@ def _plan_name(plan: str) -> str:
 def list_command(journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every run in the journal directory, oldest first; damaged journals shown as such."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from pumpctl.journal import list_runs
+    from pumpctl.run.chain import ChainIndex, chain_views
+
     infos = list_runs(journal)
     index = ChainIndex(journal)
     chains = chain_views(index, {i.run_id: i.delivered_volume_ml for i in infos})
@@ -116,6 +120,14 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
                  journal: JournalDir = Path("runs"),
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run: header, alarms, state changes and summary (--json: every record)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    from pumpctl.journal import find_run, read_records, summarize_run
+    from pumpctl.run.chain import ChainIndex
+
     path = find_run(journal, run)
     records = read_records(path)  # a damaged journal: one line naming the file and line
     if as_json:
@@ -123,9 +135,11 @@ def show_command(run: Annotated[str, typer.Argument(help="Run id (or unique pref
         info = summarize_run(path)
         totals, _ = _chain_of(index, info.run_id)
         chains = {info.run_id: totals} if totals is not None else {}
+        # Indented for a person at a terminal; one compact line for a pipe (jq, a file).
+        indent = 2 if sys.stdout.isatty() else None
         typer.echo(json.dumps({"run": {**info.as_dict(),
                                        **_chain_fields(index, chains, info.run_id)},
-                               "records": records}))
+                               "records": records}, indent=indent))
         return
     console = Console(highlight=False)
     info = summarize_run(path)
@@ -192,6 +206,9 @@ def _num(value: Any, spec: str) -> str:
 
 def _chain_of(index: ChainIndex, run_id: str) -> tuple[ChainTotals | None, dict[str, RunInfo]]:
     """The chain through one run, reading only its links' journals."""
+    from pumpctl.journal import JournalError, summarize_run
+    from pumpctl.run.chain import chain_totals
+
     if not index.in_chain(run_id):
         return None, {}
     infos: dict[str, RunInfo] = {}

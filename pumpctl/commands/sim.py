@@ -10,22 +10,17 @@ time scale: a 40-minute plan over a real pty in seconds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pumpctl.clock import LoopClock
-from pumpctl.drivers.newera.scheme import BAUD_RATES
 from pumpctl.errors import UsageError
-from pumpctl.timescale import parse_speed, run_at_speed
-from simulators.faults import Fault, parse_faults
-from simulators.newera import NewEraSimulator, SimPumpConfig
-from simulators.serve import PtyServer, TcpServer
+
+if TYPE_CHECKING:  # the simulator and its event loop load when it serves, not for `--help`
+    from simulators.faults import Fault
+    from simulators.newera import SimPumpConfig
 
 sim_app = typer.Typer(help="Software pumps that speak the real bytes (for benches and CI).",
                       no_args_is_help=True)
@@ -39,6 +34,8 @@ PTY_POLL_REAL_S = 0.05
 def _parse_speed(text: str) -> float:
     """A factor N > 0 (N x real time). `max` (virtual time) is refused: it only works when
     client and simulator share one process, and this one serves others."""
+    from pumpctl.timescale import parse_speed
+
     try:
         value = parse_speed(text)
     except UsageError:
@@ -83,6 +80,11 @@ def newera(
              "baud pacing are in simulated time.")] = "1",
 ) -> None:
     """Serve simulated New Era pumps until SIGINT/SIGTERM."""
+    from pumpctl.drivers.newera.scheme import BAUD_RATES
+    from pumpctl.timescale import run_at_speed
+    from simulators.faults import parse_faults
+    from simulators.newera import SimPumpConfig
+
     factor = _parse_speed(speed)
     if link is None and tcp is None:
         raise UsageError("give --link PATH and/or --tcp HOST:PORT")
@@ -102,6 +104,14 @@ def newera(
 async def _serve(configs: list[SimPumpConfig], link: Path | None,
                  endpoint: tuple[str, int] | None, baud: int | None,
                  faults: list[Fault], speed: float = 1.0) -> None:
+    import asyncio
+    import contextlib
+    import signal
+
+    from pumpctl.clock import LoopClock
+    from simulators.newera import NewEraSimulator
+    from simulators.serve import PtyServer, TcpServer
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

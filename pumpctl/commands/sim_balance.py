@@ -7,23 +7,18 @@ once it can be reached, serves until SIGINT or SIGTERM, and removes its link.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from pumpctl.clock import LoopClock
 from pumpctl.commands.sim import PTY_POLL_REAL_S, _parse_speed, _parse_tcp, sim_app
 from pumpctl.errors import UsageError
-from pumpctl.timescale import run_at_speed
 from pumpctl.units import Kind, parse_quantity
-from simulators.balance import BalanceSimulator, SimBalanceConfig
-from simulators.physics import SyringePumpModel
-from simulators.serve import PtyServer, TcpServer
+
+if TYPE_CHECKING:  # the simulator and its event loop load when it serves, not for `--help`
+    from simulators.balance import SimBalanceConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +53,9 @@ def balance(
         "--speed", metavar="N", help="Clock N times faster than real time.")] = "1",
 ) -> None:
     """Serve a simulated MT-SICS balance until SIGINT/SIGTERM."""
+    from pumpctl.timescale import run_at_speed
+    from simulators.balance import SimBalanceConfig
+
     factor = _parse_speed(speed)
     if link is None and tcp is None:
         raise UsageError("give --link PATH and/or --tcp HOST:PORT")
@@ -82,6 +80,15 @@ def balance(
 
 async def _serve(config: SimBalanceConfig, rate_ml_h: float, link: Path | None,
                  endpoint: tuple[str, int] | None, speed: float, flow_text: str) -> None:
+    import asyncio
+    import contextlib
+    import signal
+
+    from pumpctl.clock import LoopClock
+    from simulators.balance import BalanceSimulator
+    from simulators.physics import SyringePumpModel
+    from simulators.serve import PtyServer, TcpServer
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

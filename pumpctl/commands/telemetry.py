@@ -6,19 +6,13 @@ commands are for the lab terminal next to it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from pumpctl.telemetry.runtime import telemetry_for_run
-from pumpctl.telemetry.schema import json_schema_document
-from pumpctl.telemetry.tail import subscription_filters, tail
 from pumpctl.telemetry.urls import PASSWORD_ENV, parse_mqtt_url, read_password
 
 telemetry_app = typer.Typer(help="MQTT telemetry: watch it live, print its schema.",
@@ -44,6 +38,13 @@ def tail_command(
     raw: Annotated[bool, typer.Option("--json", help="Print payloads as received.")] = False,
 ) -> None:
     """Print live telemetry (and events, and online/offline) for a lab terminal."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from pumpctl.telemetry.tail import subscription_filters, tail
+
     target = parse_mqtt_url(mqtt)
     filters = subscription_filters(target, site, pump, events=events)
     password = read_password(password_file)
@@ -64,6 +65,8 @@ def tail_command(
 @telemetry_app.command("schema")
 def schema_command() -> None:
     """Print the JSON Schema of every payload (docs/telemetry.schema.json)."""
+    from pumpctl.telemetry.schema import json_schema_document
+
     typer.echo(json.dumps(json_schema_document(), indent=2))
 
 
@@ -78,6 +81,10 @@ def flush_command(
         "--timeout", min=0.1, help="Give up after this many seconds.")] = 30.0,
 ) -> None:
     """Send what an interrupted run left in its spool, without starting a run."""
+    import asyncio
+
+    from pumpctl.telemetry.runtime import telemetry_for_run
+
     password = read_password(password_file)
 
     async def main() -> tuple[int, int, str]:

@@ -10,6 +10,8 @@ pump with its driver (and a delivered-volume sensor, when the simulator has one)
 The packages that register are listed in `PROTOCOL_PACKAGES` and `SIMULATOR_PACKAGES` and
 imported on first use (each has a `register()`), so a command that opens no pump pays for
 none of them. An unknown scheme or kind is a one-line error listing the known ones.
+A serial port or pty is opened exclusively (one owner; `pumpctl.drivers.serial_port`); TCP
+goes through pyserial-asyncio-fast (`socket://`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
-
-import serial
-import serial_asyncio_fast
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver, PumpError
@@ -232,9 +231,20 @@ async def open_driver(url: str | PumpTarget, *,
 
 async def connect_transport(serial_url: str, baud: int,
                             protocol: asyncio.Protocol) -> asyncio.WriteTransport:
-    """Open a serial port, pty or `socket://host:port` through pyserial-asyncio-fast (8N1, no
-    flow control), with `protocol` receiving its bytes; one-line error if it cannot."""
+    """Open a serial port or pty, or `socket://host:port`, 8N1 with no flow control, with
+    `protocol` receiving its bytes; one-line error if it cannot.
+
+    A serial port or pty is opened exclusively and read through the event loop, with no limit
+    on how many one process holds (`pumpctl.drivers.serial_port`: a second opener is told who
+    holds it); a TCP link goes through pyserial-asyncio-fast's socket transport."""
+    import serial
+    import serial_asyncio_fast
+
+    from pumpctl.drivers.serial_port import open_serial
+
     try:
+        if not serial_url.startswith("socket://"):
+            return await open_serial(serial_url, baud, protocol)
         transport, _ = await serial_asyncio_fast.create_serial_connection(
             asyncio.get_running_loop(), lambda: protocol, url=serial_url,
             baudrate=baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,

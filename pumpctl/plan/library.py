@@ -58,10 +58,6 @@ class Syringe(StrictModel):
     def capacity_ml(self) -> float:
         return self.capacity.f
 
-    @property
-    def nominal_ml(self) -> float:
-        return self.nominal.f
-
     @model_validator(mode="after")
     def _capacity_covers_nominal(self) -> Syringe:
         if self.capacity.value < self.nominal.value:

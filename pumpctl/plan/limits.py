@@ -96,9 +96,6 @@ class LimitSet(StrictModel):
                 return [Breach(field, label, value, limit.value, kind, bound)]
         return []
 
-    def hard_max_value(self) -> Fraction | None:
-        return self.hard_max.value if self.hard_max is not None else None
-
 
 class DoseLimits(LimitSet):
     hard_min: AnyDose | None = None

@@ -2,3 +2,4 @@
 
 Nothing here knows a protocol: drivers are reached through `pumpctl.drivers.base`.
 """
+

@@ -151,7 +151,9 @@ class InfusionController:
         stop_by: tuple[str, str] | None = None
         try:
             try:
-                await self._prepare()
+                assert self._commands.journal is not None
+                with self._commands.journal.batched_sync():  # nothing in it starts the pump
+                    await self._prepare()
                 await self._start()
                 await self._supervise()
             except BreachStop as s:

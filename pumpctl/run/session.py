@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from pumpctl.clock import Clock, LoopClock
 from pumpctl.drivers.base import PumpDriver
+from pumpctl.drivers.port_owner import describe_owner
 from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import PumpctlError, UsageError
 from pumpctl.journal import JOURNAL_SUFFIX, RecordSink, new_run_id
@@ -77,15 +78,6 @@ class RunOptions:
     # Sinks that need the controller (its request_* hooks, journal_note), e.g. MQTT telemetry:
     # each is entered after the controller exists and exited after the run.
     sink_factories: list[SinkFactory] = field(default_factory=list)
-
-
-def make_extra_sinks(opts: RunOptions) -> list[RecordSink]:
-    """Where telemetry sinks (MQTT, …) are created for a run; the journal always comes first.
-
-    Returns the sinks given in `opts.sinks`; the telemetry options of `pumpctl run` plug in
-    here.
-    """
-    return list(opts.sinks)
 
 
 def _compile(opts: RunOptions) -> RateProgram:
@@ -186,7 +178,7 @@ async def _session(opts: RunOptions, console: Console, signals: SessionSignals) 
     run_id = new_run_id(opts.channel)
     journal_path = opts.journal_dir / f"{run_id}{JOURNAL_SUFFIX}"
     display = RunDisplay(console, print_alarms=not opts.json)
-    sinks: list[RecordSink] = [display, *make_extra_sinks(opts)]
+    sinks: list[RecordSink] = [display, *opts.sinks]
     claim: ResumeClaim | None = None
     try:
         if state is not None:  # before the pump is opened: two resumes cannot both win
@@ -209,6 +201,7 @@ async def _session(opts: RunOptions, console: Console, signals: SessionSignals) 
             ctl = InfusionController(driver, program, settings, clock=clock, sinks=sinks,
                                      resume=point, volume_sensor=sensor)
             signals.attach(ctl)
+            describe_owner(f"run {ctl.run_id}")  # a second opener of the port learns the run
             if not opts.json:
                 console.print(f"run [bold]{ctl.run_id}[/] journal "
                               f"{escape(str(journal_path))}", highlight=False)

@@ -47,7 +47,7 @@ from rich.console import Console
 
 from pumpctl.clock import VirtualTimeLoop
 
-DEFAULT_PROMPT_TIMEOUT_S = 15.0
+DEFAULT_PROMPT_TIMEOUT_S = 15.0  # real seconds the Ctrl-C question waits before stopping
 
 # Signal -> the reason journaled with the stop.
 ENDING_SIGNALS: dict[int, str] = {

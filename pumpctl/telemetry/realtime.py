@@ -16,27 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 
-async def real_sleep(seconds: float) -> None:
-    """Sleep `seconds` of wall time (not loop time)."""
-    if seconds <= 0:
-        await asyncio.sleep(0)
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    timer = threading.Timer(seconds, loop.call_soon_threadsafe, args=(wake,))
-    timer.daemon = True
-    timer.start()
-    try:
-        await done
-    finally:
-        timer.cancel()
-
-
 @asynccontextmanager
 async def real_timeout(seconds: float) -> AsyncIterator[None]:
     """Like `asyncio.timeout(seconds)`, but counting wall seconds; raises TimeoutError."""

@@ -21,7 +21,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,11 +222,6 @@ async def telemetry_for_run(
         yield sink
     finally:
         await sink.aclose()
-
-
-def stats_dict(sink: TelemetrySink) -> Mapping[str, Any]:
-    """All counters in one mapping (for `--verbose` output and the benchmark)."""
-    return {**sink.summary(), "spool": asdict(sink.spool.stats), "link": asdict(sink.link.stats)}
 
 
 def telemetry_sink_factory(

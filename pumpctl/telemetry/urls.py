@@ -8,14 +8,17 @@ output and the run journal. It comes from `--mqtt-password-file` or the
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pumpctl import files
 from pumpctl.telemetry.errors import TelemetryError
+
+if TYPE_CHECKING:  # ssl loads when a TLS broker is used, not with every `pumpctl` command
+    import ssl
 
 PASSWORD_ENV = "PUMPCTL_MQTT_PASSWORD"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -49,6 +52,8 @@ class MqttTarget:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A verifying TLS context for `mqtts://` (system CAs unless `?ca=` names a file)."""
+        import ssl
+
         if not self.tls:
             return None
         for name, path in (("ca", self.ca_file), ("cert", self.cert_file), ("key", self.key_file)):

@@ -113,6 +113,7 @@ def _wait_for_samples(journal_dir: Path, count: int, timeout_s: float = 30.0) ->
     raise AssertionError(f"no {count} samples journaled within {timeout_s} s")
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize(("sig", "reason"), [(signal.SIGTERM, "SIGTERM"),
                                              (signal.SIGINT, "Ctrl-C")])
 def test_signals_stop_the_run(sig: int, reason: str, tmp_path: Path) -> None:
@@ -137,6 +138,7 @@ def test_signals_stop_the_run(sig: int, reason: str, tmp_path: Path) -> None:
     assert [r["state"] for r in records if r["type"] == "state"][-2:] == ["stopped", "aborted"]
 
 
+@pytest.mark.realtime
 def test_ctrl_c_on_a_terminal_asks_before_stopping(tmp_path: Path) -> None:
     """With a terminal on stdin, Ctrl-C asks "stop?"; answering y stops the run (exit 5)."""
     import pty

@@ -126,3 +126,31 @@ def test_run_ids_are_unique_and_refuse_to_overwrite(tmp_path: Path) -> None:
             Journal.create(tmp_path, channel="p", clock=LoopClock(), run_id="same")
 
     run_clock(main(), virtual=True)
+
+
+def test_durable_records_in_a_batch_are_synced_once_when_it_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's setup records (before the pump moves) share one fsync; outside a batch every
+    durable record still has its own, and a batch that ends in an exception syncs too."""
+    import os
+
+    from pumpctl.clock import ManualClock
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    j = Journal(tmp_path / "r.jsonl", run_id="r", channel="pump0", clock=ManualClock())
+    with j.batched_sync():
+        j.write("header", plan="p")
+        j.write("command", op="identify", args={}, result=None)
+        j.write("command", op="set_rate", args={"value": 1.0}, result=1.0)
+        assert synced == []  # written (each with one os.write), not yet synced
+        assert len(read_records(j.path)) == 3
+    assert len(synced) == 1
+    j.write("state", state="started")
+    assert len(synced) == 2  # outside a batch: at once
+    with pytest.raises(RuntimeError), j.batched_sync():
+        j.write("alarm", kind="x")
+        raise RuntimeError("setup failed")
+    assert len(synced) == 3
+    j.close()

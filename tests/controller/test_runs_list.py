@@ -27,3 +27,22 @@ def test_runs_list_on_an_empty_directory_says_so(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(["runs", "list", "--journal", str(tmp_path)], capsys)
     assert code == 0 and out.strip() == f"no runs in {tmp_path}"
+
+
+def test_runs_show_json_is_indented_on_a_terminal_and_one_line_in_a_pipe(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    code, _, err = cli(["run", str(STANDARD), "--weight", "70", "--sim", "--speed", "max",
+                        "--journal", str(tmp_path), "--json"], capsys)
+    assert code == 0, err
+    run_id = next(tmp_path.glob("*.jsonl")).stem
+    show = ["runs", "show", run_id, "--journal", str(tmp_path), "--json"]
+    code, piped, _ = cli(show, capsys)
+    assert code == 0 and len(piped.strip().splitlines()) == 1  # for jq and files
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    code, shown, _ = cli(show, capsys)
+    assert code == 0 and shown.startswith('{\n  "run": {\n')  # for a person
+    assert json.loads(shown) == json.loads(piped)

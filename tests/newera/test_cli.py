@@ -48,6 +48,7 @@ def pump(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.realtime
 def test_bench_session_rate_run_dispensed(sim_link: tuple[Path, str]) -> None:
     cwd, ready = sim_link
     assert ready.startswith("ready newera link=ne pty=/dev/pts/") and "addresses=0,1" in ready
@@ -104,6 +105,7 @@ def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str],
     assert code == 2 and "baud=1234" in err
 
 
+@pytest.mark.realtime
 def test_watch_run_then_ctrl_c_stops_the_pump_it_started(sim_link: tuple[Path, str]) -> None:
     cwd, _ = sim_link
     assert pump(cwd, "rate", "30", "mL/h").returncode == 0
@@ -176,6 +178,7 @@ def test_sim_speed_refuses_what_cannot_serve(tmp_path: Path, speed: str, says: s
     assert not (tmp_path / "ne").exists()
 
 
+@pytest.mark.realtime
 def test_sim_speed_runs_the_pump_n_times_faster(tmp_path: Path) -> None:
     """`sim newera --speed 200` and a client at the same speed share one time scale: the
     volume the pump counts over a client-measured interval matches that interval (at 1x it

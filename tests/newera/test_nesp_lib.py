@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import nesp_lib
 import pytest
@@ -19,6 +20,8 @@ from pumpctl.clock import LoopClock
 from simulators.faults import Fault, FaultKind
 from simulators.newera import NewEraSimulator
 from simulators.serve import PtyServer
+
+pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
 
 
 async def test_nesp_lib_identifies_configures_runs_reads_and_stops(tmp_path: Path) -> None:
@@ -73,19 +76,39 @@ async def test_nesp_lib_identifies_configures_runs_reads_and_stops(tmp_path: Pat
 
 
 async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -> None:
+    """nesp-lib's heartbeat thread keeps an armed pump alive; a lost reply hangs the client,
+    so the pump's watchdog fires and the client sees the auto-alarm.
+
+    This test used to hang now and then under load (its 30 s wait timed out). The stacks of a
+    hang showed nesp-lib's own race: its heartbeat thread picks the framing (safe, from the
+    pump object's flag) before it waits for the port lock. If it is waiting there while the
+    client turns safe mode off (`SAF0`), it then sends a safe-framed status to a pump now in
+    basic mode, which answers in basic framing, as the protocol says; nesp-lib reads the
+    reply's first character as a safe-frame length and waits forever for bytes that never
+    come, and `safe_mode_timeout_s = 0` joins that thread forever. The heartbeat queues on the
+    lock whenever a command takes longer than half the watchdog, which is exactly what the
+    lost reply does. So the client now turns safe mode off only once the heartbeat thread is
+    back in its idle wait; and a hang, should another one appear, ends the test at once with
+    every thread's stack instead of leaving it blocked.
+    """
     link = tmp_path / "ne"
     loop = asyncio.get_running_loop()
     sim = NewEraSimulator(LoopClock(), 1)
     thread_errors: list[BaseException] = []
     old_hook = threading.excepthook
+    dropped_at: list[float] = []
 
     def hook(args: threading.ExceptHookArgs) -> None:  # nesp's heartbeat thread may see it too
         if args.exc_value is not None:
             thread_errors.append(args.exc_value)
 
+    def drop_next_reply() -> None:
+        dropped_at.append(sim.clock.monotonic())
+        sim.pump(0).apply(Fault(FaultKind.DROP_REPLIES, params={"count": 1}))
+
     threading.excepthook = hook
     try:
-        async with sim, PtyServer(sim, link):
+        async with sim, PtyServer(sim, link) as server:
 
             def client() -> dict[str, object]:
                 seen: dict[str, object] = {}
@@ -100,8 +123,7 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
                     # The client hangs: one reply is lost and nesp-lib waits for it forever,
                     # holding its port lock, so its heartbeat stops too. The pump's watchdog
                     # fires and its auto-alarm packet is what the blocked read finally gets.
-                    loop.call_soon_threadsafe(
-                        sim.pump(0).apply, Fault(FaultKind.DROP_REPLIES, params={"count": 1}))
+                    loop.call_soon_threadsafe(drop_next_reply)
                     try:
                         pump.status  # noqa: B018 - the property sends a status query
                     except nesp_lib.StatusAlarmException as exc:
@@ -114,10 +136,26 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
                             seen["after"] = pump.status
                         except nesp_lib.StatusAlarmException as exc:
                             seen["acknowledged"] = exc.alarm_status
+                    _wait_until_heartbeat_idle()
                     pump.safe_mode_timeout_s = 0
                 return seen
 
-            seen = await asyncio.wait_for(asyncio.to_thread(client), 30)
+            worker = asyncio.ensure_future(asyncio.to_thread(client))
+            done, _ = await asyncio.wait({worker}, timeout=30)
+            stacks = ""
+            if not done:
+                stacks = _thread_stacks()
+                server.close()  # nesp-lib's blocked read ends (EIO) instead of hanging on
+                await asyncio.wait({worker}, timeout=10)
+            alarms = list(sim.pump(0).alarm_log)
+            early = [t for t, a in alarms
+                     if a == "watchdog" and (not dropped_at or t < dropped_at[0])]
+            assert not early, (f"the watchdog fired at t={early[0]:.2f} s, before the reply was "
+                               f"dropped (t={dropped_at[0] if dropped_at else '-'}): nesp-lib's "
+                               "heartbeat thread was starved for over 2 s")
+            assert done, (f"the nesp-lib client hung (pty closed to end it); alarms {alarms}, "
+                          f"reply dropped at {dropped_at}; threads:\n{stacks}")
+            seen = worker.result()
     finally:
         threading.excepthook = old_hook
     assert seen["safe"] == 2
@@ -127,4 +165,38 @@ async def test_nesp_lib_safe_mode_heartbeat_and_watchdog_alarm(tmp_path: Path) -
     acknowledged = [seen.get("acknowledged"), *in_heartbeat]
     assert acknowledged.count(nesp_lib.AlarmStatus.TIMEOUT) == 1  # reported once more, then done
     assert seen["after"] is nesp_lib.Status.STOPPED
-    assert [a for _, a in sim.pump(0).alarm_log] == ["power_reset", "watchdog"]
+    assert [a for _, a in alarms] == ["power_reset", "watchdog"]
+
+
+def _thread_stacks() -> str:
+    """Where every thread is now (for a hang: which read, in which nesp-lib call)."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"-- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
+
+
+def _wait_until_heartbeat_idle(timeout_s: float = 10.0) -> None:
+    """Block until nesp-lib's heartbeat thread waits on its timer, not on the port lock (a
+    status it sends after `SAF0` would be framed for safe mode: see the test's docstring)."""
+    import sys
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        beats = [t for t in threading.enumerate() if "__heartbeat" in t.name]
+        frames = sys._current_frames()
+        if all(_idle(frames.get(t.ident)) for t in beats if t.is_alive()):
+            return
+        time.sleep(0.01)
+    raise AssertionError("nesp-lib's heartbeat thread never went back to its idle wait")
+
+
+def _idle(frame: FrameType | None) -> bool:
+    """True if this heartbeat frame stack is in Event.wait and not inside a command."""
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return "__heartbeat" in names and "wait" in names and "__command_transceive" not in names

@@ -17,6 +17,7 @@ from simulators.newera import NewEraSimulator, SimPumpConfig
 from simulators.serve import PtyServer, SimulatorServeError, TcpServer
 
 
+@pytest.mark.realtime
 async def test_driver_over_pty_runs_and_watchdog_fires_after_it_leaves(tmp_path: Path) -> None:
     link = tmp_path / "ne"
     clock = LoopClock()
@@ -63,6 +64,7 @@ async def test_nothing_is_queued_for_a_client_that_is_not_there(tmp_path: Path) 
             port.close()
 
 
+@pytest.mark.realtime
 async def test_no_client_means_no_spinning_and_reconnects_work(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                ) -> None:

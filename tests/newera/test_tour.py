@@ -25,6 +25,8 @@ from simulators.newera import NewEraSimulator
 from simulators.newera.embedded import memory_line
 from simulators.serve import PtyServer, memory_link
 
+pytestmark = pytest.mark.realtime  # separate processes or threads on the wall clock
+
 
 @contextlib.asynccontextmanager
 async def line(transport: str, tmp_path: Path,

@@ -84,3 +84,33 @@ def test_describe_reads_like_a_person_wrote_it() -> None:
     assert describe(Fraction(7 * 86400), Kind.DURATION) == "7 d"
     assert describe(Fraction(1, 1000), Kind.DOSE_PER_KG) == "1 µg/kg"
     assert describe(Fraction(35), Kind.DOSE) == "35 mg"
+
+
+_CONVERT = """
+import sys
+if sys.argv[1] == "with-numpy":
+    import numpy  # noqa: F401  (loaded first, as in a process that uses it)
+from pumpctl.units import Kind, parse_quantity
+texts = [("0.5 mg/kg", Kind.DOSE_PER_KG), ("500 ug/kg/h", Kind.DOSE_RATE_PER_KG),
+         ("875 uL/min", Kind.RATE), ("1.5 h", Kind.DURATION), ("26.59 mm", Kind.LENGTH),
+         ("0.06 g/mL", Kind.CONCENTRATION), ("51 mm/min", Kind.SPEED), ("2 L", Kind.VOLUME)]
+values = [str(parse_quantity(t, k).value) for t, k in texts]
+import pint.compat  # after the parsing, which imported pint as units.py does
+print(pint.compat.HAS_NUMPY, values)
+"""
+
+
+def test_pint_without_numpy_converts_exactly_as_with_it() -> None:
+    """units.py keeps numpy out of pint's import in processes that do not load numpy (the
+    CLI); the conversions must not depend on it."""
+    import subprocess
+    import sys
+
+    def convert(mode: str) -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", _CONVERT, mode], capture_output=True,
+                             text=True, timeout=120, check=True).stdout.split(" ", 1)
+        return out[0], out[1]
+
+    (has_np, with_np), (no_np, without) = convert("with-numpy"), convert("without")
+    assert (has_np, no_np) == ("True", "False")
+    assert with_np == without

@@ -49,6 +49,9 @@ class Mosquitto:
                  extra_conf: str = "", raw_conf: str | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        # A port picked here may be taken by another process (a parallel test worker) before
+        # the broker binds it; the first start then picks another. A restart keeps its port.
+        self._may_move = port is None
         self.tls = tls
         self.auth = auth
         self.persistence = persistence
@@ -90,7 +93,18 @@ class Mosquitto:
         return "\n".join(lines) + "\n" + self.extra_conf
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
+        for _ in range(3):
+            try:
+                return self._start(timeout_s)
+            except RuntimeError:
+                if not (self._may_move and any("in use" in line for line in self.log)):
+                    raise
+                self.port = free_port()
+        raise RuntimeError("mosquitto found no free port:\n" + "\n".join(self.log))
+
+    def _start(self, timeout_s: float) -> Mosquitto:
         assert MOSQUITTO, "mosquitto is not installed"
+        self._may_move, first = False, self._may_move
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         with self._cond:
@@ -100,6 +114,7 @@ class Mosquitto:
         threading.Thread(target=self._read_log, args=(self.proc,), daemon=True).start()
         if not self.wait_for_log(" running", timeout_s):
             self.kill()
+            self._may_move = first
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s):
             pass  # the listener accepts

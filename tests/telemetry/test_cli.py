@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pumpctl.telemetry.mapping import RecordMapper
 from pumpctl.telemetry.runtime import telemetry_for_run
 from pumpctl.telemetry.spool import Spool
@@ -39,6 +41,7 @@ async def publish_run(broker: Mosquitto, tmp_path: Path, samples: int, pump: str
             sink.emit(record)
 
 
+@pytest.mark.realtime
 async def test_tail_prints_live_telemetry_and_events(broker: Mosquitto, tmp_path: Path) -> None:
     tail = start_tail(broker, "--pump", "p1", "--count", "3")
     await publish_run(broker, tmp_path, samples=6, pump="p2")  # another pump: not shown
@@ -103,6 +106,7 @@ async def test_flush_sends_what_a_dead_run_left_behind(
     assert list(spool_dir.glob("seg-*.jsonl")) == []
 
 
+@pytest.mark.realtime
 async def test_a_late_subscriber_sees_online_while_a_run_streams(
         broker: Mosquitto, tmp_path: Path) -> None:
     async with telemetry_for_run(broker.url, site="lab", pump_id="p1",

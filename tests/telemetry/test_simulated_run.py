@@ -184,6 +184,7 @@ def test_broker_killed_mid_run_loses_nothing_and_the_infusion_does_not_notice(
     assert sink.summary()["dropped_telemetry"] == 0
 
 
+@pytest.mark.realtime
 def test_a_sigkilled_controller_shows_offline_through_the_last_will(
         broker: Mosquitto, tmp_path: Path) -> None:
     async def main() -> tuple[list[Any], list[Any]]:

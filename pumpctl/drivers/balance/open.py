@@ -4,8 +4,9 @@
     mtsics+tcp://192.168.0.20:4001         a balance's Ethernet port or a serial device server
 
 Query parameters: `baud` (1200-115200 standard rates; default 9600), `timeout` (seconds for
-an immediate command, 0.05-60), `stable_timeout` (seconds for S, Z and T, 0.1-600). Bytes go
-through pyserial-asyncio-fast in both cases (`socket://` for TCP), as for the New Era pumps.
+an immediate command, 0.05-60), `stable_timeout` (seconds for S, Z and T, 0.1-600). A serial
+port is opened exclusively through `pumpctl.drivers.serial_port`, TCP through
+pyserial-asyncio-fast (`socket://`), as for the New Era pumps.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pumpctl.drivers.balance.driver import (
     MtSicsBalance,
 )
 from pumpctl.drivers.balance.mtsics import BalanceError
+from pumpctl.drivers.serial_port import PortBusy, open_serial
 from pumpctl.errors import UsageError
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -110,10 +112,16 @@ async def open_balance(url: str | BalanceUrl) -> AsyncIterator[MtSicsBalance]:
     target = url if isinstance(url, BalanceUrl) else parse_balance_url(url)
     receiver = LineReceiver()
     try:
-        transport, _ = await serial_asyncio_fast.create_serial_connection(
-            asyncio.get_running_loop(), lambda: receiver, url=target.serial_url,
-            baudrate=target.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
-            stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False)
+        if target.scheme == "mtsics":  # exclusive, through the event loop (no select())
+            transport: asyncio.BaseTransport = await open_serial(target.path, target.baud,
+                                                                 receiver)
+        else:
+            transport, _ = await serial_asyncio_fast.create_serial_connection(
+                asyncio.get_running_loop(), lambda: receiver, url=target.serial_url,
+                baudrate=target.baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+                stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False)
+    except PortBusy as exc:
+        raise BalanceError(str(exc)) from None
     except (serial.SerialException, OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         raise BalanceError(f"cannot open balance at {target.serial_url}: {reason}") from None

@@ -2,7 +2,7 @@
 
 Method. The simulator runs as its own process (`pumpctl sim newera --link ... --baud B`), as a
 pump would be its own device, and this process talks to it through the pty with the project's
-driver (pyserial-asyncio-fast underneath). A pty moves bytes instantly, so on its own it would
+driver and serial transport. A pty moves bytes instantly, so on its own it would
 say nothing about a serial line; the simulator therefore models the line rate: it handles a
 request only when its last byte would have arrived at B baud, and releases each reply when its
 last byte would have left. The ideal round trip is then exactly the wire time,
@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.table import Bench, Figure, at_most, row
 from pumpctl.drivers.open import open_driver
 
 REQUEST_BYTES = len(b"0DIS\r")
@@ -61,38 +62,29 @@ async def measure(link: Path, baud: int, rounds: int) -> list[float]:
     return times
 
 
-def run_one(baud: int) -> list[float]:
+def run_one(baud: int, rounds: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         link = Path(tmp) / "ne"
         proc = start_simulator(link, baud)
         try:
-            return asyncio.run(measure(link, baud, ROUNDS[baud]))
+            return asyncio.run(measure(link, baud, rounds))
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=10)
 
 
-def main() -> None:
-    print("New Era round trip over a pty, simulator in its own process")
-    print(f"request {REQUEST_BYTES} B + reply {REPLY_BYTES} B per round trip, 10 bits a byte")
-    worst = 0.0
+@row("roundtrip", about="New Era request over a pty vs wire time, simulator in its own process")
+def roundtrip(bench: Bench) -> list[Figure]:
+    figures = []
     for baud in (9600, 19200):
-        times = run_one(baud)
+        times = run_one(baud, ROUNDS[baud] // (5 if bench.quick else 1))
         wire = (REQUEST_BYTES + REPLY_BYTES) * 10 / baud
         median = statistics.median(times)
         p95 = sorted(times)[int(0.95 * len(times))]
-        ratio = median / wire
-        worst = max(worst, ratio)
-        print(f"{baud:>6} baud: wire {wire * 1e3:6.2f} ms | measured median {median * 1e3:6.2f} ms"
-              f" p95 {p95 * 1e3:6.2f} ms | ratio {ratio:.3f}x (p95 {p95 / wire:.3f}x)"
-              f" over {len(times)} requests")
-    times = run_one(0)
-    total = sum(times)
-    print(f"no baud limit: {len(times) / total:,.0f} requests/s "
-          f"(median {statistics.median(times) * 1e6:.0f} µs per round trip)")
-    verdict = "within" if worst <= 1.2 else "ABOVE"
-    print(f"worst paced ratio {worst:.3f}x: {verdict} the 1.2x target")
-
-
-if __name__ == "__main__":
-    main()
+        figures.append(Figure(f"pty round trip / wire time, {baud} baud", median / wire, "x",
+                              at_most(1.2), note=f"median {median * 1e3:.2f} ms vs wire "
+                              f"{wire * 1e3:.2f} ms, p95 {p95 / wire:.3f}x, {len(times)} requests"))
+    times = run_one(0, ROUNDS[0] // (5 if bench.quick else 1))
+    figures.append(Figure("pty round trip, no baud pacing", len(times) / sum(times),
+                          "requests/s", note=f"median {statistics.median(times) * 1e6:.0f} us"))
+    return figures

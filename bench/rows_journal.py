@@ -1,6 +1,4 @@
-"""Journal benchmark: the cost of one status sample record, old path vs fast path, side by side.
-
-    .venv/bin/python bench/bench_journal.py [--samples 20000] [--repeat 9]
+"""Journal row: the cost of one status sample record, old path vs fast path, side by side.
 
 The old path is what every poll did before: build the sample's fields as a dict (13 `round`
 calls, 17 keys; a copy of that code is below as the reference) and `Journal.write_fields`
@@ -8,36 +6,30 @@ calls, 17 keys; a copy of that code is below as the reference) and `Journal.writ
 `SampleFields.values` (a tuple) and `Journal.write_values` (a precompiled line template).
 Both write real files with one `os.write` per record and the same fsync rule, and the bench
 checks the two files are the same bytes (but for the `t` stamps, which come from the clock).
-Figures are microseconds per sample, median of `--repeat` runs taken in alternation.
+Figures are microseconds per sample, median of the runs taken in alternation.
 """
 
 from __future__ import annotations
 
-import argparse
+import re
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from pumpctl.clock import ManualClock  # noqa: E402
-from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus  # noqa: E402
-from pumpctl.journal import Journal  # noqa: E402
-from pumpctl.plan.compile import compile_plan_file  # noqa: E402
-from pumpctl.plan.program import RateProgram  # noqa: E402
-from pumpctl.run.records import SAMPLE_KEYS, SampleFields  # noqa: E402
-from pumpctl.safety import SafetyMonitor  # noqa: E402
+from bench.table import STANDARD_PLAN as STANDARD
+from bench.table import Bench, Figure, at_most, row
+from pumpctl.clock import ManualClock
+from pumpctl.drivers.base import Alarm, AlarmKind, PumpState, PumpStatus
+from pumpctl.journal import Journal
+from pumpctl.plan.compile import compile_plan_file
+from pumpctl.plan.program import RateProgram
+from pumpctl.run.records import SAMPLE_KEYS, SampleFields
+from pumpctl.safety import SafetyMonitor
 
 # The oracle of the sample test: the fields as the controller built them before the fast path.
-from tests.controller.test_journal_fast import reference  # noqa: E402
-
-STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
-
+from tests.controller.test_journal_fast import reference
 
 
 class NullSink:
@@ -48,8 +40,6 @@ class NullSink:
         self.n += 1
 
     async def aclose(self) -> None: ...
-
-
 
 
 def statuses(n: int) -> list[tuple[PumpStatus, float, float]]:
@@ -101,35 +91,29 @@ def timed(writer: Writer, tmp: Path, name: str, polls: list[tuple[PumpStatus, fl
 
 
 def strip_t(path: Path) -> list[bytes]:
-    import re
     return [re.sub(rb'"t":[^,]*,', b"", line) for line in path.read_bytes().splitlines()]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=20_000)
-    ap.add_argument("--repeat", type=int, default=9)
-    args = ap.parse_args()
+@row("journal", about="one status sample record (fields, journal line, os.write)")
+def journal(bench: Bench) -> list[Figure]:
+    samples, repeat = (5_000, 3) if bench.quick else (20_000, 9)
     program = compile_plan_file(STANDARD, weight_kg=70)
     monitor = SafetyMonitor(program)
-    polls = statuses(args.samples)
+    polls = statuses(samples)
     writers = {"old": old_path(program, monitor), "new": new_path(program, monitor)}
-    print(f"one sample record (fields + journal line + os.write), {args.samples} samples, "
-          f"median of {args.repeat}:")
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        for sinks in (False, True):
-            times: dict[str, list[float]] = {"old": [], "new": []}
-            for i in range(args.repeat):
-                for name, writer in writers.items():  # alternate, so noise hits both alike
-                    us, _ = timed(writer, tmp, f"{name}-{sinks}-{i}", polls, sinks)
-                    times[name].append(us)
-            same = strip_t(tmp / f"old-{sinks}-0.jsonl") == strip_t(tmp / f"new-{sinks}-0.jsonl")
-            old, new = statistics.median(times["old"]), statistics.median(times["new"])
-            label = "with one sink" if sinks else "no sinks     "
-            print(f"  {label}: old {old:6.2f} us, new {new:6.2f} us, "
-                  f"{old / new:4.2f}x faster (goal: new <= 7 us); files identical: {same}")
-
-
-if __name__ == "__main__":
-    main()
+    tmp = bench.scratch("journal")
+    figures = []
+    for sinks in (False, True):
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for i in range(repeat):
+            for name, writer in writers.items():  # alternate, so noise hits both alike
+                us, _ = timed(writer, tmp, f"{name}-{sinks}-{i}", polls, sinks)
+                times[name].append(us)
+        same = strip_t(tmp / f"old-{sinks}-0.jsonl") == strip_t(tmp / f"new-{sinks}-0.jsonl")
+        assert same, "the fast path wrote other bytes than the reference"
+        old, new = statistics.median(times["old"]), statistics.median(times["new"])
+        figures.append(Figure(f"journal sample record, {'one sink' if sinks else 'no sinks'}",
+                              new, "us", at_most(7.0),
+                              note=f"{old / new:.2f}x faster than the dict path ({old:.2f} us);"
+                                   " same bytes"))
+    return figures
