@@ -182,6 +182,13 @@ class _VirtualSelector(DelegatingSelector):
             grace = self._loop.io_grace_s
             if timeout is not None:
                 grace = min(grace, timeout)
+            held = self._loop.earliest_reply_deadline()
+            if held is not None and (timeout is None or self._loop.time() + timeout >= held):
+                # This jump would reach the deadline of a reply still on its way through the
+                # kernel (a pty, a socket): on a busy host that can take far longer than the
+                # grace, and the request would time out in virtual time while its answer is
+                # in flight. Give real I/O a real chance first.
+                grace = self._loop.reply_wait_s
             events = self._real.select(grace)
             if events:
                 return events
@@ -195,10 +202,16 @@ class _VirtualSelector(DelegatingSelector):
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock only moves when everything is waiting."""
 
+    # Real seconds a reply awaited over a real descriptor gets before virtual time may reach
+    # its deadline (see `expect_reply`); a silent device costs this much wall time per timeout.
+    reply_wait_s = 0.5
+
     def __init__(self, io_grace_s: float = 0.002) -> None:
         super().__init__()
         self._virtual_now = 0.0
         self.io_grace_s = io_grace_s
+        self._reply_deadlines: dict[int, float] = {}
+        self._next_token = 0
         real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
         self._selector = _VirtualSelector(real, self)
 
@@ -208,6 +221,21 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         if seconds > 0:
             self._virtual_now += seconds
+
+    def expect_reply(self, deadline: float) -> int:
+        """A request went out over a real descriptor and its reply is due by loop time
+        `deadline`: virtual time will not jump to that deadline before real I/O has had
+        `reply_wait_s` to arrive. Returns a token for `reply_settled`."""
+        self._next_token += 1
+        self._reply_deadlines[self._next_token] = deadline
+        return self._next_token
+
+    def reply_settled(self, token: int) -> None:
+        self._reply_deadlines.pop(token, None)
+
+    def earliest_reply_deadline(self) -> float | None:
+        deadlines = self._reply_deadlines
+        return min(deadlines.values()) if deadlines else None
 
 
 class SharedDeadline:

@@ -194,3 +194,51 @@ def test_an_owed_reply_holds_back_only_requests_to_its_own_pump() -> None:
         protocol.data_received(b"\x0200SI2.000W0.000ML\x03")
         assert (await same).data == "I2.000W0.000ML"
     vrun(main())
+
+
+def test_a_reply_late_in_real_time_is_not_timed_out_by_virtual_time() -> None:
+    """In virtual time, a reply crossing a real socket (or pty) may take longer in wall time
+    than the loop's I/O grace on a busy host. Virtual time must not jump to the request's
+    deadline while it is on its way: here the device answers 100 ms of real time late, well
+    within the 1 s request timeout, and the request gets its answer (before the fix: a
+    PumpTimeout, the pty flake of the HIL scenarios under load)."""
+    import socket
+    import threading
+
+    from pumpctl.clock import LoopClock
+    from pumpctl.clock import run as run_clock
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def device() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = conn.recv(64)
+            assert request == b"0\r"
+            threading.Event().wait(0.1)  # slow kernel delivery, a loaded host
+            conn.sendall(b"\x0200S\x03")
+
+    thread = threading.Thread(target=device, daemon=True)
+    thread.start()
+
+    async def main() -> tuple[str, float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        bus = NewEraBus.from_streams(reader, writer, clock=LoopClock(), timeout_s=1.0)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            reply = await bus.transact(0, "", safe=False)
+        finally:
+            await bus.close()
+        return reply.status, loop.time() - t0
+
+    try:
+        status, virtual_s = run_clock(main(), virtual=True)
+    finally:
+        thread.join(5)
+        server.close()
+    assert status == "S"
+    assert virtual_s < 1.0  # answered before its deadline, not after a virtual jump past it

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-from pumpctl.clock import Clock, LoopClock
+from pumpctl.clock import Clock, LoopClock, VirtualTimeLoop
 from pumpctl.drivers.base import Alarm, PumpError, PumpProtocolError, PumpTimeout
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.codec import Frame, Reply
@@ -234,6 +234,10 @@ class NewEraBus:
                 # A timer that fails the future, rather than asyncio.timeout(): the same
                 # deadline for a fraction of the cost, on the hot path of every poll.
                 timer = loop.call_later(timeout, _expire, future)
+                # In virtual time, a reply crossing a real pty or socket gets real time to
+                # arrive before its deadline is reached (pumpctl.clock.VirtualTimeLoop).
+                held = loop.expect_reply(loop.time() + timeout) \
+                    if isinstance(loop, VirtualTimeLoop) else None
                 try:
                     return await future
                 except _Expired:
@@ -253,6 +257,8 @@ class NewEraBus:
                     raise
                 finally:
                     timer.cancel()
+                    if held is not None:
+                        loop.reply_settled(held)  # type: ignore[attr-defined]
             finally:
                 self._in_flight = None
         finally:
