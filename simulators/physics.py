@@ -20,63 +20,20 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 
 from pumpctl.clock import Clock
+from simulators.physics_params import (
+    EventKind,
+    ModelEvent,
+    Motion,
+    PhysicsParams,
+    RateLimits,
+    StallReason,
+)
+from simulators.thread_irregularity import ThreadIrregularity
 
-RateLimits = Callable[[float], tuple[float, float]]  # diameter mm -> (min, max) mL/h
-
-
-class Motion(StrEnum):
-    INFUSE = "infuse"
-    WITHDRAW = "withdraw"
-
-
-class StallReason(StrEnum):
-    OCCLUSION = "occlusion"  # line pressure reached the motor's force limit
-    SYRINGE_EMPTY = "syringe_empty"  # plunger bottomed out
-    SYRINGE_FULL = "syringe_full"  # withdrawing beyond the barrel
-
-
-class EventKind(StrEnum):
-    TARGET_REACHED = "target_reached"
-    STALLED = "stalled"
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    kind: EventKind
-    at: float  # clock time
-    stall: StallReason | None = None
-
-
-@dataclass(frozen=True)
-class PhysicsParams:
-    """Mechanical constants. Defaults resemble a small lab syringe pump with a 60 mL syringe."""
-
-    lead_pitch_mm: float = 0.794  # 32 threads per inch
-    steps_per_rev: int = 3200  # 200 full steps, 1/16 microstepping
-    slack_ml: float = 0.002  # backlash + stiction taken up before the plunger moves
-    compliance_ml_per_kpa: float = 0.004  # syringe stopper + tubing
-    resistance_kpa_per_ml_h: float = 0.04  # catheter and line
-    stall_pressure_kpa: float = 120.0  # motor force limit expressed as line pressure
-    ripple_fraction: float = 0.02  # peak flow ripple per lead-screw turn, fraction of flow
-    noise_ml: float = 0.0  # standard deviation added by `sample_delivered_ml` (sensor noise)
-    seed: int = 0
-    # Start-up compliance (off by default): the rubber stopper compresses by up to this volume
-    # before it moves the liquid at the plunger's pace. Delivery approaches the plunger's
-    # travel exponentially over this much travel, so it takes longer at low rates, as on the
-    # start-up graph of a real syringe pump. (The line's own compliance above charges in
-    # about a second; this takes minutes.)
-    startup_ml: float = 0.0
-    # Lead-screw thread irregularity (off by default): standard deviation of the plunger's
-    # position error, µm, drawn at `thread_points_per_rev` points per turn (seeded) and
-    # interpolated between them. It gives the broadband flow irregularity of a real drive
-    # that a pure per-turn ripple lacks.
-    thread_error_um: float = 0.0
-    thread_points_per_rev: int = 24
-
+__all__ = ["EventKind", "ModelEvent", "Motion", "PhysicsParams", "RateLimits", "StallReason",
+           "SyringePumpModel"]
 
 _EPS = 1e-12
 # Events this close are due: float timers must not chase an event an ulp away forever.
@@ -113,7 +70,7 @@ class SyringePumpModel:
         self._pressure_kpa = 0.0
         self._delivered_ml = 0.0  # net volume out of the line, physical
         self._stopper_ml = 0.0  # volume taken up by the compressed stopper (start-up compliance)
-        self._thread_knots: dict[int, float] = {}  # thread position errors, µm, by point
+        self._thread = ThreadIrregularity(self.params)
         # faults
         self._occluded = False
         self._stuck = False
@@ -293,27 +250,8 @@ class SyringePumpModel:
         wobble = ripple * math.sin(2 * math.pi * self._plunger_ml / per_rev)
         if not self._plunger_ml:
             return self._delivered_ml
-        return self._delivered_ml + wobble + self._thread_error_ml(self._plunger_ml)
-
-    def _thread_error_ml(self, plunger_ml: float) -> float:
-        """Volume error of the thread's position error at `plunger_ml` of travel (zero at
-        the start of travel, so delivery starts from nothing)."""
-        p = self.params
-        if not p.thread_error_um:
-            return 0.0
-        per_rev = self._geometry()[1]
-        u = plunger_ml / per_rev * p.thread_points_per_rev
-        k = math.floor(u)
-        f = u - k
-        error_um = (1 - f) * self._thread_knot(k) + f * self._thread_knot(k + 1)
-        return (error_um - self._thread_knot(0)) * self.area_mm2 / 1e6
-
-    def _thread_knot(self, k: int) -> float:
-        value = self._thread_knots.get(k)
-        if value is None:  # the same thread for the same seed, whatever order it is read in
-            value = random.Random(f"{self.params.seed}:{k}").gauss(0.0, self.params.thread_error_um)
-            self._thread_knots[k] = value
-        return value
+        return self._delivered_ml + wobble + self._thread.error_ml(self._plunger_ml, per_rev,
+                                                                  self.area_mm2)
 
     def sample_delivered_ml(self) -> float:
         """`delivered_ml` as a noisy sensor (a balance) would read it."""
