@@ -1,0 +1,98 @@
+"""Engineering values to Modbus register words and back, as a map's register says.
+
+The conversion itself is pymodbus's (`ModbusClientMixin.convert_to_registers` /
+`convert_from_registers` of the pinned version, with its `word_order`), so the driver and the
+simulator agree with the library a third-party client would use, not only with each other.
+What is added here is what the library leaves to its caller: the map's scale, the range check
+of each type with a message naming the register, and booleans for coils.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Literal
+
+from pymodbus.client.mixin import ModbusClientMixin
+
+from pumpctl.drivers.modbus.pumpmap import Register, ValueType, WordOrder
+
+_DT = ModbusClientMixin.DATATYPE
+_DATATYPES = {ValueType.U16: _DT.UINT16, ValueType.I16: _DT.INT16, ValueType.U32: _DT.UINT32,
+              ValueType.F32: _DT.FLOAT32}
+_F32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+
+
+def _order(word_order: WordOrder | str) -> Literal["big", "little"]:
+    return "little" if WordOrder(word_order) is WordOrder.LITTLE else "big"
+
+
+def _wire(reg: Register, value: float | int | bool) -> int | float:
+    """The number that goes on the wire (scaled, and for integer types rounded and checked)."""
+    vt = reg.value_type
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"register {reg.name}: value {value!r} is not a finite number")
+    if vt is ValueType.F32:
+        if abs(value) > _F32_MAX:
+            raise ValueError(f"register {reg.name}: value {value:g} is outside f32 "
+                             f"(|x| <= {_F32_MAX:.6g})")
+        return float(value)
+    low, high = vt.int_range or (0, 0)
+    wire = round(value * reg.scale)
+    if not low <= wire <= high:
+        scale = "" if reg.scale == 1 else f" at scale {reg.scale:g}"
+        raise ValueError(f"register {reg.name}: value {value:g}{scale} is outside "
+                         f"{vt.value} ({low}-{high})")
+    return wire
+
+
+def encode(reg: Register, value: float | int | bool,
+           word_order: WordOrder | str = WordOrder.BIG) -> list[int]:
+    """The words to write for `value` (for a coil or discrete input: [0] or [1])."""
+    vt = reg.value_type
+    wire = _wire(reg, value)
+    if vt is ValueType.BOOL:
+        if wire not in (0, 1):
+            raise ValueError(f"register {reg.name}: value {value!r} is not 0 or 1")
+        return [int(wire)]
+    return ModbusClientMixin.convert_to_registers(wire, _DATATYPES[vt],
+                                                  word_order=_order(word_order))
+
+
+def decode(reg: Register, words: Sequence[int],
+           word_order: WordOrder | str = WordOrder.BIG) -> float | int | bool:
+    """The engineering value of `words` as read from the pump."""
+    vt = reg.value_type
+    if len(words) != vt.words:
+        raise ValueError(f"register {reg.name}: {len(words)} words given, {vt.value} has "
+                         f"{vt.words}")
+    if vt is ValueType.BOOL:
+        return bool(words[0])
+    for word in words:
+        if not 0 <= word <= 0xFFFF:
+            raise ValueError(f"register {reg.name}: word {word} is not 16 bits")
+    value = ModbusClientMixin.convert_from_registers(list(words), _DATATYPES[vt],
+                                                     word_order=_order(word_order))
+    assert isinstance(value, int | float)
+    if vt is ValueType.F32:
+        return float(value)
+    return value if reg.scale == 1 else value / reg.scale
+
+
+def nearest(reg: Register, value: float | int | bool) -> float | int | bool:
+    """What the register will hold after `value` is written (f32 rounding, integer steps):
+    the value a read-back must equal."""
+    return decode(reg, encode(reg, value, WordOrder.BIG), WordOrder.BIG)
+
+
+def step(reg: Register, value: float) -> float:
+    """The smallest difference the register can show near `value` (its resolution there)."""
+    vt = reg.value_type
+    if vt is ValueType.F32:
+        return abs(float(value)) * 2.0 ** -23 if value else 2.0 ** -149
+    if vt is ValueType.BOOL:
+        return 1.0
+    return 1.0 / reg.scale
