@@ -26,6 +26,7 @@ from pumpctl.commands import (
     runs,
     sim,
     sim_balance,
+    sim_modbus,
     telemetry,
 )
 from pumpctl.errors import PumpctlError
@@ -56,8 +57,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report,
-             dashboard):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, sim_modbus,
+             report, dashboard):
     area.register(app)
 
 
