@@ -22,7 +22,6 @@ from typing import Literal
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.modbus.pumpmap import PumpMap, WordOrder
-from simulators.faults import Fault
 from simulators.line import SimLine
 from simulators.modbus.faults import AnyFault, ModbusFault
 from simulators.modbus.unit import ModbusUnit
@@ -88,7 +87,7 @@ class ModbusSimulator(SimLine):
                                  for c in configs], baud=baud, name=f"modbus-sim-{pump_map.name}")
         self.units = {c.unit_id: ModbusUnit(c.unit_id, pump, pump_map, time_base=self._time_base)
                       for c, pump in zip(configs, self.pumps, strict=True)}
-        self.default_address = ids[0]  # per instance: the first unit
+        self.first_unit = ids[0]  # where a fault without `pump=` goes
         self._rtu = RtuFramer(silence_s(baud)) if self.framer == "rtu" else None
         self._mbap: dict[int, MbapFramer] = {}
 
@@ -106,14 +105,14 @@ class ModbusSimulator(SimLine):
         """The protocol-free pump behind unit id `address`."""
         return self.unit(address).pump
 
-    def inject(self, fault: AnyFault) -> None:  # type: ignore[override]
+    def inject(self, fault: AnyFault) -> None:
         """A fault of either family, for the unit its `pump=` names (default: the first)."""
+        address = fault.pump_address
+        unit = self.unit(self.first_unit if address is None else address)
         if isinstance(fault, ModbusFault):
-            address = fault.pump_address
-            self.unit(self.default_address if address is None else address).inject(fault)
-            return
-        assert isinstance(fault, Fault)
-        super().inject(fault)
+            unit.inject(fault)
+        else:
+            unit.pump.inject(fault)
 
     # ---- bytes in --------------------------------------------------------------------------
 
