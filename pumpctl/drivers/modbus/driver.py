@@ -21,7 +21,6 @@ controller can trust what it returns:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -48,6 +47,7 @@ from pumpctl.drivers.modbus.capabilities import capabilities
 from pumpctl.drivers.modbus.link import ModbusExceptionReply, ModbusLink
 from pumpctl.drivers.modbus.pumpmap import RATE_UNITS, PumpMap, Register, Write
 from pumpctl.drivers.modbus.reads import RegisterReader
+from pumpctl.drivers.modbus.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _LOST = (PumpTimeout, PumpProtocolError)  # a write whose reply did not come bac
 Value = float | int | bool
 
 
-class ModbusPumpDriver:
+class ModbusPumpDriver(Watchdog):
     """One pump (unit id) on a `ModbusLink`, as its map describes it. Get it from
     `ModbusLine.pump(unit)`."""
 
@@ -112,10 +112,10 @@ class ModbusPumpDriver:
     def _check_value(self, reg: Register, value: Value) -> list[int]:
         """The words for `value`, or `PumpOutOfRange` naming register, value and limit."""
         if reg.min is not None and value < reg.min:
-            raise PumpOutOfRange(f"{reg.name} {value:g}{_unit(reg)} is below its minimum "
+            raise PumpOutOfRange(f"{reg.name} {value:g}{codec.unit_text(reg)} is below its minimum "
                                  f"{reg.min:g} ({self.map.name} map)")
         if reg.max is not None and value > reg.max:
-            raise PumpOutOfRange(f"{reg.name} {value:g}{_unit(reg)} is above its maximum "
+            raise PumpOutOfRange(f"{reg.name} {value:g}{codec.unit_text(reg)} is above its maximum "
                                  f"{reg.max:g} ({self.map.name} map)")
         try:
             return codec.encode(reg, value, self.map.word_order)
@@ -152,9 +152,9 @@ class ModbusPumpDriver:
         await self._send(name, value)
         back_reg = self.map.register(readback or name)
         read = (await self._read((back_reg.name,)))[back_reg.name]
-        if not _same(reg, value, back_reg, read):
-            raise ReadbackMismatch(what or name, f"{value:g}{_unit(reg)}",
-                                   f"{read:g}{_unit(back_reg)}")
+        if not codec.same(reg, value, back_reg, read):
+            raise ReadbackMismatch(what or name, f"{value:g}{codec.unit_text(reg)}",
+                                   f"{read:g}{codec.unit_text(back_reg)}")
         return read
 
     async def _action(self, write: Write) -> bool:
@@ -215,11 +215,11 @@ class ModbusPumpDriver:
         values = await self._read(names) if names else {}
         raw = ", ".join(f"{n}={values[n]!r}" for n in names)
         if ident.model is not None:
-            shown = _shown(self.map.register(ident.model), values[ident.model])
+            shown = codec.shown(self.map.register(ident.model), values[ident.model])
             model = f"{ident.model_text} (type {shown})" if ident.model_text else shown
         elif ident.model_text:
             model = ident.model_text
-        firmware = ".".join(_shown(self.map.register(n), values[n])
+        firmware = ".".join(codec.shown(self.map.register(n), values[n])
                             for n in ident.firmware_registers) or self.map.pump.firmware
         return PumpIdentity(model=model, firmware=firmware, address=self.unit, raw=raw)
 
@@ -300,6 +300,45 @@ class ModbusPumpDriver:
         return PumpStatus(state=state, rate_ml_h=rate, infused_ml=infused,
                           withdrawn_ml=withdrawn, alarm=self.alarm,
                           direction=self._direction_in(values))
+
+    # Queries of single settings, for the bench CLI (`pumpctl pump`): None where the map has
+    # no such register.
+
+    async def rate(self) -> float:
+        """The set rate, mL/h (NaN while the map's unit/mode selection does not hold)."""
+        op = self.map.operations.rate
+        names = [op.readback_register, *(w.register for w in op.select
+                                         if self.map.register(w.register).readable)]
+        values = await self._read(names)
+        if not self._selects_hold(values):
+            return math.nan
+        return float(values[op.readback_register]) * self._rate_factor
+
+    async def volume_limit(self) -> float | None:
+        op = self.map.operations.volume_target
+        return None if op is None else float(await self._one(op.readback_register))
+
+    async def diameter(self) -> float | None:
+        op = self.map.operations.diameter
+        return None if op is None else float(await self._one(op.readback_register))
+
+    async def direction(self) -> Direction | None:
+        op = self.map.operations.direction
+        if op is None:
+            return Direction.INFUSE
+        return self._direction_in(await self._read((op.register,)))
+
+    async def dispensed(self) -> tuple[float, float]:
+        """Infused and withdrawn mL since the counters were last cleared."""
+        status = await self.status()
+        return status.infused_ml, status.withdrawn_ml
+
+    async def watchdog(self) -> int | None:
+        op = self.map.operations.watchdog
+        return None if op is None else int(await self._one(op.register))
+
+    async def _one(self, name: str) -> Value:
+        return (await self._read((name,)))[name]
 
     async def rate_actual(self) -> float | None:
         """The rate the pump reports it is pumping at (mL/h), where the map has one."""
@@ -457,76 +496,3 @@ class ModbusPumpDriver:
             self.alarm = still
             raise PumpAlarmError(still, f"pump {self.unit} is still in alarm after acknowledge: "
                                  f"{still.code} {still.message}".rstrip())
-
-    # ---- watchdog -----------------------------------------------------------------------------
-
-    async def set_watchdog(self, seconds: int) -> None:
-        op = self.map.operations.watchdog
-        if op is None:
-            raise PumpNotApplicable(f"the {self.map.name} map has no watchdog: nothing stops "
-                                    "this pump if pumpctl dies")
-        if not (isinstance(seconds, int) and (seconds == 0 or op.min_s <= seconds <= op.max_s)):
-            raise PumpOutOfRange(f"watchdog {seconds!r} s is outside 0 (off) or "
-                                 f"{max(1, op.min_s)}-{op.max_s} s")
-        self.watchdog_s = int(await self._set(op.register, seconds, what="watchdog"))
-        if self.watchdog_s:
-            self._start_heartbeat()
-        else:
-            await self.stop_heartbeat()
-
-    def _start_heartbeat(self) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"modbus-heartbeat-{self.unit}")
-
-    async def stop_heartbeat(self) -> None:
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _beat(self) -> None:
-        """The pump hears from us at least every third of its watchdog time: any request
-        counts, a read of its state is sent only when the line has been quiet."""
-        clock = self.link.clock
-        state = self.map.operations.state
-        probe = state.register or state.running
-        assert probe is not None
-        while self.watchdog_s > 0:
-            period = self.watchdog_s / 3.0
-            wait = self.link.last_sent_at.get(self.unit, 0.0) + period - clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await self._read((probe,))
-                self.heartbeats += 1
-                self.heartbeat_error = None
-            except PumpError as exc:
-                self.heartbeat_error = exc
-                log.info("heartbeat to unit %d failed: %s", self.unit, exc)
-                await asyncio.sleep(period)
-
-
-def _unit(reg: Register) -> str:
-    return f" {reg.unit}" if reg.unit else ""
-
-
-def _same(sent_reg: Register, sent: Value, read_reg: Register, read: Value) -> bool:
-    """Whether `read` is what `sent` becomes in the register (to its precision)."""
-    expected = codec.nearest(sent_reg, sent)
-    tolerance = max(codec.step(sent_reg, float(expected)), codec.step(read_reg, float(read)))
-    return math.isclose(float(read), float(expected), rel_tol=1e-9, abs_tol=tolerance)
-
-
-def _shown(reg: Register, value: Value) -> str:
-    """A register's value as text: its enum meaning, else the number (decimals from a
-    power-of-ten scale: firmware 102 at scale 100 is 1.02)."""
-    if not isinstance(value, float) or value.is_integer():
-        meaning = reg.enum.get(int(value))
-        if meaning is not None:
-            return meaning
-    if isinstance(value, float) and reg.scale != 1:
-        return f"{value:.{max(0, round(math.log10(reg.scale)))}f}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
