@@ -15,9 +15,8 @@ from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError, PumpOutOfRange, PumpTimeout
 from pumpctl.drivers.modbus.driver import ModbusPumpDriver
 from pumpctl.drivers.modbus.link import ModbusLink
-from pumpctl.drivers.modbus.pumpmap import PumpMap
+from pumpctl.drivers.modbus.pumpmap import MAX_UNIT, MIN_UNIT, PumpMap
 
-MIN_UNIT, MAX_UNIT = 1, 247  # 0 is broadcast (no reply), 248-255 reserved
 DEFAULT_SCAN = range(1, 17)  # a full 1-247 scan costs 247 timeouts for silent ids
 
 

@@ -21,13 +21,11 @@ import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver
-from pumpctl.drivers.modbus.line import MAX_UNIT, MIN_UNIT, ModbusLine
-from pumpctl.drivers.modbus.link import Framer, ModbusLink
-from pumpctl.drivers.modbus.pumpmap import MapError, PumpMap, load_map, map_names
 from pumpctl.drivers.open import (
     PumpLine,
     PumpTarget,
@@ -36,6 +34,9 @@ from pumpctl.drivers.open import (
     connect_transport,
     register_scheme,
 )
+
+if TYPE_CHECKING:  # the map loader (pydantic) and pymodbus load when a Modbus URL is used
+    from pumpctl.drivers.modbus.pumpmap import PumpMap
 
 BAUD_RATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")
@@ -66,7 +67,7 @@ class ModbusTarget:
         return self.pump_map.name
 
     @property
-    def framer(self) -> Framer:
+    def framer(self) -> Literal["socket", "rtu"]:
         return "socket" if self.scheme == "modbus+tcp" else "rtu"
 
     @property
@@ -95,6 +96,8 @@ def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
 
 
 def _load(params: dict[str, str], url: str) -> PumpMap:
+    from pumpctl.drivers.modbus.pumpmap import MapError, load_map, map_names
+
     name = params.get("map")
     if not name:
         raise PumpUrlError(f"pump URL {url!r} needs map=NAME (known: {', '.join(map_names())}; "
@@ -114,6 +117,8 @@ def _load(params: dict[str, str], url: str) -> PumpMap:
 def parse_modbus_url(url: str) -> ModbusTarget:
     """Check a `modbus+tcp://`, `modbus+rtu://` or `modbus+rtu+tcp://` URL (one-line errors
     naming the parameter, its value and the limit)."""
+    from pumpctl.drivers.modbus.pumpmap import MAX_UNIT, MIN_UNIT
+
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     params: dict[str, str] = {}
@@ -184,6 +189,9 @@ def _as_modbus(target: PumpTarget) -> ModbusTarget:
 async def connect(target: PumpTarget, clock: Clock | None = None) -> AsyncIterator[PumpLine]:
     """The `ModbusLine` on the port or socket `target` names; closed on exit (heartbeats
     first)."""
+    from pumpctl.drivers.modbus.line import ModbusLine
+    from pumpctl.drivers.modbus.link import ModbusLink
+
     t = _as_modbus(target)
     link = ModbusLink(t.framer, clock=clock, timeout_s=t.timeout_s, retries=t.retries)
     transport = await connect_transport(t.serial_url, t.baud, link, parity=t.parity)
@@ -197,6 +205,8 @@ async def connect(target: PumpTarget, clock: Clock | None = None) -> AsyncIterat
 
 def _driver(line: PumpLine, target: PumpTarget) -> PumpDriver:
     """The target's pump, with the watchdog its URL asks for armed at `open()`."""
+    from pumpctl.drivers.modbus.line import ModbusLine
+
     assert isinstance(line, ModbusLine)
     t = _as_modbus(target)
     return line.pump(t.address, watchdog_s=t.watchdog, pump_map=t.pump_map)
