@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -108,9 +109,10 @@ class GenericPump:
 class Served:
     pump: GenericPump
     port: int
+    scheme: str = "modbus+tcp"
 
     def url(self, query: str = "") -> str:
-        return f"modbus+tcp://127.0.0.1:{self.port}?map=generic&timeout=0.5" + \
+        return f"{self.scheme}://127.0.0.1:{self.port}?map=generic&timeout=0.5" + \
             (f"&{query}" if query else "")
 
 
@@ -122,25 +124,29 @@ def _blocks() -> tuple[list[SimData], list[SimData], list[SimData], list[SimData
 
 
 @contextlib.asynccontextmanager
-async def serve_generic(order: str = "big", units: tuple[int, ...] = (1,)
-                        ) -> AsyncIterator[Served]:
-    """pymodbus's TCP server on 127.0.0.1 (a free port) with the generic pump at `units`.
-    Requests to other unit ids get no reply, as on a serial line (pymodbus itself would
-    answer them with an exception)."""
+async def serve_generic(order: str = "big", units: tuple[int, ...] = (1,), *,
+                        rtu: bool = False) -> AsyncIterator[Served]:
+    """pymodbus's TCP server on 127.0.0.1 (a free port) with the generic pump at `units`
+    (`rtu`: RTU frames over TCP, as a serial device server passes them). Requests to other
+    unit ids get no reply, as on a serial line (pymodbus itself would answer them with an
+    exception)."""
     pump = GenericPump(order=order)
     devices = [SimDevice(unit, simdata=_blocks(), action=pump.action) for unit in units]
 
+    unit_at = 0 if rtu else 6  # the unit id's byte: RTU's first, after MBAP's header
+
     def silent_for_others(sending: bool, packet: bytes) -> bytes:
-        if sending and len(packet) > 6 and packet[6] not in units:
+        if sending and len(packet) > unit_at and packet[unit_at] not in units:
             return b""
         return packet
 
     server = ModbusTcpServer(devices, address=("127.0.0.1", 0),
+                             framer=FramerType.RTU if rtu else FramerType.SOCKET,
                              trace_packet=silent_for_others)
     await server.serve_forever(background=True)
     assert server.transport is not None
     port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     try:
-        yield Served(pump, port)
+        yield Served(pump, port, "modbus+rtu+tcp" if rtu else "modbus+tcp")
     finally:
         await server.shutdown()

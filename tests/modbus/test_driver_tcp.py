@@ -59,6 +59,17 @@ async def test_settings_are_written_and_read_back() -> None:
         assert pump.state == 0 and (await driver.status()).state is PumpState.STOPPED
 
 
+async def test_rtu_frames_through_a_device_server() -> None:
+    async with serve_generic(rtu=True, units=(1, 2)) as served:
+        async with open_driver(served.url("unit=2")) as driver:
+            assert await driver.set_rate(12.5) == 12.5
+            await driver.run()
+            assert (await driver.status()).state is PumpState.INFUSING
+            await driver.stop()
+        async with open_line(served.url()) as line:
+            assert await line.scan(range(1, 4), timeout_s=0.1) == [1, 2]
+
+
 async def test_a_pump_that_rounds_the_rate_is_a_readback_mismatch() -> None:
     async with generic_driver() as (driver, pump):
         pump.rate_quantum = 0.1
