@@ -217,3 +217,25 @@ def test_a_closed_connection_fails_the_request_in_flight() -> None:
             await link.read(1, RegisterKind.HOLDING, 0, 1)
 
     with_link("rtu", lambda req: [], body)
+
+
+def test_scan_counts_what_answers_but_not_a_gateway_saying_nobody_is_there() -> None:
+    from pymodbus.pdu.register_message import ReadInputRegistersResponse
+
+    from pumpctl.drivers.modbus.line import ModbusLine
+    from pumpctl.drivers.modbus.pumpmap import load_map
+
+    def line_of_units(req: ModbusPDU) -> list[bytes]:
+        if req.dev_id == 1:
+            return [frame("rtu", ReadInputRegistersResponse(registers=[0]), 1)]
+        if req.dev_id == 2:  # present, but refusing: still a pump
+            return [frame("rtu", ExceptionResponse(req.function_code, 2), 2)]
+        if req.dev_id == 3:  # a gateway: no device behind it
+            return [frame("rtu", ExceptionResponse(req.function_code, 11), 3)]
+        return []
+
+    async def body(link: ModbusLink, _: ScriptedTransport) -> None:
+        line = ModbusLine(link, load_map("generic"))
+        assert await line.scan(range(1, 6), timeout_s=0.05) == [1, 2]
+
+    with_link("rtu", line_of_units, body)

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpError, PumpOutOfRange, PumpTimeout
 from pumpctl.drivers.modbus.driver import ModbusPumpDriver
-from pumpctl.drivers.modbus.link import ModbusLink
+from pumpctl.drivers.modbus.link import ModbusExceptionReply, ModbusLink
 from pumpctl.drivers.modbus.pumpmap import MAX_UNIT, MIN_UNIT, PumpMap
 
 DEFAULT_SCAN = range(1, 17)  # a full 1-247 scan costs 247 timeouts for silent ids
+GATEWAY_NOBODY = (10, 11)  # exception codes a gateway answers for a unit that is not there
 
 
 class ModbusLine:
@@ -48,7 +49,8 @@ class ModbusLine:
     async def scan(self, addresses: Sequence[int] = DEFAULT_SCAN, *, timeout_s: float = 0.1,
                    attempts: int = 1) -> list[int]:
         """Unit ids that answer a read of the map's state register (an exception reply or
-        garbled bytes still mean something is there)."""
+        garbled bytes still mean something is there; a gateway's "no path" or "target did
+        not respond", exceptions 10 and 11, mean nothing is)."""
         state = self.map.operations.state
         reg = self.map.register(state.register or state.running or "")
         found = []
@@ -60,6 +62,9 @@ class ModbusLine:
                                      timeout_s=timeout_s, attempts=attempts)
             except PumpTimeout:
                 continue
+            except ModbusExceptionReply as exc:
+                if exc.code in GATEWAY_NOBODY:
+                    continue
             except PumpError:
                 pass  # something answered, even if not as expected
             found.append(unit)
