@@ -67,6 +67,16 @@ class BalanceSpec(StrictModel):
     def simulated(self) -> bool:
         return self.url == SIM_BALANCE
 
+    def sim_config(self) -> Any:
+        """The simulated balance's settings (simulators.balance.SimBalanceConfig)."""
+        from simulators.balance import SimBalanceConfig
+
+        s = self.sim
+        return SimBalanceConfig(
+            density_g_ml=self.density.f, resolution_g=s.resolution.f / 1000,
+            noise_g=s.noise.f / 1000, evaporation_g_min=s.evaporation.f / 1000,
+            container_g=s.container.f / 1000, seed=s.seed)
+
 
 def url_family(url: str) -> str:
     """The protocol family a pump URL's scheme belongs to (`modbus+rtu+tcp` -> `modbus`); a

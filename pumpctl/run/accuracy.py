@@ -153,18 +153,13 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
             watchdog = target.watchdog_s
         spec = rig.balance
         if spec.simulated:
-            from simulators.balance import SimBalanceConfig, embedded_balance
+            from simulators.balance import embedded_balance
 
             if delivered is None:
                 raise UsageError(f"rig {rig.name}: a simulated balance can only weigh a "
                                  "simulated pump")
-            s = spec.sim
-            config = SimBalanceConfig(
-                density_g_ml=spec.density.f, resolution_g=s.resolution.f / 1000,
-                noise_g=s.noise.f / 1000, evaporation_g_min=s.evaporation.f / 1000,
-                container_g=s.container.f / 1000, seed=s.seed)
             _, balance = await stack.enter_async_context(
-                embedded_balance(clock, delivered, config))
+                embedded_balance(clock, delivered, spec.sim_config()))
         else:
             from pumpctl.drivers.balance.open import open_balance
 
