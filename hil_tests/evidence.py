@@ -67,7 +67,7 @@ def render_tables(cells: Sequence[dict[str, Any]]) -> list[str]:
         rows = sorted({(c.get("row_order", 0), c["row"]) for c in mine})
         cols = sorted({(c.get("column_order", 0), c["column"]) for c in mine})
         grid = {(c["row"], c["column"]): c for c in mine}
-        head = [table] + [name for _, name in cols]
+        head = [""] + [name for _, name in cols]
         body = []
         for _, row in rows:
             line = [row]
@@ -77,6 +77,7 @@ def render_tables(cells: Sequence[dict[str, Any]]) -> list[str]:
                             ("" if cell.get("ok", True) else "FAIL ") + cell["text"])
             body.append(line)
         widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+        lines.append(table)
         lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
         lines.append("  ".join("-" * w for w in widths))
         lines.extend("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
