@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
 
 from pumpctl.plan.errors import PlanError, Problem
 from pumpctl.plan.library import CourseLimits
 from pumpctl.units import Kind, describe
 
 WEEK = dt.timedelta(days=7)
-Phase = Literal["induction", "maintenance"]
+Phase = str  # "induction" | "maintenance", as `Session.phase`
 
 
 class CourseRefused(PlanError):

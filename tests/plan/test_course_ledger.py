@@ -18,7 +18,7 @@ def ledger(*given: tuple[dt.timedelta, str]) -> CourseLedger:
     assert drug.course is not None  # 48 h apart, 3 a week, 6 in induction
     book = CourseLedger(drug.course, "ketamine", "test-course")
     for i, (offset, phase) in enumerate(given):
-        book.record(MON + offset, phase, f"run-{i}")  # type: ignore[arg-type]
+        book.record(MON + offset, phase, f"run-{i}")
     return book
 
 
