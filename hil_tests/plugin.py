@@ -32,6 +32,7 @@ works from the repository root, with or without pytest-xdist. See docs/hil.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -252,7 +253,16 @@ def journal_dir(request: pytest.FixtureRequest, tmp_path: Path,
 
 @pytest.fixture
 async def rig_parts(rig: Rig, tmp_path: Path) -> AsyncIterator[RigParts]:
-    async with open_rig(rig, tmp_path / "rig") as parts:
+    """The rig opened for this test; a port or balance that cannot be opened is one line
+    (the test errors), not a traceback."""
+    async with contextlib.AsyncExitStack() as stack:
+        problem = ""
+        try:
+            parts = await stack.enter_async_context(open_rig(rig, tmp_path / "rig"))
+        except PumpctlError as exc:
+            problem = f"rig {rig.name}: {exc}"  # failed outside the handler: no chained trace
+        if problem:
+            pytest.fail(problem, pytrace=False)
         yield parts
 
 
@@ -288,6 +298,16 @@ def volume_sensor(rig_parts: RigParts) -> VolumeSensor | None:
 ControllerFactory = Callable[..., InfusionController]
 
 
+def skip_beyond_limits(rig: Rig, program: RateProgram) -> None:
+    """Skip the test (naming the limit) if the rig may not run `program`. The factory checks
+    too, but only once the rig is open: a fixture that calls this before `controller_factory`
+    in a test's arguments keeps a bench's pump from even being opened for it."""
+    reason = rig.beyond_limits(rate_ml_h=max(s.rate_ml_h for s in program.segments),
+                               volume_ml=program.total_volume_ml, duration_s=program.duration_s)
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.fixture
 def controller_factory(request: pytest.FixtureRequest, rig_parts: RigParts,
                        journal_dir: Path) -> ControllerFactory:
@@ -297,11 +317,7 @@ def controller_factory(request: pytest.FixtureRequest, rig_parts: RigParts,
 
     def make(program: RateProgram, *, pump: int = 0, sensor: bool = True, report: bool = False,
              **settings: Any) -> InfusionController:
-        reason = parts.rig.beyond_limits(
-            rate_ml_h=max(s.rate_ml_h for s in program.segments),
-            volume_ml=program.total_volume_ml, duration_s=program.duration_s)
-        if reason:
-            pytest.skip(reason)
+        skip_beyond_limits(parts.rig, program)
         fields: dict[str, Any] = {
             "journal_dir": journal_dir, "poll_s": parts.rig.poll.f,
             "pump_url": parts.urls[pump], "watchdog_s": parts.watchdog_s,

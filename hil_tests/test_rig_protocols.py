@@ -22,7 +22,7 @@ from pumpctl.rig import Rig
 from pumpctl.safety import SafetyTolerances
 
 from .conftest import SEED_PLANS
-from .plugin import ControllerFactory, Measure
+from .plugin import ControllerFactory, Measure, skip_beyond_limits
 
 
 def compile_for_rig(plan: Path, rig: Rig, weight_kg: float = 70.0) -> RateProgram:
@@ -43,11 +43,19 @@ def volume_resolution(program: RateProgram, records: list[dict[str, Any]]) -> fl
     return max(step, program.limits.volume_resolution_ml)
 
 
-@pytest.mark.parametrize("plan", SEED_PLANS, ids=[p.stem for p in SEED_PLANS])
-async def test_seed_protocol_delivers_the_plan(plan: Path, rig: Rig,
+@pytest.fixture(params=SEED_PLANS, ids=[p.stem for p in SEED_PLANS])
+def seed_program(request: pytest.FixtureRequest, rig: Rig) -> RateProgram:
+    """The seed plan compiled for the rig; skipped before the rig is opened if it is
+    beyond the rig's limits (it comes before `controller_factory` in the test's arguments)."""
+    program = compile_for_rig(request.param, rig)
+    skip_beyond_limits(rig, program)
+    return program
+
+
+async def test_seed_protocol_delivers_the_plan(rig: Rig, seed_program: RateProgram,
                                                controller_factory: ControllerFactory,
                                                measure: Measure) -> None:
-    program = compile_for_rig(plan, rig)
+    program = seed_program
     ctl = controller_factory(program, report=True)
     result = await ctl.run()
     records = read_records(result.journal_path)
