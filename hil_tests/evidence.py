@@ -53,7 +53,7 @@ def write_measurements(report_dir: Path, measurements: Sequence[dict[str, Any]])
     path = report_dir / "measurements.json"
     ordered = sorted(measurements, key=lambda m: (m.get("test", ""), m.get("seq", 0)))
     path.write_text(json.dumps([{k: v for k, v in m.items() if k != "seq"} for m in ordered],
-                               indent=2, allow_nan=True) + "\n", encoding="utf-8")
+                               indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 

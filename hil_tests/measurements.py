@@ -71,7 +71,12 @@ class Measurement:
         return f"{self.name} = {value} {self.units}".rstrip() + f", {where} {self.limits_text()}"
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As a JSON object; a value that is not a finite number as text ("nan"), which
+        strict JSON readers accept."""
+        out = asdict(self)
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            out["value"] = str(self.value)
+        return out
 
 
 def failure_line(failed: Iterable[Measurement]) -> str:
@@ -82,7 +87,7 @@ def failure_line(failed: Iterable[Measurement]) -> str:
 
 
 def encode(value: dict[str, Any]) -> str:
-    return json.dumps(value, sort_keys=True, allow_nan=True)
+    return json.dumps(value, sort_keys=True, allow_nan=False)
 
 
 def from_properties(properties: Iterable[tuple[str, object]], name: str) -> list[dict[str, Any]]:

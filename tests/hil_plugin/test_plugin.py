@@ -63,6 +63,15 @@ def test_the_kind_follows_the_rig(sim_kind, rig):
     assert sim_kind.name == rig.pump.sim
 
 
+def test_the_broker_listens_on_loopback(broker):
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(broker.url)
+    assert url.scheme == "mqtt" and url.hostname == "127.0.0.1"
+    socket.create_connection((url.hostname, url.port), timeout=10).close()
+
+
 @pytest.mark.hardware
 def test_only_on_hardware(rig):
     raise AssertionError("never on a simulated rig")
@@ -97,7 +106,7 @@ def test_report_folder_measurements_junit_runs_and_tables(hil: pytest.Pytester) 
     a test asked for, and the table printed at the end."""
     hil.makepyfile(test_scenarios=SCENARIOS)
     result = run(hil, "-n", "2", "--hil-report", "evidence", "-rs")
-    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    result.assert_outcomes(passed=5, failed=1, skipped=1)
     out = result.stdout.str()
     # A failing measurement fails its test with one line naming the value and the limits.
     result.stdout.re_match_lines([r".*measurement failed: volume = 36\.5 mL, outside "
@@ -120,7 +129,7 @@ def test_report_folder_measurements_junit_runs_and_tables(hil: pytest.Pytester) 
     assert len(measured) == 5
     suite = ET.parse(evidence / "junit.xml").getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert len(cases) == 6
+    assert len(cases) == 7
     assert cases["test_measured_outside_limits"].find("failure") is not None
     props = [p.get("name") for p in cases["test_measured_within_limits"].iter("property")]
     assert props == ["hil_measurement"]
@@ -203,18 +212,28 @@ def test_rig_from_option_environment_or_default(hil: pytest.Pytester,
     hil.makepyfile(test_which='''
         import os
 
-        def test_which(rig, hil_session):
+        from pumpctl.drivers.balance.driver import BalanceVolumeSensor
+
+
+        def test_which(rig):
             assert rig.name == os.environ["EXPECTED_RIG"], rig.name
+
+
+        async def test_the_balance(balance, volume_sensor):
+            assert (await balance.weigh_now()).grams >= 50  # the simulated beaker
+            assert isinstance(volume_sensor, BalanceVolumeSensor)  # the controller's sensor
         ''')
     monkeypatch.setenv("EXPECTED_RIG", "sim-newera")
-    run(hil).assert_outcomes(passed=1)  # the default
+    result = run(hil, "-rs")  # the default
+    result.assert_outcomes(passed=1, skipped=1)
+    assert "rig sim-newera has no balance" in result.stdout.str()
     monkeypatch.setenv(RIG_ENV, str(RIGS / "sim-newera-accuracy.yaml"))
     monkeypatch.setenv("EXPECTED_RIG", "sim-newera-accuracy")
-    run(hil).assert_outcomes(passed=1)  # $PUMPCTL_RIG
+    run(hil).assert_outcomes(passed=2)  # $PUMPCTL_RIG, with its simulated balance
     monkeypatch.setenv("EXPECTED_RIG", "sim-newera")
     # --rig wins. (`--rig=FILE`: pytest guesses its root directory from the arguments before
     # it knows the option, and the repository's rig file lies outside this test's directory.)
-    run(hil, f"--rig={RIGS / 'sim-newera.yaml'}").assert_outcomes(passed=1)
+    run(hil, f"--rig={RIGS / 'sim-newera.yaml'}").assert_outcomes(passed=1, skipped=1)
 
 
 def test_an_unregistered_simulator_kind_skips_with_the_reason(hil: pytest.Pytester) -> None:
