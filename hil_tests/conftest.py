@@ -2,8 +2,11 @@
 speaks. By default everything runs in one process in virtual time; the pty and TCP variants
 put a real pseudo-terminal or socket between driver and simulator.
 
-Scenarios run once per simulator kind (`sim_kind`, see kinds.py): they build the simulator
-and its driver through the kind and touch only the protocol-free pump behind it.
+Scenarios taking `sim_kind` run once per simulator kind (kinds.py; on the rig's kind only when
+`--rig` names one): they build the simulator and its driver through the kind and touch only
+the protocol-free pump behind it. Scenarios taking the rig's fixtures (`driver`,
+`controller_factory`, `sim`, `measure`...) run on whatever the rig is: the pytest plugin
+(plugin.py, registered here) loads it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from pumpctl.run.controller import InfusionController, RunResult, RunSettings
 from simulators.faults import Fault
 from simulators.pump import PumpSetup, SimulatedPump
 
-from .kinds import KINDS, Link, SimKind
+from .kinds import Link, SimKind
+
+# The HIL plugin: --rig, --hil-report, the rig's fixtures, measurements (docs/hil.md). Named
+# here, in an initial conftest, so that `pytest hil_tests --rig FILE` knows the option.
+pytest_plugins = ["hil_tests.plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 PLANS_DIR = REPO / "configs" / "plans"
@@ -37,13 +44,6 @@ SEED_PLANS = sorted(PLANS_DIR.glob("*.yaml"))
 def compile_seed(path: Path, weight_kg: float = 70.0) -> RateProgram:
     """Seed plans compile at 70 kg; those beyond a soft limit get a recorded override."""
     return compile_plan_file(path, weight_kg=weight_kg, override_reason="HIL seed-plan scenario")
-
-
-@pytest.fixture(params=list(KINDS.values()), ids=str)
-def sim_kind(request: pytest.FixtureRequest) -> SimKind:
-    """Each simulator kind in turn."""
-    kind: SimKind = request.param
-    return kind
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The simulator kinds the HIL scenarios run against: one entry per protocol.
 
-A scenario takes the `sim_kind` fixture (conftest.py) and runs once per entry of `KINDS`, so
+A scenario takes `sim_kind` (parametrised by plugin.py) and runs once per entry of `KINDS`, so
 adding a protocol to every scenario is adding one `SimKind` here: how to build its simulator
 for some pumps, where its first pump answers, how to open the product's driver for its
 pumps over memory, a pty or TCP, and how `pumpctl` serves it on a pty link for the scenarios

@@ -9,10 +9,15 @@ form that makes it a fault: reply faults persist (a single late or lost reply is
 rightly rides through, see test_faults.py). The one fault kind that cannot be made a delivery
 fault, `ignore-first-command` (one command lost after a power-up, which the driver retries),
 has its own row asserting that it rides through with the plan delivered.
+
+Each cell is recorded (`hil_table`, hil_tests/plugin.py) and the whole matrix printed as a
+table at the end of the session: how the run ended, the first alarm, delivered against plan.
+Each cell's journal is kept in the `--hil-report` folder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,7 @@ from pumpctl.plan.program import RateProgram
 from pumpctl.safety import SafetyTolerances
 from simulators.faults import FaultKind, parse_fault
 
-from .conftest import run_scenario
+from .conftest import SimRun, run_scenario
 from .kinds import SimKind
 
 # The fault as injected, by kind; TIME is filled in per moment.
@@ -53,20 +58,47 @@ def test_every_fault_kind_is_in_the_matrix() -> None:
 
 
 CELLS = [(text, at) for text in [*FAULTS.values(), *EXTRA.values()] for at in MOMENTS.items()]
+ROWS = [*FAULTS.values(), *EXTRA.values(), *RIDE_THROUGH.values()]
+
+
+def row_name(fault: str) -> str:
+    return f"{fault.split('@')[0]}{'-in' if 'inbound' in fault else ''}"
+
+
+def record_cell(hil_table: Callable[..., None], kind: SimKind, fault: str, moment: str,
+                run: SimRun, *, expect: str, limit_ml: float) -> None:
+    """The matrix's cell for the session's summary table: how the run ended (the pump
+    stopped?), the first alarm, and the delivered volume against the plan (the larger of
+    the pump's counter and the sensor)."""
+    r = run.result
+    alarms = run.alarms()
+    measured = run.records[-1].get("measured_volume_ml") or 0.0
+    delivered = max(r.delivered_volume_ml, measured)
+    total = r.planned_volume_ml
+    stopped = not run.running
+    ok = stopped and r.outcome == expect and delivered <= limit_ml
+    ok = ok and (bool(alarms) if expect == "faulted" else not alarms)
+    text = (f"{'stopped' if stopped else 'RUNNING'} {alarms[0] if alarms else 'no-alarm'} "
+            f"{delivered:.2f}{'<=' if delivered <= total else '>'}{total:g}")
+    hil_table(f"fault matrix on {kind.name} (fault x moment: the pump, the first alarm, "
+              "delivered <= planned mL)", row_name(fault), moment, text, ok,
+              row_order=ROWS.index(fault), column_order=list(MOMENTS).index(moment))
 
 
 @pytest.mark.parametrize(("fault", "moment"), CELLS,
-                         ids=[f"{f.split('@')[0]}{'-in' if 'inbound' in f else ''}-{m}"
-                              for f, (m, _) in CELLS])
+                         ids=[f"{row_name(f)}-{m}" for f, (m, _) in CELLS])
 def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float],
                                             sim_kind: SimKind, standard: RateProgram,
-                                            tmp_path: Path) -> None:
-    _, at_s = moment
+                                            tmp_path: Path, journal_dir: Path,
+                                            hil_table: Callable[..., None]) -> None:
+    name, at_s = moment
     run = run_scenario(sim_kind, standard, tmp_path,
                        faults=[parse_fault(fault.replace("TIME", f"{at_s:g}s"))],
                        safe_s=WATCHDOG_S)
     r = run.result
     total = standard.total_volume_ml
+    step = counter_step(run.records, total)
+    record_cell(hil_table, sim_kind, fault, name, run, expect="faulted", limit_ml=total + step)
     assert r.outcome == "faulted", (r.outcome, r.reason, run.alarms())  # exit 6
     alarms = [rec for rec in run.records if rec["type"] == "alarm"]
     assert alarms, "no alarm journaled"
@@ -81,7 +113,6 @@ def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float
     measured = summary["measured_volume_ml"]
     # The sensor (the simulator's physics) includes the lead-screw ripple (a few µL either
     # way), so it is held to the plan within the pump's display step, as the counter is.
-    step = counter_step(run.records, total)
     assert measured is not None and measured <= total + step
     assert run.delivered_ml <= total + step
 
@@ -95,15 +126,20 @@ def counter_step(records: list[dict[str, Any]], volume_ml: float) -> float:
 
 @pytest.mark.parametrize("moment", MOMENTS.items(), ids=list(MOMENTS))
 def test_a_lost_first_command_rides_through(moment: tuple[str, float], sim_kind: SimKind,
-                                            standard: RateProgram, tmp_path: Path) -> None:
+                                            standard: RateProgram, tmp_path: Path,
+                                            journal_dir: Path,
+                                            hil_table: Callable[..., None]) -> None:
     """`ignore-first-command` loses one command (the field quirk after a power-up); the
     driver retries it, so the run completes with the plan delivered: not a fault."""
-    _, at_s = moment
-    fault = RIDE_THROUGH[FaultKind.IGNORE_FIRST].replace("TIME", f"{at_s:g}s")
-    run = run_scenario(sim_kind, standard, tmp_path, faults=[parse_fault(fault)],
+    name, at_s = moment
+    text = RIDE_THROUGH[FaultKind.IGNORE_FIRST]
+    run = run_scenario(sim_kind, standard, tmp_path,
+                       faults=[parse_fault(text.replace("TIME", f"{at_s:g}s"))],
                        safe_s=WATCHDOG_S)
-    assert run.result.outcome == "completed", (run.result.reason, run.alarms())
     q = counter_step(run.records, standard.total_volume_ml)
+    record_cell(hil_table, sim_kind, text, name, run, expect="completed",
+                limit_ml=standard.total_volume_ml + q)
+    assert run.result.outcome == "completed", (run.result.reason, run.alarms())
     assert abs(run.result.delivered_volume_ml - standard.total_volume_ml) <= q
 
 

@@ -127,6 +127,7 @@ def test_hidden_motor_speed_change_is_seen_by_the_counter(sim_kind: SimKind,
     assert_safe_end(run, standard, "over_infusion")
 
 
+@pytest.mark.sim_only
 def test_readback_mismatch_at_a_segment_boundary(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A pump that applies a different rate than it was sent: caught by the driver's read-back

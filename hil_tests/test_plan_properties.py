@@ -15,6 +15,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ from pumpctl.plan.program import RateProgram
 
 from .conftest import SimRun, run_scenario
 from .kinds import KINDS
+
+pytestmark = pytest.mark.sim_only  # the New Era simulator, whatever the rig
 
 # Where writing a rate changes: each unit's powers of ten (its digits run out, or its
 # decimals start), in mL/h: µL/h 0.01-9.999, mL/h 1-1000, µL/min 0.06-600, mL/min 60-600.

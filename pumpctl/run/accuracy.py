@@ -130,8 +130,8 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
     assert rig.balance is not None
     async with contextlib.AsyncExitStack() as stack:
         delivered: Callable[[], float] | None = None
-        # Both through the registry (pumpctl.drivers.open): a rig's `sim:KIND` is a simulator
-        # kind, anything else a pump URL.
+        # Both through the registry (pumpctl.drivers.open): a rig's `sim: KIND` is a
+        # simulator kind, its `url` a pump URL.
         if rig.pump.simulated:
             from pumpctl.drivers.open import SimulatedSetup, simulator_kind
 
@@ -141,29 +141,25 @@ async def _parts(rig: Rig, clock: Clock) -> AsyncIterator[tuple[PumpDriver, MtSi
                 contents_ml=rig.pump.contents.f if rig.pump.contents else None,
                 physics=rig.physics())
             embedded = await stack.enter_async_context(
-                simulator_kind(rig.pump.url.partition(":")[2]).start(setup))
+                simulator_kind(rig.pump.sim).start(setup))
             driver: PumpDriver = embedded.driver
-            delivered, watchdog, pump_url = embedded.delivered_ml, None, rig.pump.url
+            delivered, watchdog, pump_url = embedded.delivered_ml, None, f"sim:{rig.pump.sim}"
         else:
             from pumpctl.drivers.open import open_driver, parse_pump_url
 
-            target = parse_pump_url(rig.pump.url)
+            pump_url = rig.pump.urls[0]  # an accuracy run weighs one pump
+            target = parse_pump_url(pump_url)
             driver = await stack.enter_async_context(open_driver(target, clock=clock))
-            watchdog, pump_url = target.watchdog_s, rig.pump.url
+            watchdog = target.watchdog_s
         spec = rig.balance
         if spec.simulated:
-            from simulators.balance import SimBalanceConfig, embedded_balance
+            from simulators.balance import embedded_balance
 
             if delivered is None:
                 raise UsageError(f"rig {rig.name}: a simulated balance can only weigh a "
                                  "simulated pump")
-            s = spec.sim
-            config = SimBalanceConfig(
-                density_g_ml=spec.density.f, resolution_g=s.resolution.f / 1000,
-                noise_g=s.noise.f / 1000, evaporation_g_min=s.evaporation.f / 1000,
-                container_g=s.container.f / 1000, seed=s.seed)
             _, balance = await stack.enter_async_context(
-                embedded_balance(clock, delivered, config))
+                embedded_balance(clock, delivered, spec.sim_config()))
         else:
             from pumpctl.drivers.balance.open import open_balance
 

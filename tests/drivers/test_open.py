@@ -42,13 +42,14 @@ def test_newera_registers_its_schemes_and_owns_plain_paths() -> None:
     assert tcp.watchdog_s == 5 and tcp.with_address(7).address == 7
 
 
-@pytest.mark.parametrize("url", ["bogus://x", "modbus+tcp://127.0.0.1:502", "http://pump"])
+@pytest.mark.parametrize("url", ["bogus://x", "profibus://127.0.0.1:502", "http://pump"])
 def test_unknown_scheme_is_one_line_naming_the_known_ones(url: str) -> None:
     with pytest.raises(PumpUrlError) as info:
         parse_pump_url(url)
     message = str(info.value)
     assert "\n" not in message and "unknown scheme" in message
     assert "newera://" in message and "newera+tcp://" in message
+    assert "modbus+tcp://" in message and "modbus+rtu://" in message
 
 
 class _FakeLine:

@@ -22,6 +22,7 @@ _DT = ModbusClientMixin.DATATYPE
 _DATATYPES = {ValueType.U16: _DT.UINT16, ValueType.I16: _DT.INT16, ValueType.U32: _DT.UINT32,
               ValueType.F32: _DT.FLOAT32}
 _F32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+Value = float | int | bool
 
 
 def _order(word_order: WordOrder | str) -> Literal["big", "little"]:
@@ -96,3 +97,27 @@ def step(reg: Register, value: float) -> float:
     if vt is ValueType.BOOL:
         return 1.0
     return 1.0 / reg.scale
+
+
+def unit_text(reg: Register) -> str:
+    return f" {reg.unit}" if reg.unit else ""
+
+
+
+def same(sent_reg: Register, sent: Value, read_reg: Register, read: Value) -> bool:
+    """Whether `read` is what `sent` becomes in the register (to its precision)."""
+    expected = nearest(sent_reg, sent)
+    tolerance = max(step(sent_reg, float(expected)), step(read_reg, float(read)))
+    return math.isclose(float(read), float(expected), rel_tol=1e-9, abs_tol=tolerance)
+
+
+def shown(reg: Register, value: Value) -> str:
+    """A register's value as text: its enum meaning, else the number (decimals from a
+    power-of-ten scale: firmware 102 at scale 100 is 1.02)."""
+    if not isinstance(value, float) or value.is_integer():
+        meaning = reg.enum.get(int(value))
+        if meaning is not None:
+            return meaning
+    if isinstance(value, float) and reg.scale != 1:
+        return f"{value:.{max(0, round(math.log10(reg.scale)))}f}"
+    return f"{value:g}" if isinstance(value, float) else str(value)

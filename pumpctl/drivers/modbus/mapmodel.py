@@ -18,6 +18,7 @@ from pumpctl.errors import UsageError
 
 NOT_SUPPORTED = "not supported"
 MAX_ADDRESS = 0xFFFF
+MIN_UNIT, MAX_UNIT = 1, 247  # unit ids of a pump: 0 is broadcast (no reply), 248-255 reserved
 # Rate units a map may set its rate register in: mL/h per unit.
 RATE_UNITS: dict[str, float] = {"mL/h": 1.0, "mL/min": 60.0, "uL/h": 0.001, "uL/min": 0.06}
 

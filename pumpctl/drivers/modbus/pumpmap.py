@@ -26,6 +26,8 @@ from pydantic import ValidationError
 from pumpctl.drivers.modbus.mapcheck import check_map
 from pumpctl.drivers.modbus.mapmodel import (
     MAX_ADDRESS,
+    MAX_UNIT,
+    MIN_UNIT,
     NOT_SUPPORTED,
     RATE_UNITS,
     Access,
@@ -50,7 +52,8 @@ from pumpctl.drivers.modbus.mapmodel import (
     Write,
 )
 
-__all__ = ["MAX_ADDRESS", "NOT_SUPPORTED", "RATE_UNITS", "Access", "AlarmSource", "Block",
+__all__ = ["MAX_ADDRESS", "MAX_UNIT", "MIN_UNIT", "NOT_SUPPORTED", "RATE_UNITS", "Access",
+           "AlarmSource", "Block",
            "CommandResponse", "Counters", "DirectionOp", "Identify", "LineDefaults",
            "MapError", "Operations", "PumpFacts", "PumpMap", "Register", "RegisterKind",
            "SetValue", "StateOp", "ValueType", "WatchdogOp", "WordOrder", "Write", "load_map",
