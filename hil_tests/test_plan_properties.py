@@ -83,6 +83,11 @@ def compile_on_a_fitting_syringe(plan: dict[str, object], weight: float) -> Rate
            "steps": [{"label": "s0", "volume": "0.1352 mL/kg", "over": "5 min"},  # to 5.059
                      {"label": "s1", "volume": "0.0008211 mL/kg", "over": "18 min"}],
            "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 37.2))
+@example(({"name": "property-plan", "drug": "saline",  # found by this test: the line's
+           "steps": [{"label": "s0", "volume": "0.001667 mL/kg", "over": "3 min"},  # compliance
+                     {"label": "s1", "volume": "1.667 mL/kg", "over": "3 min"},  # draining
+                     {"label": "s2", "volume": "0.002222 mL/kg", "over": "4 min"}],  # after
+           "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))  # 1000->1
 @example(({"name": "saline-71kg", "drug": "saline",  # the plan that faulted in issue 9
            "steps": [{"label": "a", "volume": "0.1 mL/kg", "over": "5 min"},
                      {"label": "b", "volume": "0.5 mL/kg", "over": "40 min"}],

@@ -14,9 +14,11 @@ after the line's compliance lag. This check compares how much each moved over th
 `abs_ml` is the sensor's own allowance (resolution, noise, lead-screw ripple), `rel` the
 pump's accuracy class (a pump that is 2 % off keeps the two parting at 2 %, which is allowed),
 and the lag term the volume the line's compliance holds back at the rate (it changes when the
-rate does). At 52.5 mL/h a stuck motor or an occlusion is seen about 5 s after it happens and a
-1.5x free flow about 11 s after (docs/safety.md). Below the rate at which a fault can exceed the
-allowance within the window, the plan bands and the end-of-run check remain.
+rate does; the highest rate counts from the poll interval before the window's start, whose
+rate filled the line that the window sees drain). At 52.5 mL/h a stuck motor or an occlusion
+is seen about 5 s after it happens and a 1.5x free flow about 11 s after (docs/safety.md).
+Below the rate at which a fault can exceed the allowance within the window, the plan bands and
+the end-of-run check remain.
 
 One sample per status poll; cost O(1) amortised (a monotonic queue keeps the window's
 highest rate).
@@ -65,11 +67,13 @@ class SensorDivergence:
     lag_s: float = 2.0
     _samples: deque[tuple[float, float, float]] = field(default_factory=deque)
     _rates: deque[tuple[float, float]] = field(default_factory=deque)  # decreasing rates
+    _filled_from: float = float("-inf")  # the sample before the reference: see `check`
 
     def reset(self) -> None:
         """Start over (the counter was reset or the run was resumed on a new baseline)."""
         self._samples.clear()
         self._rates.clear()
+        self._filled_from = float("-inf")
 
     def check(self, now: float, counter_ml: float, measured_ml: float,
               rate_ml_h: float) -> Divergence | None:
@@ -80,11 +84,14 @@ class SensorDivergence:
             rates.pop()
         rates.append((now, rate_ml_h))
         horizon = now - self.window_s
-        # Keep as the reference the newest sample that is at least `window_s` old.
+        # Keep as the reference the newest sample that is at least `window_s` old, and the
+        # time of the one before it: the rate of that interval filled the line's compliance
+        # that it still gives back after the reference (a step from 1000 down to 1 mL/h just
+        # before the reference sample releases ~0.15 mL over the next minute).
         while len(samples) > 1 and samples[1][0] <= horizon:
-            samples.popleft()
+            self._filled_from = samples.popleft()[0]
         t0, c0, m0 = samples[0]
-        while len(rates) > 1 and rates[0][0] < t0:
+        while len(rates) > 1 and rates[0][0] < self._filled_from:
             rates.popleft()
         counted = counter_ml - c0
         arrived = measured_ml - m0
