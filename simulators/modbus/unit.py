@@ -362,7 +362,7 @@ class ModbusUnit:
             action = actions.get(int(value)) if float(value).is_integer() else None
             if action is not None:
                 return action()
-            if reg.access is Access.ACTION and value == 0:
+            if reg.access is Access.ACTION and reg.kind.is_bit and value == 0:
                 return None  # an action coil written 0 does nothing
             return Refused.OUT_OF_RANGE
         setter = b.setters.get(reg.name)
