@@ -91,6 +91,11 @@ class ModbusSimulator(SimLine):
         self._rtu = RtuFramer(silence_s(baud)) if self.framer == "rtu" else None
         self._mbap: dict[int, MbapFramer] = {}
 
+    @property  # type: ignore[override]
+    def default_address(self) -> int:
+        """The first unit id (the base class's name for where a fault goes by default)."""
+        return self.first_unit
+
     @property
     def rtu(self) -> bool:
         return self._rtu is not None

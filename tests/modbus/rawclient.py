@@ -117,7 +117,7 @@ class Client:
                 if self.is_rtu:
                     return await self._rtu_reply()
                 head = await self.reader.readexactly(7)
-                tid, protocol, length, unit = struct.unpack(">HHHB", head)
+                tid, protocol, length, _unit = struct.unpack(">HHHB", head)
                 assert protocol == 0 and tid == self.tid, head.hex()
                 return await self.reader.readexactly(length - 1)
         except TimeoutError:
