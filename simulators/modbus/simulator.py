@@ -91,8 +91,8 @@ class ModbusSimulator(SimLine):
         self._rtu = RtuFramer(silence_s(baud)) if self.framer == "rtu" else None
         self._mbap: dict[int, MbapFramer] = {}
 
-    @property  # type: ignore[override]
-    def default_address(self) -> int:
+    @property
+    def default_address(self) -> int:  # type: ignore[override]
         """The first unit id (the base class's name for where a fault goes by default)."""
         return self.first_unit
 
