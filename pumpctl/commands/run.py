@@ -26,7 +26,10 @@ def run(
     weight: Annotated[float | None, typer.Option("--weight", help="Subject weight, kg.")] = None,
     pump: Annotated[str | None, typer.Option(
         "--pump", help="Pump URL, e.g. newera:///dev/ttyUSB0?safe=5 (default: --sim).")] = None,
-    sim: Annotated[bool, typer.Option("--sim", help="Use the embedded simulator.")] = False,
+    sim: Annotated[str | None, typer.Option(
+        "--sim", is_flag=False, flag_value="newera", metavar="[KIND]",
+        help="Use the embedded simulator: newera (the default), or a Modbus map's "
+        "(generic, isco-d, vindum-vp, ...).")] = None,
     speed: Annotated[str, typer.Option(
         "--speed", help="N x real time (the event loop's clock runs N times faster), or "
         "'max' for virtual time (simulator only).")] = "1",
@@ -87,7 +90,8 @@ def run(
         password_file=mqtt_password_file, spool_root=journal / "spool")
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
-                      sim_faults=list(sim_fault or []), resume=resume, json=as_json,
+                      sim_faults=list(sim_fault or []), sim_kind=sim, resume=resume,
+                      json=as_json,
                       sink_factories=sinks,
                       prompt_timeout_s=prompt_timeout or DEFAULT_PROMPT_TIMEOUT_S)
     try:

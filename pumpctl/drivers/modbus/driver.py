@@ -294,6 +294,10 @@ class ModbusPumpDriver(Watchdog):
         # number is in a unit we do not know, and is not reported as if it were mL/h.
         rate = float(values[ops.rate.readback_register]) * self._rate_factor \
             if self._selected else math.nan
+        if math.isnan(rate) and not state.is_moving:
+            # (modbus-sim) A stopped pump before the selection: its rate is moot, and a NaN
+            # cannot be journaled (the first status of a run comes before `prepare`).
+            rate = 0.0
         infused = float(values[ops.counters.infused]) - self._zero[0]
         withdrawn = 0.0 if ops.counters.withdrawn is None else \
             float(values[ops.counters.withdrawn]) - self._zero[1]
