@@ -58,6 +58,8 @@ from simulators.pump import PumpAlarm, SimulatedPump
 READ_KINDS = {1: RegisterKind.COIL, 2: RegisterKind.DISCRETE, 3: RegisterKind.HOLDING,
               4: RegisterKind.INPUT}
 COIL_ON, COIL_OFF = 0xFF00, 0x0000
+MAX_LAYOUTS = 256  # read ranges remembered per unit (a client polls a handful)
+Layout = list[tuple[str | None, int, int]]  # (register or None: a gap, first word, words)
 
 
 class WriteError(Exception):
@@ -87,6 +89,8 @@ class ModbusUnit:
                                   direction_changed=self._start_busy)
         self._bindings = self._binder.bind()
         self._init_storage()
+        self._getters = {reg.name: self._getter(reg) for reg in pump_map.registers.values()}
+        self._layouts: dict[tuple[RegisterKind, int, int], Layout | None] = {}
         # Modbus faults: scheduled, then in force.
         self._faults: list[ModbusFault] = []
         self._exception_left = 0
@@ -233,19 +237,15 @@ class ModbusUnit:
     # ---- reads -----------------------------------------------------------------------------
 
     def _read(self, kind: RegisterKind, address: int, count: int, fc: int) -> ModbusPDU:
-        last = address + count - 1
-        if last > 0xFFFF or not all(self.map.readable(kind, a) for a in range(address, last + 1)):
+        layout = self._layout(kind, address, count)
+        if layout is None:
             return ExceptionResponse(fc, ExcCodes.ILLEGAL_ADDRESS)
         words: list[int] = []
-        cache: dict[str, list[int]] = {}
-        for a in range(address, last + 1):
-            reg = self.map.at(kind, a)
-            if reg is None:
-                words.append(0)
-                continue
-            if reg.name not in cache:
-                cache[reg.name] = self.words_of(reg)
-            words.append(cache[reg.name][a - reg.address])
+        for name, first, size in layout:
+            if name is None:
+                words += [0] * size
+            else:
+                words += self._getters[name]()[first:first + size]
         if kind is RegisterKind.COIL:
             return ReadCoilsResponse(bits=[bool(w) for w in words])
         if kind is RegisterKind.DISCRETE:
@@ -254,18 +254,51 @@ class ModbusUnit:
             return ReadHoldingRegistersResponse(registers=words)
         return ReadInputRegistersResponse(registers=words)
 
+    def _layout(self, kind: RegisterKind, address: int, count: int) -> Layout | None:
+        """What a read of `count` addresses from `address` covers: runs of (register name or
+        None for a gap, first word of it, words), or None if an address is outside the map.
+        A polling client asks the same few ranges again and again: they are worked out once."""
+        key = (kind, address, count)
+        if key in self._layouts:
+            return self._layouts[key]
+        layout: Layout | None = []
+        a, last = address, address + count - 1
+        while layout is not None and a <= last:
+            reg = self.map.at(kind, a)
+            if reg is not None:
+                first = a - reg.address
+                size = min(reg.value_type.words - first, last - a + 1)
+                layout.append((reg.name, first, size))
+                a += size
+            elif self.map.readable(kind, a):
+                layout.append((None, 0, 1))
+                a += 1
+            else:
+                layout = None
+        if len(self._layouts) < MAX_LAYOUTS:
+            self._layouts[key] = layout
+        return layout
+
     def words_of(self, reg: Register) -> list[int]:
         """What `reg` reads as now, in the served word order."""
+        return self._getters[reg.name]()
+
+    def _getter(self, reg: Register) -> Callable[[], list[int]]:
+        """How `reg` is read: zeros (write-only, action), the command response, the pump's
+        live value, or what was last written."""
         size = reg.value_type.words
+        zeros = [0] * size
+        name = reg.name
         if reg.access in (Access.W, Access.ACTION):
-            return [0] * size
+            return lambda: list(zeros)
+        order = self.word_order
         response = self.map.command_response
-        if response is not None and response.register == reg.name:
-            return encode(reg, self.last_response, self.word_order)
-        reader = self._bindings.readers.get(reg.name)
-        if reader is None:
-            return list(self._stored.get(reg.name, [0] * size))
-        return encode(reg, _fit(reg, reader()), self.word_order)
+        if response is not None and response.register == name:
+            return lambda: encode(reg, self.last_response, order)
+        reader = self._bindings.readers.get(name)
+        if reader is not None:
+            return lambda: encode(reg, _fit(reg, reader()), order)
+        return lambda: list(self._stored.get(name, zeros))
 
     # ---- writes ----------------------------------------------------------------------------
 
