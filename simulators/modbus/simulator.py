@@ -100,6 +100,13 @@ class ModbusSimulator(SimLine):
     def rtu(self) -> bool:
         return self._rtu is not None
 
+    def use_framer(self, framer: Framer) -> None:
+        """Frame as `framer` from now on (a pty carries RTU, a TCP port MBAP or RTU): for a
+        simulator built before it is known how it will be served. Framing state is reset."""
+        self.framer = framer
+        self._rtu = RtuFramer(silence_s(self.baud)) if framer == "rtu" else None
+        self._mbap.clear()
+
     def unit(self, unit_id: int) -> ModbusUnit:
         try:
             return self.units[unit_id]
