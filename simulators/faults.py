@@ -131,6 +131,9 @@ def parse_params(text: str, tail: str, allowed: dict[str, float],
                                  f"with key one of {names}")
         try:
             number = parse_time(value) if key in TIME_PARAMS else float(value)
+        except FaultSpecError:
+            raise FaultSpecError(f"fault parameter {key}={value!r} in {text!r} is not a time "
+                                 "like 90s, 10m, 1.5h or 250ms") from None
         except ValueError:
             raise FaultSpecError(
                 f"fault parameter {key}={value!r} in {text!r} is not a number") from None
