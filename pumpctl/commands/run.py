@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
@@ -17,6 +18,16 @@ if TYPE_CHECKING:  # the run's modules (pydantic, rich, asyncio) load when a run
     from pumpctl.run.session import SinkFactory
 
 
+with warnings.catch_warnings():
+    # `--sim` alone or `--sim KIND`: click's option with an optional value, which typer 0.29
+    # (pinned) passes through but warns it may drop in a later release.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    SIM_OPTION = typer.Option(
+        "--sim", is_flag=False, flag_value="newera", metavar="[KIND]",
+        help="Use the embedded simulator: newera (the default), or a Modbus map's "
+        "(generic, isco-d, vindum-vp, ...).")
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
 
@@ -26,10 +37,7 @@ def run(
     weight: Annotated[float | None, typer.Option("--weight", help="Subject weight, kg.")] = None,
     pump: Annotated[str | None, typer.Option(
         "--pump", help="Pump URL, e.g. newera:///dev/ttyUSB0?safe=5 (default: --sim).")] = None,
-    sim: Annotated[str | None, typer.Option(
-        "--sim", is_flag=False, flag_value="newera", metavar="[KIND]",
-        help="Use the embedded simulator: newera (the default), or a Modbus map's "
-        "(generic, isco-d, vindum-vp, ...).")] = None,
+    sim: Annotated[str | None, SIM_OPTION] = None,
     speed: Annotated[str, typer.Option(
         "--speed", help="N x real time (the event loop's clock runs N times faster), or "
         "'max' for virtual time (simulator only).")] = "1",
