@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     # time a model or adapter is built (typer builds one per option); pumpctl uses none, and
     # the scan is a tenth of a short command's time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    argv = run.sim_flag_alone(sys.argv[1:] if argv is None else argv)
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
@@ -18,14 +17,21 @@ if TYPE_CHECKING:  # the run's modules (pydantic, rich, asyncio) load when a run
     from pumpctl.run.session import SinkFactory
 
 
-with warnings.catch_warnings():
-    # `--sim` alone or `--sim KIND`: click's option with an optional value, which typer 0.29
-    # (pinned) passes through but warns it may drop in a later release.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    SIM_OPTION = typer.Option(
-        "--sim", is_flag=False, flag_value="newera", metavar="[KIND]",
-        help="Use the embedded simulator: newera (the default), or a Modbus map's "
-        "(generic, isco-d, vindum-vp, ...).")
+DEFAULT_SIM = "newera"
+
+
+def sim_flag_alone(argv: list[str]) -> list[str]:
+    """`run ... --sim` with no kind after it means `--sim newera` (the default kind): what
+    follows `--sim` is a kind unless it is another option, or a plan file given after it."""
+    if not argv or argv[0] != "run" or "--sim" not in argv:
+        return argv
+    out = list(argv)
+    i = out.index("--sim")
+    following = out[i + 1] if i + 1 < len(out) else None
+    if following is None or following.startswith("-") or \
+            Path(following).suffix.lower() in (".yaml", ".yml"):
+        out.insert(i + 1, DEFAULT_SIM)
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +43,10 @@ def run(
     weight: Annotated[float | None, typer.Option("--weight", help="Subject weight, kg.")] = None,
     pump: Annotated[str | None, typer.Option(
         "--pump", help="Pump URL, e.g. newera:///dev/ttyUSB0?safe=5 (default: --sim).")] = None,
-    sim: Annotated[str | None, SIM_OPTION] = None,
+    sim: Annotated[str | None, typer.Option(
+        "--sim", metavar="[KIND]",
+        help="Use the embedded simulator: newera (the default, also `--sim` alone), or a "
+        "Modbus map's (generic, isco-d, vindum-vp, ...).")] = None,
     speed: Annotated[str, typer.Option(
         "--speed", help="N x real time (the event loop's clock runs N times faster), or "
         "'max' for virtual time (simulator only).")] = "1",

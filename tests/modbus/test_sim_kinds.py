@@ -71,3 +71,17 @@ def test_bad_kinds_and_faults_are_one_line_errors(args: list[str], names: str, t
     assert code == 2, (out, err)
     assert names in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.jsonl"))  # refused before any pump was touched
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run", "p.yaml", "--sim"], ["run", "p.yaml", "--sim", "newera"]),
+    (["run", "p.yaml", "--sim", "--speed", "max"],
+     ["run", "p.yaml", "--sim", "newera", "--speed", "max"]),
+    (["run", "--sim", "p.yaml"], ["run", "--sim", "newera", "p.yaml"]),
+    (["run", "p.yaml", "--sim", "isco-d"], ["run", "p.yaml", "--sim", "isco-d"]),
+    (["pump", "--sim"], ["pump", "--sim"]),  # only `run` has it
+])
+def test_sim_alone_is_the_default_kind(argv: list[str], expected: list[str]) -> None:
+    from pumpctl.commands.run import sim_flag_alone
+
+    assert sim_flag_alone(argv) == expected
