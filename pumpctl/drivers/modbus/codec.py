@@ -79,8 +79,21 @@ def decode(reg: Register, words: Sequence[int],
                                                      word_order=_order(word_order))
     assert isinstance(value, int | float)
     if vt is ValueType.F32:
-        return float(value)
+        return shortest_f32(float(value))
     return value if reg.scale == 1 else value / reg.scale
+
+
+def shortest_f32(value: float) -> float:
+    """The shortest decimal that is the same FLOAT32 as `value` (the f32 nearest 0.1 reads as
+    0.1, not 0.10000000149011612): what was written, as far as the register can tell."""
+    if not math.isfinite(value):
+        return value
+    packed = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == packed:
+            return candidate
+    return value
 
 
 def nearest(reg: Register, value: float | int | bool) -> float | int | bool:
