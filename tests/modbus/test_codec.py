@@ -7,7 +7,7 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pumpctl.drivers.modbus import codec
@@ -68,6 +68,8 @@ f32_values = st.floats(width=32, allow_nan=False, allow_infinity=False)
 
 @pytest.mark.parametrize("order", ORDERS)
 @given(value=f32_values)
+@example(value=3.4028234663852886e38)  # the largest f32: its shortest decimal is just above it
+@example(value=-1.401298464324817e-45)  # the smallest subnormal
 def test_f32_round_trip(order: WordOrder, value: float) -> None:
     r = reg("f32")
     words = codec.encode(r, value, order)

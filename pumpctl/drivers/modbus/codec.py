@@ -37,9 +37,11 @@ def _wire(reg: Register, value: float | int | bool) -> int | float:
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"register {reg.name}: value {value!r} is not a finite number")
     if vt is ValueType.F32:
-        if abs(value) > _F32_MAX:
+        try:  # what rounds to a finite FLOAT32 fits (its largest reads as 3.4028235e+38)
+            struct.pack(">f", value)
+        except OverflowError:
             raise ValueError(f"register {reg.name}: value {value:g} is outside f32 "
-                             f"(|x| <= {_F32_MAX:.6g})")
+                             f"(|x| <= {_F32_MAX:.6g})") from None
         return float(value)
     low, high = vt.int_range or (0, 0)
     wire = round(value * reg.scale)
