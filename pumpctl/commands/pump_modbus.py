@@ -28,7 +28,8 @@ async def info(d: ModbusPumpDriver) -> dict[str, Any]:
     return {
         "model": d.identity.model, "firmware": d.identity.firmware, "unit": d.unit,
         "map": d.map.name, "word_order": order,
-        "diameter_mm": await d.diameter(), "rate_ml_h": await d.rate(),
+        "diameter_mm": await d.diameter(),
+        "rate_ml_h": rate if (rate := await d.rate()) is not None else _UNSELECTED,
         "rate_units": d.map.operations.rate.unit,
         "volume_limit_ml": await d.volume_limit(),
         "direction": direction.value if direction else None,
@@ -37,8 +38,14 @@ async def info(d: ModbusPumpDriver) -> dict[str, Any]:
     }
 
 
+_UNSELECTED = "the pump's rate unit or mode is not the map's yet (set a rate to select it)"
+
+
 async def rate(d: ModbusPumpDriver) -> dict[str, Any]:
-    return {"rate_ml_h": await d.rate(), "units": d.map.operations.rate.unit}
+    read = await d.rate()
+    if read is None:
+        return {"rate_ml_h": None, "note": _UNSELECTED}
+    return {"rate_ml_h": read, "units": d.map.operations.rate.unit}
 
 
 async def diameter(d: ModbusPumpDriver, mm: float | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pumpctl.drivers.modbus import codec
@@ -68,16 +68,28 @@ f32_values = st.floats(width=32, allow_nan=False, allow_infinity=False)
 
 @pytest.mark.parametrize("order", ORDERS)
 @given(value=f32_values)
+@example(value=3.4028234663852886e38)  # the largest f32: its shortest decimal is just above it
+@example(value=-1.401298464324817e-45)  # the smallest subnormal
 def test_f32_round_trip(order: WordOrder, value: float) -> None:
     r = reg("f32")
     words = codec.encode(r, value, order)
     assert len(words) == 2 and all(0 <= w <= 0xFFFF for w in words)
     back = codec.decode(r, words, order)
-    assert back == value and math.copysign(1, back) == math.copysign(1, value)
+    # the same FLOAT32 (read as the shortest decimal that is it), and the same words again
+    assert struct.pack(">f", back) == struct.pack(">f", value)
+    assert codec.encode(r, back, order) == words
+    assert len(repr(back)) <= len(repr(value))
     # independent of pymodbus: the words are the IEEE bytes, in the chosen word order
     raw = struct.pack(">f", value)
     hi, lo = int.from_bytes(raw[:2], "big"), int.from_bytes(raw[2:], "big")
     assert words == ([hi, lo] if order is WordOrder.BIG else [lo, hi])
+
+
+def test_f32_reads_as_the_decimal_that_was_written() -> None:
+    r = reg("f32")
+    assert codec.decode(r, words_of("3d cc cc cd")) == 0.1
+    assert codec.decode(r, codec.encode(r, 26.59)) == 26.59
+    assert codec.decode(r, codec.encode(r, 0.317728668)) == 0.31772867
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -141,5 +153,5 @@ def test_wrong_word_count_is_refused() -> None:
 
 def test_nearest_and_step() -> None:
     r = reg("f32")
-    assert codec.nearest(r, 0.1) == struct.unpack(">f", struct.pack(">f", 0.1))[0]
+    assert codec.nearest(r, 0.1) == 0.1 and codec.nearest(r, 0.123456789) == 0.12345679
     assert codec.step(reg("u16", scale=1000), 5.0) == 0.001

@@ -37,9 +37,11 @@ def _wire(reg: Register, value: float | int | bool) -> int | float:
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"register {reg.name}: value {value!r} is not a finite number")
     if vt is ValueType.F32:
-        if abs(value) > _F32_MAX:
+        try:  # what rounds to a finite FLOAT32 fits (its largest reads as 3.4028235e+38)
+            struct.pack(">f", value)
+        except OverflowError:
             raise ValueError(f"register {reg.name}: value {value:g} is outside f32 "
-                             f"(|x| <= {_F32_MAX:.6g})")
+                             f"(|x| <= {_F32_MAX:.6g})") from None
         return float(value)
     low, high = vt.int_range or (0, 0)
     wire = round(value * reg.scale)
@@ -79,8 +81,21 @@ def decode(reg: Register, words: Sequence[int],
                                                      word_order=_order(word_order))
     assert isinstance(value, int | float)
     if vt is ValueType.F32:
-        return float(value)
+        return shortest_f32(float(value))
     return value if reg.scale == 1 else value / reg.scale
+
+
+def shortest_f32(value: float) -> float:
+    """The shortest decimal that is the same FLOAT32 as `value` (the f32 nearest 0.1 reads as
+    0.1, not 0.10000000149011612): what was written, as far as the register can tell."""
+    if not math.isfinite(value):
+        return value
+    packed = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == packed:
+            return candidate
+    return value
 
 
 def nearest(reg: Register, value: float | int | bool) -> float | int | bool:

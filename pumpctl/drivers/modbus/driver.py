@@ -77,6 +77,9 @@ class ModbusPumpDriver(Watchdog):
         self.identity: PumpIdentity | None = None
         self.alarm: Alarm | None = None  # sticky until acknowledge_alarm()
         self.alarm_at_open: Alarm | None = None
+        # An alarm acknowledged here that a map without `acknowledge` keeps showing until the
+        # pump's next run: not taken as a new alarm meanwhile.
+        self._acknowledged: Alarm | None = None
         self._opened = False
         self._selected = False  # the rate's select writes are known to hold
         self._target_ml = 0.0
@@ -256,6 +259,19 @@ class ModbusPumpDriver(Watchdog):
         return all(values.get(w.register, w.value) == w.value
                    for w in self.map.operations.rate.select)
 
+    def _unselected(self, values: Mapping[str, Value]) -> str:
+        return ", ".join(f"{w.register} is {values[w.register]:g}, the {self.map.name} map "
+                         f"selects {w.value:g}" for w in self.map.operations.rate.select
+                         if w.register in values and values[w.register] != w.value)
+
+    def _rate_in(self, values: Mapping[str, Value]) -> float | None:
+        """The set rate in mL/h; None while the selection writes do not hold (the number is
+        then in a unit or mode the map does not describe)."""
+        self._selected = self._selects_hold(values)
+        if not self._selected:
+            return None
+        return float(values[self.map.operations.rate.readback_register]) * self._rate_factor
+
     def _direction_in(self, values: Mapping[str, Value]) -> Direction | None:
         op = self.map.operations.direction
         if op is None:
@@ -283,21 +299,24 @@ class ModbusPumpDriver(Watchdog):
         values = await self._read(self._status_names)
         ops = self.map.operations
         found = self._alarm_in(values)
+        if found is None:
+            self._acknowledged = None
+        elif self._acknowledged is not None and found.code == self._acknowledged.code:
+            found = None
         if found is not None and self._opened and self.alarm is None:
             log.info("pump %d alarm: %s %s", self.unit, found.code, found.message)
             self.alarm = found
         state = self._state_in(values)
         if self.alarm is not None:
             state = PumpState.ALARM
-        self._selected = self._selects_hold(values)
-        # The rate register is in the unit the select writes choose; until they hold, its
-        # number is in a unit we do not know, and is not reported as if it were mL/h.
-        rate = float(values[ops.rate.readback_register]) * self._rate_factor \
-            if self._selected else math.nan
-        if math.isnan(rate) and not state.is_moving:
-            # (modbus-sim) A stopped pump before the selection: its rate is moot, and a NaN
-            # cannot be journaled (the first status of a run comes before `prepare`).
-            rate = 0.0
+        rate = self._rate_in(values)
+        if rate is None:
+            if state.is_moving:
+                # Pumping at a rate in a unit pumpctl did not choose (set at the pump's own
+                # panel): reporting its number as mL/h would be a guess. The controller stops.
+                raise PumpProtocolError(f"pump {self.unit} is {state.value} with its rate "
+                                        f"in another unit or mode: {self._unselected(values)}")
+            rate = 0.0  # stopped before any selection: moot (and a NaN cannot be journaled)
         infused = float(values[ops.counters.infused]) - self._zero[0]
         withdrawn = 0.0 if ops.counters.withdrawn is None else \
             float(values[ops.counters.withdrawn]) - self._zero[1]
@@ -308,15 +327,12 @@ class ModbusPumpDriver(Watchdog):
     # Queries of single settings, for the bench CLI (`pumpctl pump`): None where the map has
     # no such register.
 
-    async def rate(self) -> float:
-        """The set rate, mL/h (NaN while the map's unit/mode selection does not hold)."""
+    async def rate(self) -> float | None:
+        """The set rate, mL/h (None while the map's unit/mode selection does not hold)."""
         op = self.map.operations.rate
         names = [op.readback_register, *(w.register for w in op.select
                                          if self.map.register(w.register).readable)]
-        values = await self._read(names)
-        if not self._selects_hold(values):
-            return math.nan
-        return float(values[op.readback_register]) * self._rate_factor
+        return self._rate_in(await self._read(names))
 
     async def volume_limit(self) -> float | None:
         op = self.map.operations.volume_target
@@ -437,6 +453,7 @@ class ModbusPumpDriver(Watchdog):
         write = ops.run_with_target if ops.run_with_target is not None and self._target_ml > 0 \
             else ops.run
         await self._send(write.register, write.value)
+        self._acknowledged = None  # a cause that is still there shows again now
         status = await self.status()
         if status.state is PumpState.ALARM and self.alarm is not None:
             raise PumpAlarmError(self.alarm, f"pump {self.unit} went into alarm "
@@ -488,7 +505,10 @@ class ModbusPumpDriver(Watchdog):
 
     async def acknowledge_alarm(self) -> None:
         """Clear the alarm at the pump (where the map can) and here; if its cause is still
-        there, the pump is still in alarm and this says so."""
+        there, the pump is still in alarm and this says so. A map without `acknowledge`
+        (ISCO) keeps its alarm bits until the pump's next run: the alarm acknowledged here is
+        not taken as new until then, and if it is still there when the pump starts, the run
+        fails with it."""
         op = self.map.operations.acknowledge
         if op is not None:
             await self._action(op)
@@ -496,6 +516,9 @@ class ModbusPumpDriver(Watchdog):
         self.alarm_at_open = None
         values = await self._read(self._status_names)
         still = self._alarm_in(values)
+        if still is not None and op is None:
+            self._acknowledged = still
+            return
         if still is not None:
             self.alarm = still
             raise PumpAlarmError(still, f"pump {self.unit} is still in alarm after acknowledge: "
