@@ -114,8 +114,10 @@ def test_a_protocol_package_registers_its_own_scheme(monkeypatch: pytest.MonkeyP
 
 def test_simulator_kinds_build_an_embedded_pump_with_a_sensor() -> None:
     assert simulator_kind().name == "newera" and simulator_kind("NewEra").name == "newera"
-    with pytest.raises(UsageError, match=r"simulator kind 'isco-d' is not known \(known: newera"):
-        simulator_kind("isco-d")
+    assert simulator_kind("isco-d").name == "isco-d"  # a Modbus map's kind
+    with pytest.raises(UsageError, match=r"simulator kind 'syringe-x' is not known \(known: "
+                                         r"generic, isco-d, newera, vindum-vp"):
+        simulator_kind("syringe-x")
     with pytest.raises(UsageError, match="fault kind"):
         simulator_kind().check_faults(["clog@10m"])
 
