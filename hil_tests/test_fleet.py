@@ -21,7 +21,7 @@ from simulators.line import SimLine
 from simulators.pump import PumpSetup
 
 from .conftest import PLANS_DIR, STANDARD_PLAN, compile_seed
-from .kinds import MODBUS_MAPS, SimKind
+from .kinds import SimKind
 
 
 async def _run_on_one_line(kind: SimKind, sim: SimLine, clock: LoopClock,
@@ -97,14 +97,9 @@ def test_active_and_placebo_stop_together_on_a_fault(sim_kind: SimKind, tmp_path
 
 
 def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(
-        sim_kind: SimKind, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        sim_kind: SimKind, tmp_path: Path) -> None:
     """Pump 1 stops answering 10 min in: its run faults (no valid status), while pumps 0 and
     2 on the same line complete with their polls on time (virtual time, so exact)."""
-    if sim_kind.name in MODBUS_MAPS:
-        request.applymarker(pytest.mark.xfail(
-            reason="the Modbus link holds the line through a silent unit's timeout and retry "
-                   "(2 x 0.5 s per read, several reads per status): healthy polls come up to "
-                   "1.3 s late (driver side, reported)", strict=False))
     programs = [compile_seed(STANDARD_PLAN) for _ in range(3)]
 
     async def main() -> list[RunResult]:

@@ -239,3 +239,47 @@ def test_scan_counts_what_answers_but_not_a_gateway_saying_nobody_is_there() -> 
         assert await line.scan(range(1, 6), timeout_s=0.05) == [1, 2]
 
     with_link("rtu", line_of_units, body)
+
+
+def test_a_silent_unit_holds_the_line_one_timeout_at_a_time() -> None:
+    """Unit 9 is silent: between its attempts it waits for its owed reply off the line, so a
+    request to unit 1 goes through after one timeout (0.2 s), not after both attempts."""
+    def only_unit_1(req: ModbusPDU) -> list[bytes]:
+        return [frame("rtu", holding(req, 1), 1)] if req.dev_id == 1 else []
+
+    async def body(link: ModbusLink, _: ScriptedTransport) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        silent = asyncio.create_task(link.read(9, RegisterKind.HOLDING, 0, 1))
+        await asyncio.sleep(0.01)
+        assert await link.read(1, RegisterKind.HOLDING, 0, 1) == [1]
+        healthy_done = loop.time() - start
+        with pytest.raises(PumpTimeout):
+            await silent
+        assert healthy_done == pytest.approx(0.2, abs=0.01)  # one timeout of unit 9, not two
+        assert loop.time() - start == pytest.approx(0.6, abs=0.01)  # 0.2 + owed wait + 0.2
+
+    with_link("rtu", only_unit_1, body, retries=1)
+
+
+def test_a_late_reply_ends_the_wait_for_it() -> None:
+    answers: list[float] = [0.3, 0.001]  # the first reply comes after its 0.2 s timeout
+
+    class Late(ScriptedTransport):
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.sent.append(bytes(data))
+            _, req = self._framer.handleFrame(bytes(data), 0, 0)
+            assert req is not None
+            asyncio.get_running_loop().call_later(
+                answers.pop(0), self.link.data_received, frame("rtu", holding(req, 4), 1))
+
+    async def scenario() -> None:
+        link = ModbusLink("rtu", timeout_s=0.2, retries=1)
+        link.attach(Late(link, "rtu", lambda req: []))
+        loop = asyncio.get_running_loop()
+        assert await link.read(1, RegisterKind.HOLDING, 0, 1) == [4]
+        # timeout at 0.2, the late reply at 0.3 ends the wait, the retry answered at once
+        assert loop.time() == pytest.approx(0.301, abs=0.005)
+        assert link.stale == 1 and link.retried == 1
+
+    run(scenario(), virtual=True)

@@ -19,7 +19,10 @@ Requests are serialised with a lock: RTU has no transaction ids, and a Modbus se
 one request at a time anyway. A reply is taken only if it matches the request in flight (unit
 id, function code, transaction id over TCP, and for reads the number of values; for writes
 the echoed address): a reply that arrives after its request timed out is dropped, not taken
-as the answer to the next one.
+as the answer to the next one. A unit that did not answer holds the line for one timeout at a
+time: its next request first waits, off the line, up to one more timeout for the reply it
+still owes, so requests to the other units on the line go on meanwhile (as the New Era bus
+does).
 """
 
 from __future__ import annotations
@@ -99,6 +102,14 @@ class _InFlight:
         return f"{FUNCTIONS.get(fc, f'FC {fc}')} at {self.request.address} from unit {self.unit}"
 
 
+@dataclass
+class _Owed:
+    """A reply a unit still owes to a request we stopped waiting for."""
+
+    until: float  # loop time after which it is no longer expected
+    arrived: asyncio.Event
+
+
 def _expire(future: asyncio.Future[ModbusPDU]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
@@ -120,6 +131,7 @@ class ModbusLink(asyncio.Protocol):
         self._flight: _InFlight | None = None
         self._tid = 0
         self._lost: str | None = None
+        self._owed: dict[int, _Owed] = {}
         self.closed_event = asyncio.Event()
         self.last_sent_at: dict[int, float] = {}  # unit -> clock time (heartbeats read it)
         self.requests = 0
@@ -197,6 +209,9 @@ class ModbusLink(asyncio.Protocol):
             log.debug("garbled bytes with no request waiting: %s", error)
 
     def _deliver(self, pdu: ModbusPDU) -> None:
+        owed = self._owed.get(pdu.dev_id)
+        if owed is not None:
+            owed.arrived.set()  # whatever this reply answers, that unit is talking again
         flight = self._flight
         if flight is None or flight.future.done() or pdu.dev_id != flight.unit or (
                 self.framer_name == "socket" and pdu.transaction_id != flight.tid):
@@ -241,6 +256,7 @@ class ModbusLink(asyncio.Protocol):
         """Send one request and wait for its reply (no retries here); an exception reply
         raises `ModbusExceptionReply`."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        await self._wait_owed(unit)
         async with self._lock:
             if self._transport is None or self._lost is not None or \
                     self._transport.is_closing():
@@ -265,7 +281,13 @@ class ModbusLink(asyncio.Protocol):
                     held = virtual.expect_reply(loop.time() + timeout) if virtual else None
                     try:
                         await future
+                    except asyncio.CancelledError:
+                        # Our caller gave up (its own deadline, a stop): the reply is still owed.
+                        if future.cancelled() or not future.done():
+                            self._owed[unit] = _Owed(loop.time() + timeout, asyncio.Event())
+                        raise
                     except TimeoutError:
+                        self._owed[unit] = _Owed(loop.time() + timeout, asyncio.Event())
                         if flight.misfit is not None:
                             raise PumpProtocolError(
                                 f"no reply to {flight.describe()} within {timeout:g} s, only "
@@ -283,6 +305,20 @@ class ModbusLink(asyncio.Protocol):
             raise ModbusExceptionReply(unit, pdu.function_code, pdu.address,
                                        reply.exception_code)
         return reply
+
+    async def _wait_owed(self, unit: int) -> None:
+        """Wait (without holding the line) for a reply `unit` still owes, at most until it is
+        no longer expected."""
+        owed = self._owed.get(unit)
+        if owed is None:
+            return
+        remaining = owed.until - asyncio.get_running_loop().time()
+        if remaining > 0 and not owed.arrived.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await owed.arrived.wait()
+        if self._owed.get(unit) is owed:
+            del self._owed[unit]
 
     async def read(self, unit: int, kind: RegisterKind, address: int, count: int, *,
                    timeout_s: float | None = None,
