@@ -366,6 +366,15 @@ class InfusionController:
         final = self._delivered = final_delivered(
             self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
             resolution=self.driver.capabilities.counters.resolution)
+        if fault is None and stop_by is None and self._completed and self._self_stop \
+                and confirmed:
+            # (modbus-sim) A pump without a volume limit was stopped by us between polls: the
+            # sensor is read now, not taken from the last poll (up to a poll of flow ago).
+            try:
+                await self._sampler.measured()
+            except BreachStop as failed:
+                fault = failed.breach
+                reason, sender = f"{fault.kind.value}: {fault.message}", "safety"
         if fault is None and stop_by is None and self._completed:
             verdict = completion_breach(self.monitor, final, self._sampler.measured_ml)
             if verdict is not None:
