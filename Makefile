@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Mosquitto is a system package: tests start their own broker on a free loopback port.
+# mbpoll (Debian's) is the independent Modbus client the Modbus simulator is checked with.
 # Debian's chromium (headless) renders the run reports' HTML pages in the report tests and,
 # driven through Debian's chromedriver, runs the dashboard's browser tests (never a browser
 # downloaded at test time); where they cannot be installed the dashboard's tests skip.
@@ -22,6 +23,11 @@ system-deps:
 	@if ! command -v mosquitto >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then \
 		echo "installing mosquitto (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
+	fi
+	@if ! command -v mbpoll >/dev/null 2>&1; then \
+		echo "installing mbpoll (apt-get)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mbpoll >/dev/null; } \
+			|| echo "mbpoll could not be installed: the Modbus interop test (tests/modbus/test_mbpoll.py) will skip"; \
 	fi
 	@if ! test -x /usr/bin/chromium || ! test -x /usr/bin/chromedriver; then \
 		echo "installing chromium and chromium-driver (apt-get)"; \

@@ -97,3 +97,24 @@ def run_scenario(kind: SimKind, program: RateProgram, tmp_path: Path, *, link: L
 @pytest.fixture
 def standard() -> RateProgram:
     return compile_seed(STANDARD_PLAN)
+
+
+# Scenarios on the wall clock: separate processes, real ptys and sockets.
+WALL_CLOCK_MODULES = ("test_signals", "test_kill", "test_port_owner")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A `reduced` kind runs the in-process scenarios only (see kinds.py)."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        values = params.params.values() if params is not None else ()
+        kinds = [v for v in values if isinstance(v, SimKind)]
+        kinds += [v[0] for v in values if isinstance(v, tuple) and v
+                  and isinstance(v[0], SimKind)]
+        if not any(k.reduced for k in kinds):
+            continue
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        link = params.params.get("link") if params is not None else None
+        if module in WALL_CLOCK_MODULES or link in ("pty", "tcp"):
+            item.add_marker(pytest.mark.skip(
+                reason="reduced kind (CI time): wall-clock scenarios run on newera and isco-d"))

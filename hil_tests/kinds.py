@@ -39,6 +39,30 @@ class SimKind:
     open_drivers: OpenDrivers  # opened drivers for the first N pumps, closed on exit
     serve_args: Callable[[Path], list[str]]  # `pumpctl ...` serving one pump on a pty link
     url: Callable[[Path, int | None, float | None], str]  # (link, watchdog s, timeout s)
+    # What the pump itself can do to stop: a host watchdog (it stops when its host falls
+    # silent) and a volume target (it stops at the planned total). Scenarios that rely on
+    # one skip kinds without it, saying so.
+    watchdog: bool = True
+    volume_cap: bool = True
+    clears_counters: bool = True  # else a driver keeps its own zero (ISCO)
+    shows_power_reset: bool = True  # else a power cut is seen as the counter going back
+    alarm_kinds: frozenset[str] | None = None  # the alarms it can name (None: every kind)
+    # A kind that runs only the in-process scenarios (virtual time, in memory), to keep CI's
+    # time: the wall-clock ones (separate processes, real ptys and sockets) are the
+    # framing's and the CLI's, already run on another kind of the same protocol.
+    reduced: bool = False
+
+    def names(self, alarm: str) -> str:
+        """The alarm kind the pump reports for `alarm`: itself, or `unknown` when the pump
+        has no word for it (a catch-all error register)."""
+        return alarm if self.alarm_kinds is None or alarm in self.alarm_kinds else "unknown"
+
+    def needs_watchdog(self, what: str) -> None:
+        """Skip a scenario that relies on the pump's own watchdog, on a kind without one."""
+        if not self.watchdog:
+            import pytest
+
+            pytest.skip(f"{self.name} has no host watchdog (docs/modbus.md): {what}")
 
     def address(self, index: int) -> int:
         return self.first_address + index
@@ -100,4 +124,81 @@ NEWERA = SimKind(
     serve_args=lambda link: ["sim", "newera", "--link", str(link)], url=_newera_url)
 
 
-KINDS: dict[str, SimKind] = {kind.name: kind for kind in (NEWERA,)}
+# ---- Modbus: one kind per register map ---------------------------------------------------------
+
+def modbus_kind(map_name: str, *, reduced: bool = False) -> SimKind:
+    """The Modbus simulator serving `map_name` (configs/modbus), with the Modbus driver: in
+    memory with the map's own framing, RTU on a pty, MBAP on TCP."""
+    from pumpctl.drivers.modbus.pumpmap import load_map
+
+    pump_map = load_map(map_name)
+    first = pump_map.line.unit or 1
+    has_watchdog = pump_map.operations.watchdog is not None
+
+    def build(clock: Clock, setups: Sequence[PumpSetup]) -> SimLine:
+        from simulators.modbus import ModbusSimulator, UnitConfig
+
+        return ModbusSimulator(clock, pump_map, [UnitConfig(first + i, setup)
+                                                 for i, setup in enumerate(setups)])
+
+    def url(link: Path, watchdog_s: int | None, timeout_s: float | None) -> str:
+        params: dict[str, str] = {"map": map_name}
+        if watchdog_s is not None and has_watchdog:
+            params["watchdog"] = f"{watchdog_s:g}"
+        if timeout_s is not None:
+            params["timeout"] = f"{timeout_s:g}"
+        return f"modbus+rtu://{link}?{urlencode(params)}"
+
+    @contextlib.asynccontextmanager
+    async def open_drivers(sim: SimLine, clock: Clock, link: Link, directory: Path, count: int,
+                           watchdog_s: int | None) -> AsyncIterator[list[PumpDriver]]:
+        from pumpctl.drivers.modbus.line import ModbusLine
+        from pumpctl.drivers.open import open_line
+        from simulators.modbus import ModbusSimulator
+        from simulators.modbus.embedded import memory_line
+        from simulators.serve import PtyServer, TcpServer
+
+        assert isinstance(sim, ModbusSimulator)
+        async with contextlib.AsyncExitStack() as stack:
+            if link == "memory":
+                line = memory_line(sim, clock=clock)
+                stack.push_async_callback(line.close)
+            else:
+                if link == "pty":
+                    sim.use_framer("rtu")
+                    await stack.enter_async_context(PtyServer(sim, directory / "mb-pty"))
+                    where = url(directory / "mb-pty", None, None)
+                else:
+                    sim.use_framer("socket")
+                    server = await stack.enter_async_context(TcpServer(sim))
+                    where = f"modbus+tcp://127.0.0.1:{server.port}?map={map_name}"
+                opened = await stack.enter_async_context(open_line(where, clock=clock))
+                assert isinstance(opened, ModbusLine)
+                line = opened
+            armed = watchdog_s if has_watchdog else None
+            drivers = [line.pump(first + i, watchdog_s=armed) for i in range(count)]
+            for driver in drivers:
+                await driver.open()
+                stack.push_async_callback(driver.close)
+            yield list(drivers)
+
+    return SimKind(name=map_name, first_address=first, build=build, open_drivers=open_drivers,
+                   serve_args=lambda link: ["sim", "modbus", "--map", map_name, "--link",
+                                            str(link)],
+                   url=url, watchdog=has_watchdog,
+                   volume_cap=pump_map.operations.volume_target is not None,
+                   clears_counters=pump_map.operations.clear_counters is not None,
+                   shows_power_reset=any(a.kind.value == "power_reset"
+                                         for a in pump_map.operations.alarms),
+                   alarm_kinds=frozenset(a.kind.value for a in pump_map.operations.alarms),
+                   reduced=reduced)
+
+
+# Every scenario runs on each kind here: New Era and the ISCO map in full, the other Modbus
+# maps in-process only (`reduced`; CI's time). Adding a map is adding its name.
+MODBUS_FULL = ("isco-d",)
+MODBUS_REDUCED = ("generic", "vindum-vp")
+MODBUS_MAPS = MODBUS_FULL + MODBUS_REDUCED
+KINDS: dict[str, SimKind] = {kind.name: kind for kind in (
+    NEWERA, *(modbus_kind(name) for name in MODBUS_FULL),
+    *(modbus_kind(name, reduced=True) for name in MODBUS_REDUCED))}

@@ -98,6 +98,13 @@ def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float
     r = run.result
     total = standard.total_volume_ml
     step = counter_step(run.records, total)
+    if "inbound" in fault and not sim_kind.watchdog:
+        # The weaker case (docs/modbus.md): nothing reaches the pump and it has no watchdog,
+        # so nobody can stop it. The run must end faulted and say the stop was not confirmed.
+        assert r.outcome == "faulted" and run.alarms(), (r.outcome, r.reason)
+        assert run.records[-1]["stop_confirmed"] is False and run.running
+        pytest.skip(f"{sim_kind.name} has no host watchdog: a pump that hears nothing keeps "
+                    "running (the run faulted, stop not confirmed, as it must say)")
     record_cell(hil_table, sim_kind, fault, name, run, expect="faulted", limit_ml=total + step)
     assert r.outcome == "faulted", (r.outcome, r.reason, run.alarms())  # exit 6
     alarms = [rec for rec in run.records if rec["type"] == "alarm"]
@@ -169,6 +176,10 @@ def test_the_last_seconds_are_caught_or_harmless(fault: str, sim_kind: SimKind,
     allowance = tol.sensor_abs_ml + flow * (2 * tol.sensor_lag_s
                                             + tol.volume_rel * tol.sensor_window_s)
     caught_from_s = 10.0 if fault.startswith("free-flow") else 8.0
+    if fault.startswith("free-flow") and not sim_kind.volume_cap:
+        # Measured: a pump the controller itself stops at the total (no volume limit of its
+        # own) ends before a free flow starting 10 s from the end has moved the sensor enough.
+        caught_from_s = 15.0
     for before in LATE:
         at_s = SHORT_END_S - before
         run = run_scenario(sim_kind, program, tmp_path / f"{before:g}",

@@ -96,8 +96,8 @@ def test_active_and_placebo_stop_together_on_a_fault(sim_kind: SimKind, tmp_path
     assert results[1].delivered_volume_ml < 35.0 * 0.5
 
 
-def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(sim_kind: SimKind,
-                                                               tmp_path: Path) -> None:
+def test_a_silent_pump_does_not_hold_up_the_others_on_its_line(
+        sim_kind: SimKind, tmp_path: Path) -> None:
     """Pump 1 stops answering 10 min in: its run faults (no valid status), while pumps 0 and
     2 on the same line complete with their polls on time (virtual time, so exact)."""
     programs = [compile_seed(STANDARD_PLAN) for _ in range(3)]

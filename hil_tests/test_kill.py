@@ -83,6 +83,7 @@ def inspect_pump(url: str, speed: float = 1.0) -> tuple[Any, Any]:
 
 
 def test_sigkill_leaves_the_pump_to_its_watchdog(sim_kind: SimKind, tmp_path: Path) -> None:
+    sim_kind.needs_watchdog("after SIGKILL nothing stops it but the plan's end")
     link, journal = tmp_path / "pump", tmp_path / "runs"
     safe_s, poll_s = 1, 0.2
     url = sim_kind.url(link, safe_s, None)
@@ -115,6 +116,7 @@ def test_resume_after_sigkill_completes_the_plan(sim_kind: SimKind, tmp_path: Pa
     URL and options are simulated seconds (watchdog 240 s = 0.6 s real). The windows are
     wide in real time (no status for 150 s = 0.375 s, a request timeout of 60 s = 0.15 s),
     so a busy machine descheduling either process for a moment does not end the run."""
+    sim_kind.needs_watchdog("the resume relies on the watchdog having stopped the pump")
     link, journal = tmp_path / "pump", tmp_path / "runs"
     speed, safe_s, poll_s = 400, 240, 60
     url = sim_kind.url(link, safe_s, 60)

@@ -63,7 +63,7 @@ def wait_infusing(journal: Path) -> list[dict[str, Any]]:
                     and s[-1]["state"] == "infusing" and s, 30, "the run to be infusing")
 
 
-def assert_stopped_by_the_run(url: str, records: list[dict[str, Any]]) -> None:
+def assert_stopped_by_the_run(kind: SimKind, url: str, records: list[dict[str, Any]]) -> None:
     """The pump, as a new client finds it: stopped, no watchdog alarm (it was the run's stop),
     its counter where the run's summary says."""
     alarm, status = inspect_pump(url)
@@ -71,13 +71,18 @@ def assert_stopped_by_the_run(url: str, records: list[dict[str, Any]]) -> None:
     assert alarm is None or alarm.kind is not AlarmKind.WATCHDOG, alarm
     summary = records[-1]
     assert summary["type"] == "summary" and summary["stop_confirmed"] is True
-    assert status.infused_ml == pytest.approx(summary["delivered_volume_ml"], abs=0.002)
+    # A pump that cannot clear its counter (ISCO) counts on from where the run found it.
+    before = 0.0 if kind.clears_counters else next(
+        r["args"]["infused_before_ml"] for r in records
+        if r["type"] == "command" and r["op"] == "clear_counters")
+    assert status.infused_ml - before == pytest.approx(summary["delivered_volume_ml"],
+                                                       abs=0.002)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT],
                          ids=lambda s: signal.Signals(s).name)
-def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, url: str,
-                                                          tmp_path: Path) -> None:
+def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, served: tuple[SimKind, Path],
+                                                          url: str, tmp_path: Path) -> None:
     journal = tmp_path / "runs"
     run = start_run(url, journal)
     try:
@@ -97,10 +102,11 @@ def test_a_signal_stops_the_pump_and_ends_the_run_aborted(sig: int, url: str,
     stops = [r for r in records if r["type"] == "state" and r["state"] == "stopping"]
     assert stops and stops[0]["sender"] == "signal", stops
     assert records[-1]["outcome"] == "aborted"
-    assert_stopped_by_the_run(url, records)
+    assert_stopped_by_the_run(served[0], url, records)
 
 
-def test_closing_the_terminal_stops_the_pump(url: str, tmp_path: Path) -> None:
+def test_closing_the_terminal_stops_the_pump(served: tuple[SimKind, Path], url: str,
+                                             tmp_path: Path) -> None:
     """The terminal really goes away (tmux server killed) under an interactive shell, which
     passes the hang-up on to its foreground job as a shell does: SIGHUP, and every later write
     to the terminal fails. The run still stops the pump, journals why, and exits 5."""
@@ -123,10 +129,11 @@ def test_closing_the_terminal_stops_the_pump(url: str, tmp_path: Path) -> None:
     records = read_records(next(journal.glob("*.jsonl")))
     assert rc.read_text().strip() == "5", records[-3:]
     assert records[-1]["outcome"] == "aborted" and "SIGHUP" in records[-1]["reason"]
-    assert_stopped_by_the_run(url, records)
+    assert_stopped_by_the_run(served[0], url, records)
 
 
-def test_a_closed_output_pipe_costs_the_output_not_the_stop(url: str, tmp_path: Path) -> None:
+def test_a_closed_output_pipe_costs_the_output_not_the_stop(served: tuple[SimKind, Path],
+                                                            url: str, tmp_path: Path) -> None:
     """stdout's reader is gone (`pumpctl run ... | head` after head exited): the stop on
     SIGTERM still happens and the exit is still 5, without a traceback."""
     journal = tmp_path / "runs"
@@ -145,7 +152,7 @@ def test_a_closed_output_pipe_costs_the_output_not_the_stop(url: str, tmp_path: 
     assert run.returncode == 5, (run.returncode, err)
     assert "Traceback" not in err and "Exception ignored" not in err, err
     records = read_records(next(journal.glob("*.jsonl")))
-    assert_stopped_by_the_run(url, records)
+    assert_stopped_by_the_run(served[0], url, records)
 
 
 def test_ctrl_z_does_not_freeze_a_run_nor_a_stray_sigpipe_end_it(url: str,
@@ -177,9 +184,11 @@ def test_ctrl_z_does_not_freeze_a_run_nor_a_stray_sigpipe_end_it(url: str,
     assert records[-1]["reason"] == "SIGTERM"
 
 
-def test_sigkill_is_left_to_the_watchdog_armed_by_default(url: str, tmp_path: Path) -> None:
+def test_sigkill_is_left_to_the_watchdog_armed_by_default(served: tuple[SimKind, Path],
+                                                         url: str, tmp_path: Path) -> None:
     """No `safe=` in the URL: `pumpctl run` arms safe mode anyway, so a SIGKILL leaves a pump
     that stops itself within the default watchdog time."""
+    served[0].needs_watchdog("nothing arms it by default")
     from pumpctl.run.watchdog import DEFAULT_WATCHDOG_S
 
     journal = tmp_path / "runs"
@@ -209,6 +218,7 @@ def test_sigkill_is_left_to_the_watchdog_armed_by_default(url: str, tmp_path: Pa
 def test_safe_0_is_warned_about_and_journaled(served: tuple[SimKind, Path],
                                               tmp_path: Path) -> None:
     kind, link = served
+    kind.needs_watchdog("there is no safe mode to turn off")
     journal = tmp_path / "runs"
     run = start_run(kind.url(link, 0, None), journal)
     try:

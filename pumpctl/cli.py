@@ -26,6 +26,7 @@ from pumpctl.commands import (
     runs,
     sim,
     sim_balance,
+    sim_modbus,
     telemetry,
 )
 from pumpctl.errors import PumpctlError
@@ -56,8 +57,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, report,
-             dashboard):
+for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, sim_modbus,
+             report, dashboard):
     area.register(app)
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     # time a model or adapter is built (typer builds one per option); pumpctl uses none, and
     # the scan is a tenth of a short command's time.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    argv = run.sim_flag_alone(sys.argv[1:] if argv is None else argv)
     try:
         rc = app(args=argv, standalone_mode=False)
     except PumpctlError as exc:

@@ -99,22 +99,29 @@ def parse_time(text: str, *, field_name: str = "time") -> float:
     return float(match[1]) * _TIME_FACTOR[match[2]]
 
 
-def parse_fault(text: str) -> Fault:
-    """`KIND@TIME[:key=value,...]` -> Fault, with a one-line error naming what is wrong."""
+def split_spec(text: str, kinds: list[str]) -> tuple[str, float, str]:
+    """`KIND@TIME[:params]` -> (kind as written, lower-cased; seconds; the params text), with
+    a one-line error naming what is missing. `kinds` is only for the error message."""
     head, _, tail = text.strip().partition(":")
     kind_text, at, time_text = head.partition("@")
-    kinds = ", ".join(k.value for k in FaultKind)
-    try:
-        kind = FaultKind(kind_text.strip().lower())
-    except ValueError:
+    kind = kind_text.strip().lower()
+    if kind not in kinds:
         raise FaultSpecError(
-            f"fault kind {kind_text!r} in {text!r} is not one of: {kinds}") from None
+            f"fault kind {kind_text!r} in {text!r} is not one of: {', '.join(kinds)}")
     if not at:
-        raise FaultSpecError(
-            f"fault {text!r} needs a time: {kind.value}@TIME, e.g. {kind.value}@10m")
-    at_s = parse_time(time_text, field_name=f"fault time in {text!r}")
+        raise FaultSpecError(f"fault {text!r} needs a time: {kind}@TIME, e.g. {kind}@10m")
+    return kind, parse_time(time_text, field_name=f"fault time in {text!r}"), tail
+
+
+# Parameters written as times (`off=1.5m`); the others are plain numbers.
+TIME_PARAMS = frozenset({"delay", "off", "clear_after", "for", "gap"})
+
+
+def parse_params(text: str, tail: str, allowed: dict[str, float],
+                 limits: dict[str, tuple[float, float, bool]]) -> dict[str, Any]:
+    """The `key=value,...` part of fault `text`: each key one of `allowed`, each value within
+    `limits[key]` (lowest, highest, whole number?); one-line errors naming the parameter."""
     params: dict[str, Any] = {}
-    allowed = {**FAULT_PARAMS[kind], "pump": 0.0}
     for item in filter(None, (part.strip() for part in tail.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip()
@@ -123,14 +130,16 @@ def parse_fault(text: str) -> Fault:
             raise FaultSpecError(f"fault parameter {item!r} in {text!r}: expected key=value "
                                  f"with key one of {names}")
         try:
-            number = (parse_time(value) if key in ("delay", "off", "clear_after")
-                      else float(value))
+            number = parse_time(value) if key in TIME_PARAMS else float(value)
+        except FaultSpecError:
+            raise FaultSpecError(f"fault parameter {key}={value!r} in {text!r} is not a time "
+                                 "like 90s, 10m, 1.5h or 250ms") from None
         except ValueError:
             raise FaultSpecError(
                 f"fault parameter {key}={value!r} in {text!r} is not a number") from None
         if not math.isfinite(number):
             raise FaultSpecError(f"fault parameter {key}={value!r} in {text!r} is not finite")
-        low, high, whole = PARAM_LIMITS[key]
+        low, high, whole = limits[key]
         if (whole and not number.is_integer()) or not low <= number <= high or \
                 (key == "count" and number == 0):
             span = (f"a whole number {low:.0f}-{high:.0f}" if whole else f"{low:g}-{high:g}")
@@ -138,6 +147,14 @@ def parse_fault(text: str) -> Fault:
                 span = f"a whole number 1-{high:.0f}, or -1 for every one"
             raise FaultSpecError(f"fault parameter {key}={value} in {text!r} must be {span}")
         params[key] = int(number) if whole else number
+    return params
+
+
+def parse_fault(text: str) -> Fault:
+    """`KIND@TIME[:key=value,...]` -> Fault, with a one-line error naming what is wrong."""
+    name, at_s, tail = split_spec(text, [k.value for k in FaultKind])
+    kind = FaultKind(name)
+    params = parse_params(text, tail, {**FAULT_PARAMS[kind], "pump": 0.0}, PARAM_LIMITS)
     return Fault(kind, at_s, params)
 
 

@@ -3,6 +3,11 @@
     pumpctl pump --port /tmp/ne rate 52.5 mL/h
     pumpctl pump --port /tmp/ne run
     pumpctl pump --port newera+tcp://127.0.0.1:4001 --address 1 --json status
+    pumpctl pump --port "modbus+tcp://127.0.0.1:5020?map=generic" status
+
+The commands are written against the driver contract, so they work on every pump family;
+what a family shows of its settings differs (a Modbus pump's are its map's:
+`pumpctl.commands.pump_modbus`).
 
 Every setting is read back and printed as the pump reports it. `--json` prints one JSON
 object instead. Errors are one line and a non-zero exit (see `pumpctl.errors`).
@@ -30,13 +35,14 @@ if TYPE_CHECKING:  # ports, the event loop, rich and pydantic load when a comman
     from rich.table import Table
 
     from pumpctl.drivers.base import PumpDriver, PumpOutOfRange, PumpStatus
+    from pumpctl.drivers.modbus.driver import ModbusPumpDriver
     from pumpctl.drivers.newera.codec import ValueRefused
     from pumpctl.drivers.newera.driver import NewEraDriver
     from pumpctl.drivers.open import PumpTarget
     from pumpctl.run.endpoint import PortOwner
     from pumpctl.units import Kind
 
-pump_app = typer.Typer(help="Query and drive one pump (New Era protocol; real or simulated).",
+pump_app = typer.Typer(help="Query and drive one pump (New Era or Modbus; real or simulated).",
                        no_args_is_help=True)
 
 
@@ -74,10 +80,12 @@ def _options(
     ctx: typer.Context,
     port: Annotated[str | None, typer.Option(
         "--port", envvar="PUMPCTL_PORT",
-        help="Pump URL (newera:///dev/ttyUSB0?baud=19200, newera+tcp://HOST:PORT) or a plain "
+        help="Pump URL (newera:///dev/ttyUSB0?baud=19200, newera+tcp://HOST:PORT, "
+             "modbus+tcp://HOST:PORT?map=NAME, modbus+rtu:///dev/ttyUSB0?map=NAME) or a plain "
              "serial/pty path (required by every command).")] = None,
     address: Annotated[int | None, typer.Option(
-        "--address", min=0, max=99, help="Pump address on the line (wins over the URL's).")] = None,
+        "--address", min=0, max=247, help="Pump address on the line: New Era 0-99, Modbus "
+        "unit id 1-247 (wins over the URL's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Options shared by every pump command."""
@@ -152,7 +160,7 @@ def _run_status(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_pump(ctx: typer.Context,
-               action: Callable[[NewEraDriver], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+               action: Callable[[Any], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """Open the pump, run `action`, close; prints the result and returns it."""
     import asyncio
 
@@ -163,8 +171,7 @@ def _with_pump(ctx: typer.Context,
     _refuse_if_owned(opts)
 
     async def main() -> dict[str, Any]:
-        async with open_driver(target) as opened:
-            driver = _newera(opened, opts)
+        async with open_driver(target) as driver:
             result = await action(driver)
             if driver.alarm_at_open is not None:
                 result.setdefault("alarm_at_open", driver.alarm_at_open.kind.value)
@@ -175,14 +182,32 @@ def _with_pump(ctx: typer.Context,
     return result
 
 
-def _newera(driver: PumpDriver, opts: _Options) -> NewEraDriver:
-    """The bench commands speak New Era's settings (units, safe mode) for now."""
+def _newera(driver: PumpDriver, opts: _Options, what: str = "this command") -> NewEraDriver:
+    """A New Era pump, for what only New Era has (safe mode by that name)."""
+    if not _is_newera(driver):
+        raise UsageError(f"{what} is for New Era pumps; {opts.url!r} "
+                         f"({opts.target.scheme}://) is not one")
+    assert isinstance(driver, _newera_class())
+    return driver
+
+
+def _newera_class() -> type[NewEraDriver]:
     from pumpctl.drivers.newera.driver import NewEraDriver
 
-    if not isinstance(driver, NewEraDriver):
-        raise UsageError(f"pumpctl pump speaks to New Era pumps; {opts.url!r} "
-                         f"({opts.target.scheme}://) is not one")
-    return driver
+    return NewEraDriver
+
+
+def _is_newera(driver: PumpDriver) -> bool:
+    return isinstance(driver, _newera_class())
+
+
+def _modbus(driver: PumpDriver) -> ModbusPumpDriver | None:
+    """The Modbus driver, or None for another family (imported only when it is one)."""
+    if _is_newera(driver):
+        return None
+    from pumpctl.drivers.modbus.driver import ModbusPumpDriver
+
+    return driver if isinstance(driver, ModbusPumpDriver) else None
 
 
 def _print(opts: _Options, result: dict[str, Any]) -> None:
@@ -226,6 +251,10 @@ def info(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
     _json_after_command(ctx, as_json)
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        if (m := _modbus(d)) is not None:
+            from pumpctl.commands import pump_modbus
+
+            return await pump_modbus.info(m)
         assert d.identity is not None
         rate, rate_units = await d.rate()
         volume, volume_units = await d.volume_limit()
@@ -264,6 +293,10 @@ def diameter(ctx: typer.Context, mm: Annotated[list[str] | None, typer.Argument(
                                           default_unit="mm", positive=True)
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        if (m := _modbus(d)) is not None:
+            from pumpctl.commands import pump_modbus
+
+            return await pump_modbus.diameter(m, value)
         read = await (d.set_diameter(value) if value is not None else d.diameter())
         return {"diameter_mm": read}
     _with_pump(ctx, action)
@@ -286,6 +319,10 @@ def rate(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument(
                 await d.set_rate(ml_h)
             except ValueRefused as exc:
                 raise await _rate_limit_error(d, ml_h, exc) from None
+        if (m := _modbus(d)) is not None:
+            from pumpctl.commands import pump_modbus
+
+            return await pump_modbus.rate(m)
         read, units = await d.rate()
         return {"rate_ml_h": read, "units": units.label}
     _with_pump(ctx, action)
@@ -304,6 +341,10 @@ def volume(ctx: typer.Context, value: Annotated[list[str] | None, typer.Argument
                                           default_unit="mL")
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
+        if (m := _modbus(d)) is not None:
+            from pumpctl.commands import pump_modbus
+
+            return await pump_modbus.volume(m, ml)
         if ml is not None:
             await d.set_volume_limit(ml)
         amount, units = await d.volume_limit()
@@ -328,7 +369,7 @@ def direction(ctx: typer.Context, value: Annotated[str | None, typer.Argument(
 
     async def action(d: NewEraDriver) -> dict[str, Any]:
         read = await (d.set_direction(wanted) if wanted is not None else d.direction())
-        return {"direction": read.value}
+        return {"direction": read.value if read is not None else None}
     _with_pump(ctx, action)
 
 
@@ -399,7 +440,8 @@ def safe_mode(ctx: typer.Context, seconds: Annotated[int | None, typer.Argument(
     """Safe mode: the pump stops itself after SECONDS without a valid packet."""
 
     _json_after_command(ctx, as_json)
-    async def action(d: NewEraDriver) -> dict[str, Any]:
+    async def action(opened: PumpDriver) -> dict[str, Any]:
+        d = _newera(opened, _opts(ctx), "safe-mode (New Era's watchdog)")
         if seconds is not None:
             await d.set_watchdog(seconds)
         return {"safe_mode_s": d.safe_s if seconds is not None else await d.watchdog()}
@@ -436,8 +478,7 @@ def watch(ctx: typer.Context,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
-        async with open_driver(target) as opened:
-            d = _newera(opened, opts)
+        async with open_driver(target) as d:
             started = False
             try:
                 if start:
@@ -527,45 +568,85 @@ async def _show_records(records: AsyncIterator[dict[str, Any]], live: Live, opts
 
 @pump_app.command()
 def scan(ctx: typer.Context,
-         first: Annotated[int, typer.Option("--first", min=0, max=99)] = 0,
-         last: Annotated[int, typer.Option("--last", min=0, max=99)] = 99,
+         first: Annotated[int | None, typer.Option(
+             "--first", min=0, max=247, help="First address (New Era default 0).")] = None,
+         last: Annotated[int | None, typer.Option(
+             "--last", min=0, max=247, help="Last address (New Era default 99).")] = None,
+         span: Annotated[str | None, typer.Option(
+             "--range", metavar="FIRST-LAST",
+             help="Addresses to try, e.g. 1-247. Default: New Era 0-99; Modbus unit ids 1-16 "
+                  "(each silent id costs one --timeout, so 1-247 takes 247 of them).")] = None,
          timeout: Annotated[float, typer.Option("--timeout", min=0.02, max=5,
                                                 help="Seconds to wait per address.")] = 0.1,
          as_json: JsonFlag = False,
          ) -> None:
-    """Find the addresses that answer on this line."""
+    """Find the addresses (Modbus: unit ids) that answer on this line."""
     import asyncio
 
     from pumpctl.drivers.open import open_line
 
     _json_after_command(ctx, as_json)
     opts = _opts(ctx)
-    if last < first:
-        raise UsageError(f"--last {last} is below --first {first}")
     target = opts.target
+    modbus = target.scheme.startswith("modbus")
+    low, high = _scan_range(span, first, last, (1, 16) if modbus else (0, 99),
+                            (1, 247) if modbus else (0, 99))
     _refuse_if_owned(opts)
 
     async def main() -> dict[str, Any]:
         async with open_line(target) as line:
-            found = await line.scan(range(first, last + 1), timeout_s=timeout)
+            found = await line.scan(range(low, high + 1), timeout_s=timeout)
             pumps = []
             for address in found:
-                driver = _newera(line.pump(address), opts)
+                driver = line.pump(address)
                 await driver.open()
-                assert driver.identity is not None
-                pumps.append({"address": address, "model": driver.identity.model,
-                              "firmware": driver.identity.firmware, "safe_mode_s": driver.safe_s})
+                if (m := _modbus(driver)) is not None:
+                    from pumpctl.commands import pump_modbus
+
+                    pumps.append(await pump_modbus.scan_entry(m))
+                    continue
+                d = _newera(driver, opts)
+                assert d.identity is not None
+                pumps.append({"address": address, "model": d.identity.model,
+                              "firmware": d.identity.firmware, "safe_mode_s": d.safe_s})
             return {"pumps": pumps}
 
     result = asyncio.run(main())
     if opts.as_json:
         typer.echo(json.dumps(result, sort_keys=True))
     elif not result["pumps"]:
-        _out().print(f"no pump answered at addresses {first}-{last}")
+        _out().print(f"no pump answered at {'unit ids' if modbus else 'addresses'} "
+                     f"{low}-{high}")
     else:
         for pump in result["pumps"]:
-            _out().print(f"address {pump['address']}: {pump['model']} firmware {pump['firmware']}"
-                       f" safe-mode {pump['safe_mode_s']} s")
+            if "unit" in pump:
+                watchdog = "none" if pump["watchdog_s"] is None else f"{pump['watchdog_s']} s"
+                _out().print(f"unit {pump['unit']}: {pump['model']} firmware "
+                             f"{pump['firmware'] or '-'} watchdog {watchdog}", markup=False)
+            else:
+                _out().print(f"address {pump['address']}: {pump['model']} firmware "
+                             f"{pump['firmware']} safe-mode {pump['safe_mode_s']} s",
+                             markup=False)
+
+
+def _scan_range(span: str | None, first: int | None, last: int | None,
+                default: tuple[int, int], limits: tuple[int, int]) -> tuple[int, int]:
+    """The addresses `scan` tries: `--range A-B`, or `--first`/`--last`, within `limits`."""
+    low, high = default
+    if span is not None:
+        if first is not None or last is not None:
+            raise UsageError("--range and --first/--last: give one or the other")
+        parts = span.replace(" ", "").split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise UsageError(f"--range {span!r} must be FIRST-LAST, e.g. 1-16")
+        low, high = int(parts[0]), int(parts[1])
+    else:
+        low = low if first is None else first
+        high = high if last is None else last
+    if not limits[0] <= low <= high <= limits[1]:
+        raise UsageError(f"scan range {low}-{high} must be within {limits[0]}-{limits[1]} "
+                         "(first <= last)")
+    return low, high
 
 
 def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = None,

@@ -17,6 +17,23 @@ if TYPE_CHECKING:  # the run's modules (pydantic, rich, asyncio) load when a run
     from pumpctl.run.session import SinkFactory
 
 
+DEFAULT_SIM = "newera"
+
+
+def sim_flag_alone(argv: list[str]) -> list[str]:
+    """`run ... --sim` with no kind after it means `--sim newera` (the default kind): what
+    follows `--sim` is a kind unless it is another option, or a plan file given after it."""
+    if not argv or argv[0] != "run" or "--sim" not in argv:
+        return argv
+    out = list(argv)
+    i = out.index("--sim")
+    following = out[i + 1] if i + 1 < len(out) else None
+    if following is None or following.startswith("-") or \
+            Path(following).suffix.lower() in (".yaml", ".yml"):
+        out.insert(i + 1, DEFAULT_SIM)
+    return out
+
+
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
 
@@ -26,7 +43,10 @@ def run(
     weight: Annotated[float | None, typer.Option("--weight", help="Subject weight, kg.")] = None,
     pump: Annotated[str | None, typer.Option(
         "--pump", help="Pump URL, e.g. newera:///dev/ttyUSB0?safe=5 (default: --sim).")] = None,
-    sim: Annotated[bool, typer.Option("--sim", help="Use the embedded simulator.")] = False,
+    sim: Annotated[str | None, typer.Option(
+        "--sim", metavar="[KIND]",
+        help="Use the embedded simulator: newera (the default, also `--sim` alone), or a "
+        "Modbus map's (generic, isco-d, vindum-vp, ...).")] = None,
     speed: Annotated[str, typer.Option(
         "--speed", help="N x real time (the event loop's clock runs N times faster), or "
         "'max' for virtual time (simulator only).")] = "1",
@@ -87,7 +107,8 @@ def run(
         password_file=mqtt_password_file, spool_root=journal / "spool")
     opts = RunOptions(plan=plan, weight_kg=weight, pump_url=pump, speed=parse_speed(speed),
                       poll_s=poll, journal_dir=journal, override_reason=override,
-                      sim_faults=list(sim_fault or []), resume=resume, json=as_json,
+                      sim_faults=list(sim_fault or []), sim_kind=sim, resume=resume,
+                      json=as_json,
                       sink_factories=sinks,
                       prompt_timeout_s=prompt_timeout or DEFAULT_PROMPT_TIMEOUT_S)
     try:

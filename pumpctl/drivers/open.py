@@ -31,7 +31,7 @@ from pumpctl.drivers.sensors import VolumeSensor
 from pumpctl.errors import UsageError
 
 # Modules with a `register()` that registers their schemes / simulator kinds.
-PROTOCOL_PACKAGES = ("pumpctl.drivers.newera.scheme",)
+PROTOCOL_PACKAGES = ("pumpctl.drivers.newera.scheme", "pumpctl.drivers.modbus.scheme")
 SIMULATOR_PACKAGES = ("simulators.kinds",)
 BARE_PATH_SCHEME = "newera"  # what a URL without a scheme (a plain path) is
 DEFAULT_SIMULATOR = "newera"  # what `--sim` builds unless told otherwise
@@ -229,10 +229,11 @@ async def open_driver(url: str | PumpTarget, *,
             await driver.close()
 
 
-async def connect_transport(serial_url: str, baud: int,
-                            protocol: asyncio.Protocol) -> asyncio.WriteTransport:
-    """Open a serial port or pty, or `socket://host:port`, 8N1 with no flow control, with
-    `protocol` receiving its bytes; one-line error if it cannot.
+async def connect_transport(serial_url: str, baud: int, protocol: asyncio.Protocol, *,
+                            parity: str = "N") -> asyncio.WriteTransport:
+    """Open a serial port or pty, or `socket://host:port`, 8 data bits, `parity` (N by
+    default), one stop bit, no flow control, with `protocol` receiving its bytes; one-line
+    error if it cannot.
 
     A serial port or pty is opened exclusively and read through the event loop, with no limit
     on how many one process holds (`pumpctl.drivers.serial_port`: a second opener is told who
@@ -244,7 +245,7 @@ async def connect_transport(serial_url: str, baud: int,
 
     try:
         if not serial_url.startswith("socket://"):
-            return await open_serial(serial_url, baud, protocol)
+            return await open_serial(serial_url, baud, protocol, parity=parity)
         transport, _ = await serial_asyncio_fast.create_serial_connection(
             asyncio.get_running_loop(), lambda: protocol, url=serial_url,
             baudrate=baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,

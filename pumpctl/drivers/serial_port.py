@@ -123,15 +123,16 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _open_port(path: str, baud: int) -> _Port:
-    return _Port(path, baudrate=baud, bytesize=serial.EIGHTBITS, parity=serial.PARITY_NONE,
+def _open_port(path: str, baud: int, parity: str = "N") -> _Port:
+    return _Port(path, baudrate=baud, bytesize=serial.EIGHTBITS, parity=parity,
                  stopbits=serial.STOPBITS_ONE, xonxoff=False, rtscts=False, exclusive=True,
                  timeout=0, write_timeout=0)
 
 
-async def open_serial(path: str, baud: int,
-                      protocol: asyncio.Protocol) -> asyncio.Transport:
-    """Open `path` exclusively at `baud` 8N1 and connect `protocol` to it.
+async def open_serial(path: str, baud: int, protocol: asyncio.Protocol, *,
+                      parity: str = "N") -> asyncio.Transport:
+    """Open `path` exclusively at `baud`, 8 data bits, `parity` (N, E or O: Modbus RTU lines
+    often run 8E1), one stop bit, and connect `protocol` to it.
 
     Raises PortBusy (another process holds the port) or serial.SerialException / OSError
     (no such port, permissions, not a tty) for the caller to put into words."""
@@ -139,7 +140,7 @@ async def open_serial(path: str, baud: int,
     loop = asyncio.get_running_loop()
     try:
         # Configuring a real USB serial port can take milliseconds: off the loop.
-        port = await loop.run_in_executor(None, _open_port, path, baud)
+        port = await loop.run_in_executor(None, _open_port, path, baud, parity)
     except serial.SerialException as exc:
         if getattr(exc, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise PortBusy(port_busy_message(path, owner_of(path))) from None

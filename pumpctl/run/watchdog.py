@@ -45,6 +45,10 @@ class WatchdogPlan:
 def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver) -> WatchdogPlan:
     """The watchdog for a run on a real pump whose URL gave `safe=` as `url_safe_s`."""
     if not has_watchdog(driver):
+        if driver.capabilities.volume_cap is None:  # e.g. a Teledyne ISCO D on Modbus
+            return WatchdogPlan(None, "absent", "this pump has no watchdog and no volume limit",
+                                "this pump has no watchdog and no volume limit: if pumpctl "
+                                "is killed, nothing stops it")
         return WatchdogPlan(None, "absent", "this pump has no watchdog",
                             "this pump has no watchdog: if pumpctl is killed, only its "
                             "volume limit (the rest of the plan) stops it")

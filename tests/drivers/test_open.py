@@ -42,13 +42,14 @@ def test_newera_registers_its_schemes_and_owns_plain_paths() -> None:
     assert tcp.watchdog_s == 5 and tcp.with_address(7).address == 7
 
 
-@pytest.mark.parametrize("url", ["bogus://x", "modbus+tcp://127.0.0.1:502", "http://pump"])
+@pytest.mark.parametrize("url", ["bogus://x", "profibus://127.0.0.1:502", "http://pump"])
 def test_unknown_scheme_is_one_line_naming_the_known_ones(url: str) -> None:
     with pytest.raises(PumpUrlError) as info:
         parse_pump_url(url)
     message = str(info.value)
     assert "\n" not in message and "unknown scheme" in message
     assert "newera://" in message and "newera+tcp://" in message
+    assert "modbus+tcp://" in message and "modbus+rtu://" in message
 
 
 class _FakeLine:
@@ -113,8 +114,10 @@ def test_a_protocol_package_registers_its_own_scheme(monkeypatch: pytest.MonkeyP
 
 def test_simulator_kinds_build_an_embedded_pump_with_a_sensor() -> None:
     assert simulator_kind().name == "newera" and simulator_kind("NewEra").name == "newera"
-    with pytest.raises(UsageError, match=r"simulator kind 'isco-d' is not known \(known: newera"):
-        simulator_kind("isco-d")
+    assert simulator_kind("isco-d").name == "isco-d"  # a Modbus map's kind
+    with pytest.raises(UsageError, match=r"simulator kind 'syringe-x' is not known \(known: "
+                                         r"generic, isco-d, newera, vindum-vp"):
+        simulator_kind("syringe-x")
     with pytest.raises(UsageError, match="fault kind"):
         simulator_kind().check_faults(["clog@10m"])
 
