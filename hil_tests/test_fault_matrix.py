@@ -102,7 +102,10 @@ def test_fault_at_any_moment_faults_the_run(fault: str, moment: tuple[str, float
         # The weaker case (docs/modbus.md): nothing reaches the pump and it has no watchdog,
         # so nobody can stop it. The run must end faulted and say the stop was not confirmed.
         assert r.outcome == "faulted" and run.alarms(), (r.outcome, r.reason)
-        assert run.records[-1]["stop_confirmed"] is False and run.running
+        assert run.records[-1]["stop_confirmed"] is False
+        # A pump with a volume cap (Vindum) stops itself at the total, which a fault in the
+        # last 30 s lets it reach first; one without (ISCO) keeps running.
+        assert run.running or (sim_kind.volume_cap and run.infused_ml <= total), run.infused_ml
         pytest.skip(f"{sim_kind.name} has no host watchdog: a pump that hears nothing keeps "
                     "running (the run faulted, stop not confirmed, as it must say)")
     record_cell(hil_table, sim_kind, fault, name, run, expect="faulted", limit_ml=total + step)

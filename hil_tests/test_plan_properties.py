@@ -88,6 +88,11 @@ def compile_on_a_fitting_syringe(plan: dict[str, object], weight: float) -> Rate
                      {"label": "s1", "volume": "1.667 mL/kg", "over": "3 min"},  # draining
                      {"label": "s2", "volume": "0.002222 mL/kg", "over": "4 min"}],  # after
            "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))  # 1000->1
+# Found on ISCO (no volume cap): the controller stops the pump at the total itself, and the
+# end was judged on a sensor reading one poll (60 s) old.
+@example(({"name": "property-plan", "drug": "saline",
+           "steps": [{"label": "s0", "volume": "0.05556 mL/kg", "over": "10 min"}],
+           "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))
 @example(({"name": "saline-71kg", "drug": "saline",  # the plan that faulted in issue 9
            "steps": [{"label": "a", "volume": "0.1 mL/kg", "over": "5 min"},
                      {"label": "b", "volume": "0.5 mL/kg", "over": "40 min"}],
@@ -112,12 +117,14 @@ def _check(run: SimRun, program: RateProgram) -> None:
     digits = declared["digits"] and NumberFormat(**declared["digits"])
     counter = Resolution(declared["step_ml"], digits or None)
     resolution = max(program.limits.volume_resolution_ml, counter.at(program.total_volume_ml))
-    # What the pump's counter says was delivered: within one resolution step (the volume to
-    # dispense is the plan's total floored to what the pump can hold).
-    assert abs(r.delivered_volume_ml - program.total_volume_ml) <= resolution + 1e-9
     # What the simulated motor did: it stops at the last whole motor step before the volume
     # to dispense (lead pitch / steps per turn x bore: 0.00014 mL on a 60 mL syringe).
     model = run.pump.model
     motor_step = model.area_mm2 * model.params.lead_pitch_mm / model.params.steps_per_rev / 1000
+    # What the pump's counter says was delivered: within one resolution step (the volume to
+    # dispense is the plan's total floored to what the pump can hold), and a motor step where
+    # the counter shows finer than its step (a FLOAT32 register shows the motor's position).
+    slack = motor_step if digits is None else 0.0
+    assert abs(r.delivered_volume_ml - program.total_volume_ml) <= resolution + slack + 1e-9
     assert abs(run.infused_ml - program.total_volume_ml) <= resolution + motor_step + 1e-9
     assert not run.running and r.stop_confirmed

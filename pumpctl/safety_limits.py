@@ -58,6 +58,14 @@ class RunLimits:
         # The display step at the planned total is needed several times per sample; the
         # program is frozen and the cap fixed here, so work it out once.
         self._cap_quantum = self.quantum(self.cap_ml)
+        # Complete once the counter shows what the pump can be told to stop at: its volume
+        # cap holds the total floored to its own step (5.05998 -> 5.059 mL), the motor stops
+        # at its last whole step below that, and the counter shows it to within a quantum.
+        stop_at = self.cap_ml
+        if self.caps.volume_cap is not None:
+            stop_at = self.caps.volume_cap.resolution.floor(self.cap_ml)
+        self._complete_at = min(self.cap_ml - self._cap_quantum,
+                                stop_at - self.quantum(stop_at))
 
     # -- figures -----------------------------------------------------------------------
 
@@ -81,7 +89,7 @@ class RunLimits:
         return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
 
     def is_complete(self, delivered_ml: float) -> bool:
-        return delivered_ml >= self.cap_ml - self._cap_quantum
+        return delivered_ml >= self._complete_at
 
     def _band(self, t: float) -> tuple[float, float]:
         """Planned-so-far volume at plan time `t` and the tolerance around it."""

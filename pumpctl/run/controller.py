@@ -376,6 +376,15 @@ class InfusionController:
                 fault = failed.breach
                 reason, sender = f"{fault.kind.value}: {fault.message}", "safety"
         if fault is None and stop_by is None and self._completed:
+            # A fresh reading, taken now the pump is stopped: the last poll's can be a whole
+            # poll interval old when the controller stopped the pump itself at the total (a
+            # pump without a volume cap), and would read short by what that interval gave.
+            try:
+                await self._sampler.measured()
+            except BreachStop as failed:  # the sensor failed at the end: a fault like any
+                fault = failed.breach
+                reason, sender = f"{fault.kind.value}: {fault.message}", "safety"
+        if fault is None and stop_by is None and self._completed:
             verdict = completion_breach(self.monitor, final, self._sampler.measured_ml)
             if verdict is not None:
                 fault = c.alarm(verdict)

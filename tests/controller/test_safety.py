@@ -312,3 +312,16 @@ def test_property_commanded_rate_above_plan_is_refused(t: float, factor: float) 
     allowed = m.plan.max_rate_ml_h(t - 2.0, t + 2.0)
     b = m.check_command("set_rate", allowed * factor, plan_t=t, delivered_ml=0)
     assert b is not None and b.kind is BreachKind.RATE_EXCEEDED
+
+
+def test_complete_when_the_counter_shows_the_floored_cap_of_a_float_counter() -> None:
+    """A float counter (Modbus FLOAT32) shows the motor's last whole step below the volume
+    cap, which holds the total floored to the cap's step: 5.05998 -> 5.059 -> 5.05897 mL."""
+    from pumpctl.drivers.base import Counters, PumpCapabilities, Resolution, VolumeCap
+
+    exact = Resolution(step_ml=0.001)
+    caps = PumpCapabilities(counters=Counters(resolution=exact), volume_cap=VolumeCap(exact))
+    m = SafetyMonitor(make_program([(300.0, 60.71981904)]), SafetyTolerances(), caps)
+    assert math.isclose(m.cap_ml, 5.05998492)
+    assert m.is_complete(5.05897)  # one motor step below the floored cap
+    assert not m.is_complete(5.0579)  # more than a quantum below what the pump stops at
