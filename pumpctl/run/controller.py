@@ -366,15 +366,6 @@ class InfusionController:
         final = self._delivered = final_delivered(
             self._last_status, baseline_ml=self.baseline_ml, delivered_ml=self._delivered,
             resolution=self.driver.capabilities.counters.resolution)
-        if fault is None and stop_by is None and self._completed and self._self_stop \
-                and confirmed:
-            # (modbus-sim) A pump without a volume limit was stopped by us between polls: the
-            # sensor is read now, not taken from the last poll (up to a poll of flow ago).
-            try:
-                await self._sampler.measured()
-            except BreachStop as failed:
-                fault = failed.breach
-                reason, sender = f"{fault.kind.value}: {fault.message}", "safety"
         if fault is None and stop_by is None and self._completed:
             # A fresh reading, taken now the pump is stopped: the last poll's can be a whole
             # poll interval old when the controller stopped the pump itself at the total (a

@@ -317,17 +317,9 @@ class ModbusPumpDriver(Watchdog):
                 raise PumpProtocolError(f"pump {self.unit} is {state.value} with its rate "
                                         f"in another unit or mode: {self._unselected(values)}")
             rate = 0.0  # stopped before any selection: moot (and a NaN cannot be journaled)
-        # (modbus-sim) Counters as far as they are trusted (the declared resolution): a FLOAT32
-        # counter shows where the motor stopped, up to a motor step short of a volume target
-        # floored to that resolution, which read unrounded looks like an early stop.
-        step = self.capabilities.counters.resolution.step_ml
-
-        def counted(raw: Value, zero: float) -> float:
-            return round(round((float(raw) - zero) / step) * step, 9)
-
-        infused = counted(values[ops.counters.infused], self._zero[0])
+        infused = float(values[ops.counters.infused]) - self._zero[0]
         withdrawn = 0.0 if ops.counters.withdrawn is None else \
-            counted(values[ops.counters.withdrawn], self._zero[1])
+            float(values[ops.counters.withdrawn]) - self._zero[1]
         return PumpStatus(state=state, rate_ml_h=rate, infused_ml=infused,
                           withdrawn_ml=withdrawn, alarm=self.alarm,
                           direction=self._direction_in(values))
