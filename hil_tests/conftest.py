@@ -104,7 +104,8 @@ WALL_CLOCK_MODULES = ("test_signals", "test_kill", "test_port_owner")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A `reduced` kind runs the in-process scenarios only (see kinds.py)."""
+    """A `reduced` kind runs the in-process scenarios only, and of the fault matrix its first
+    minute (see kinds.py)."""
     for item in items:
         params = getattr(item, "callspec", None)
         values = params.params.values() if params is not None else ()
@@ -115,6 +116,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         link = params.params.get("link") if params is not None else None
+        moment = params.params.get("moment") if params is not None else None
         if module in WALL_CLOCK_MODULES or link in ("pty", "tcp"):
             item.add_marker(pytest.mark.skip(
                 reason="reduced kind (CI time): wall-clock scenarios run on newera and isco-d"))
+        elif module == "test_fault_matrix" and (
+                (moment is not None and moment[0] != "first-minute")
+                or item.name.startswith("test_the_last_seconds")):
+            item.add_marker(pytest.mark.skip(
+                reason="reduced kind (CI time): the fault matrix's first minute only; every "
+                       "moment runs on newera and isco-d"))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hil_tests.kinds import KINDS
+
 REPO = Path(__file__).resolve().parents[2]
 RIGS = REPO / "configs" / "rigs"
 
@@ -60,7 +62,10 @@ async def test_faults_come_from_the_simulator(sim, controller_factory):
 
 
 def test_the_kind_follows_the_rig(sim_kind, rig):
-    assert sim_kind.name == rig.pump.sim
+    # No --rig: the scenario runs on every simulator kind, the default rig's among them.
+    from hil_tests.kinds import KINDS
+
+    assert sim_kind.name in KINDS and rig.pump.sim in KINDS
 
 
 def test_the_broker_listens_on_loopback(broker):
@@ -106,7 +111,8 @@ def test_report_folder_measurements_junit_runs_and_tables(hil: pytest.Pytester) 
     a test asked for, and the table printed at the end."""
     hil.makepyfile(test_scenarios=SCENARIOS)
     result = run(hil, "-n", "2", "--hil-report", "evidence", "-rs")
-    result.assert_outcomes(passed=5, failed=1, skipped=1)
+    kinds = len(KINDS)  # the sim_kind scenario runs once per kind
+    result.assert_outcomes(passed=4 + kinds, failed=1, skipped=1)
     out = result.stdout.str()
     # A failing measurement fails its test with one line naming the value and the limits.
     result.stdout.re_match_lines([r".*measurement failed: volume = 36\.5 mL, outside "
@@ -129,7 +135,7 @@ def test_report_folder_measurements_junit_runs_and_tables(hil: pytest.Pytester) 
     assert len(measured) == 5
     suite = ET.parse(evidence / "junit.xml").getroot()
     cases = {c.get("name"): c for c in suite.iter("testcase")}
-    assert len(cases) == 7
+    assert len(cases) == 6 + kinds
     assert cases["test_measured_outside_limits"].find("failure") is not None
     props = [p.get("name") for p in cases["test_measured_within_limits"].iter("property")]
     assert props == ["hil_measurement"]
