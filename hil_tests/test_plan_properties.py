@@ -88,6 +88,13 @@ def compile_on_a_fitting_syringe(plan: dict[str, object], weight: float) -> Rate
                      {"label": "s1", "volume": "1.667 mL/kg", "over": "3 min"},  # draining
                      {"label": "s2", "volume": "0.002222 mL/kg", "over": "4 min"}],  # after
            "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))  # 1000->1
+# Found by this test: 0.0352 mL/h is compiled as 0.035 and 0.036 mL/h (the unit the 600 mL/h
+# step needs), the upper one 2.2 % above the plan: allowed as one digit step.
+@example(({"name": "property-plan", "drug": "saline",
+           "steps": [{"label": "s0", "volume": "0.001667 mL/kg", "over": "3 min"},
+                     {"label": "s1", "volume": "7.828e-05 mL/kg", "over": "4 min"},
+                     {"label": "s2", "volume": "1 mL/kg", "over": "3 min"}],
+           "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))
 # Found on ISCO (no volume cap): the controller stops the pump at the total itself, and the
 # end was judged on a sensor reading one poll (60 s) old.
 @example(({"name": "property-plan", "drug": "saline",

@@ -9,10 +9,12 @@ moment of the plan, and when the planned total counts as delivered.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
-from pumpctl.drivers.base import Counters, PumpCapabilities, Resolution
+from pumpctl.drivers.base import Counters, NumberFormat, PumpCapabilities, RateFormat, Resolution
+from pumpctl.errors import PumpctlError
 from pumpctl.plan.program import RateProgram
 from pumpctl.planned_delivery import PlannedDelivery, SafetyConfigError
 from pumpctl.tolerances import SafetyTolerances
@@ -58,6 +60,14 @@ class RunLimits:
         # The display step at the planned total is needed several times per sample; the
         # program is frozen and the cap fixed here, so work it out once.
         self._cap_quantum = self.quantum(self.cap_ml)
+        # A rate the pump profile the program was compiled for cannot write is compiled as
+        # its writable neighbours, the upper one up to a digit step above the plan (2.8 % at
+        # 0.035 mL/h in mL/h): allowed, in the unit one run uses (as a driver's prepare
+        # chooses it), for the pump's own number format and for the compiled profile's (a
+        # FLOAT32 Modbus pump writes any rate, but runs the program compiled for a profile).
+        rates = [s.rate_ml_h for s in p.segments]
+        self._rate_formats = [(fmt, unit) for fmt in (self.caps.rates, _profile_rates(p))
+                              if fmt is not None and (unit := fmt.unit_for(rates)) is not None]
         # Complete once the counter shows what the pump can be told to stop at: its volume
         # cap holds the total floored to its own step (5.05998 -> 5.059 mL), the motor stops
         # at its last whole step below that, and the counter shows it to within a quantum.
@@ -85,7 +95,8 @@ class RunLimits:
         rate = self.plan.max_rate_ml_h(plan_t - slack, plan_t + slack)
         if plan_t >= self.plan.end_s - slack and plan_t <= self.plan.end_s + self.end_grace_s:
             rate = max(rate, self.plan.last_rate_ml_h)  # finishing the last few drops late
-        rate *= 1.0 + self.tolerances.rate_rel
+        step = max((fmt.step_at(rate, unit) for fmt, unit in self._rate_formats), default=0.0)
+        rate = max(rate * (1.0 + self.tolerances.rate_rel), rate + step)
         return min(rate, self.program.limits.max_rate_ml_h * (1.0 + self.tolerances.readback_rel))
 
     def is_complete(self, delivered_ml: float) -> bool:
@@ -95,3 +106,21 @@ class RunLimits:
         """Planned-so-far volume at plan time `t` and the tolerance around it."""
         planned = self.plan.volume_at(t)
         return planned, self.volume_tolerance(planned)
+
+
+@functools.cache
+def _profile_rates_by_name(name: str) -> RateFormat | None:
+    from pumpctl.plan.library import load_pump_profile
+
+    try:
+        loaded = load_pump_profile(name)
+    except PumpctlError:  # a program from elsewhere, its profile not here: the pump's own rule
+        return None
+    fmt = loaded.number_format
+    return RateFormat(tuple(loaded.rate_unit_sizes().items()),
+                      NumberFormat(fmt.max_digits, fmt.max_decimals))
+
+
+def _profile_rates(program: RateProgram) -> RateFormat | None:
+    """The rates the pump profile `program` was compiled for can write."""
+    return _profile_rates_by_name(program.pump_profile)

@@ -206,6 +206,14 @@ class RateFormat:
             return math.isfinite(rate_ml_h) and rate_ml_h > 0
         return rate_ml_h > 0 and self.digits.expresses(_exact(rate_ml_h) / dict(self.units)[unit])
 
+    def step_at(self, rate_ml_h: float, unit: str) -> float:
+        """The step between writable rates near `rate_ml_h` in `unit`, in mL/h (0 for a
+        binary float, which writes any rate)."""
+        if self.digits is None or rate_ml_h <= 0:
+            return 0.0
+        size = float(dict(self.units)[unit])
+        return self.digits.step_at(rate_ml_h / size) * size
+
     def unit_for(self, rates_ml_h: Iterable[float]) -> str | None:
         """The first unit that writes every one of these rates exactly, or None."""
         rates = list(rates_ml_h)

@@ -325,3 +325,23 @@ def test_complete_when_the_counter_shows_the_floored_cap_of_a_float_counter() ->
     assert math.isclose(m.cap_ml, 5.05998492)
     assert m.is_complete(5.05897)  # one motor step below the floored cap
     assert not m.is_complete(5.0579)  # more than a quantum below what the pump stops at
+
+
+def test_a_rate_one_digit_step_above_the_plan_is_allowed_where_the_plan_cannot_be_written() -> None:
+    """0.0352 mL/h, compiled in mL/h (three decimals, the unit the 600 mL/h step needs) as
+    0.035 and 0.036 mL/h: the upper neighbour is 2.2 % above the plan, more than the 2 % rate
+    tolerance, and allowed; two steps above is not. Where 2 % is more than a step, 2 % rules."""
+    from pumpctl.plan.compile import compile_plan
+    from pumpctl.plan.model import PlanFile
+
+    plan = PlanFile.model_validate({
+        "name": "two-rates", "drug": "saline", "syringe": "bd-plastipak-60",
+        "steps": [{"label": "slow", "volume": "7.828e-05 mL/kg", "over": "4 min"},
+                  {"label": "fast", "volume": "1 mL/kg", "over": "3 min"},
+                  {"label": "rest", "volume": "0.001667 mL/kg", "over": "3 min"}],
+        "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}})
+    program = compile_plan(plan, weight_kg=30.0, override_reason="test")
+    assert sorted({s.rate_ml_h for s in program.segments})[:2] == [0.035, 0.036]
+    m = SafetyMonitor(program, SafetyTolerances(), NEWERA)
+    assert 0.036 <= m.allowed_rate_ml_h(60.0) < 0.037
+    assert math.isclose(m.allowed_rate_ml_h(300.0), 600.0 * 1.02)
