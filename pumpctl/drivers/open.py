@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver, PumpError
 from pumpctl.drivers.sensors import VolumeSensor
+from pumpctl.drivers.url_query import PumpUrlError as PumpUrlError  # re-exported
 from pumpctl.errors import UsageError
 
 # Modules with a `register()` that registers their schemes / simulator kinds.
@@ -35,10 +36,6 @@ PROTOCOL_PACKAGES = ("pumpctl.drivers.newera.scheme", "pumpctl.drivers.modbus.sc
 SIMULATOR_PACKAGES = ("simulators.kinds",)
 BARE_PATH_SCHEME = "newera"  # what a URL without a scheme (a plain path) is
 DEFAULT_SIMULATOR = "newera"  # what `--sim` builds unless told otherwise
-
-
-class PumpUrlError(UsageError):
-    """A pump URL that cannot be understood."""
 
 
 class PumpConnectionError(PumpError):

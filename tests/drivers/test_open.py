@@ -143,3 +143,12 @@ def test_the_cli_goes_through_the_registry(args: list[str], tmp_path: Path) -> N
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown scheme 'bogus'" in lines[0], result.stderr
     assert "newera://, newera+tcp://" in lines[0]
+
+
+@pytest.mark.parametrize("url", ["newera:///dev/ttyUSB0?safe=5&safe=0",
+                                 "modbus+tcp://127.0.0.1:502?map=generic&unit=1&unit=2"])
+def test_a_parameter_given_twice_is_refused_naming_it(url: str) -> None:
+    from pumpctl.drivers.open import PumpUrlError, parse_pump_url
+
+    with pytest.raises(PumpUrlError, match="given twice"):
+        parse_pump_url(url)

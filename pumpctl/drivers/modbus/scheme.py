@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver
@@ -34,6 +33,7 @@ from pumpctl.drivers.open import (
     connect_transport,
     register_scheme,
 )
+from pumpctl.drivers.url_query import int_param, query_params, timeout_param
 
 if TYPE_CHECKING:  # the map loader (pydantic) and pymodbus load when a Modbus URL is used
     from pumpctl.drivers.modbus.pumpmap import PumpMap
@@ -89,12 +89,6 @@ class ModbusTarget:
         return dataclasses.replace(self, address=address)
 
 
-def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
-    if not text.strip().isdigit() or not low <= int(text) <= high:
-        raise PumpUrlError(f"{name}={text!r} in {url!r} must be an integer {low}-{high}")
-    return int(text)
-
-
 def _load(params: dict[str, str], url: str) -> PumpMap:
     from pumpctl.drivers.modbus.pumpmap import MapError, load_map, map_names
 
@@ -121,35 +115,23 @@ def parse_modbus_url(url: str) -> ModbusTarget:
 
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _PARAMS:
-            raise PumpUrlError(f"pump URL {url!r}: unknown parameter {key!r} "
-                               f"(known: {', '.join(_PARAMS)})")
-        if key in params:
-            raise PumpUrlError(f"pump URL {url!r}: parameter {key!r} given twice")
-        params[key] = value
+    params = query_params(url, parts.query, _PARAMS)
     pump_map = _load(params, url)
     if scheme != "modbus+rtu":
         for key in _SERIAL_ONLY:
             if key in params:
                 raise PumpUrlError(f"{key}={params[key]!r} in {url!r}: only for a serial port "
                                    "(modbus+rtu://); a TCP link has no " + key)
-    unit = _int_param("unit", params.get("unit", str(pump_map.unit)), MIN_UNIT, MAX_UNIT, url)
-    retries = _int_param("retries", params.get("retries", "1"), 0, 10, url)
-    try:
-        timeout = float(params.get("timeout", DEFAULT_TIMEOUT_S))
-    except ValueError:
-        timeout = math.nan
-    if not 0.01 <= timeout <= 60:
-        raise PumpUrlError(f"timeout={params.get('timeout')!r} in {url!r} must be 0.01-60 s")
+    unit = int_param("unit", params.get("unit", str(pump_map.unit)), MIN_UNIT, MAX_UNIT, url)
+    retries = int_param("retries", params.get("retries", "1"), 0, 10, url)
+    timeout = timeout_param(params, url, DEFAULT_TIMEOUT_S)
     watchdog = None
     if "watchdog" in params:
         op = pump_map.operations.watchdog
         if op is None:
             raise PumpUrlError(f"watchdog={params['watchdog']!r} in {url!r}: the "
                                f"{pump_map.name} map has no watchdog register")
-        watchdog = _int_param("watchdog", params["watchdog"], 0, op.max_s, url)
+        watchdog = int_param("watchdog", params["watchdog"], 0, op.max_s, url)
         if 0 < watchdog < op.min_s:
             raise PumpUrlError(f"watchdog={watchdog} in {url!r} must be 0 (off) or "
                                f"{op.min_s}-{op.max_s} s")
@@ -160,7 +142,7 @@ def parse_modbus_url(url: str) -> ModbusTarget:
         if not path:
             raise PumpUrlError(f"pump URL {url!r} names no serial port, e.g. "
                                "modbus+rtu:///dev/ttyUSB0?map=vindum-vp")
-        baud = _int_param("baud", params.get("baud", str(pump_map.baud)), 1, 10**7, url)
+        baud = int_param("baud", params.get("baud", str(pump_map.baud)), 1, 10**7, url)
         if baud not in BAUD_RATES:
             raise PumpUrlError(f"baud={baud} in {url!r} is not one of "
                                f"{', '.join(map(str, BAUD_RATES))}")

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver
@@ -34,6 +33,7 @@ from pumpctl.drivers.open import (
     connect_transport,
     register_scheme,
 )
+from pumpctl.drivers.url_query import int_param, query_params, timeout_param
 
 BAUD_RATES = (300, 1200, 2400, 9600, 19200)
 DEFAULT_BAUD = 19200
@@ -73,35 +73,19 @@ class NewEraTarget:
         return dataclasses.replace(self, address=address)
 
 
-def _int_param(name: str, text: str, low: int, high: int, url: str) -> int:
-    if not text.strip().isdigit() or not low <= int(text) <= high:
-        raise PumpUrlError(f"{name}={text!r} in {url!r} must be an integer {low}-{high}")
-    return int(text)
-
-
 def parse_newera_url(url: str) -> NewEraTarget:
     """Check a `newera://` or `newera+tcp://` URL (one-line errors naming the parameter)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    params: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in _PARAMS:
-            raise PumpUrlError(f"pump URL {url!r}: unknown parameter {key!r} "
-                               f"(known: {', '.join(_PARAMS)})")
-        params[key] = value
-    address = _int_param("address", params.get("address", "0"), 0, codec.MAX_ADDRESS, url)
-    baud = _int_param("baud", params.get("baud", str(DEFAULT_BAUD)), 1, 10**7, url)
+    params = query_params(url, parts.query, _PARAMS)
+    address = int_param("address", params.get("address", "0"), 0, codec.MAX_ADDRESS, url)
+    baud = int_param("baud", params.get("baud", str(DEFAULT_BAUD)), 1, 10**7, url)
     if baud not in BAUD_RATES:
         raise PumpUrlError(f"baud={baud} in {url!r} is not one of "
                            f"{', '.join(map(str, BAUD_RATES))}")
-    safe = _int_param("safe", params["safe"], 0, 255, url) if "safe" in params else None
-    retries = _int_param("retries", params.get("retries", "1"), 0, 10, url)
-    try:
-        timeout = float(params.get("timeout", DEFAULT_TIMEOUT_S))
-    except ValueError:
-        timeout = math.nan
-    if not 0.01 <= timeout <= 60:
-        raise PumpUrlError(f"timeout={params.get('timeout')!r} in {url!r} must be 0.01-60 s")
+    safe = int_param("safe", params["safe"], 0, 255, url) if "safe" in params else None
+    retries = int_param("retries", params.get("retries", "1"), 0, 10, url)
+    timeout = timeout_param(params, url, DEFAULT_TIMEOUT_S)
     if scheme == "newera+tcp":
         try:
             port = parts.port
