@@ -155,6 +155,10 @@ def test_sim_over_tcp(tmp_path: Path) -> None:
 
 def test_json_flag_works_after_the_command_too(sim_link: tuple[Path, str]) -> None:
     cwd, _ = sim_link
+    # The first opener is told of the power-up alarm the pump showed (alarm_at_open); the
+    # two compared below come after it.
+    first = pump(cwd, "--address", "1", "status", "--json")
+    assert json.loads(first.stdout).get("alarm_at_open") == "power_reset", first.stdout
     before = pump(cwd, "--json", "--address", "1", "status")
     after = pump(cwd, "--address", "1", "status", "--json")
     assert before.returncode == after.returncode == 0, after.stderr
