@@ -99,6 +99,10 @@ def compile_on_a_fitting_syringe(plan: dict[str, object], weight: float) -> Rate
 @example(({"name": "property-plan", "drug": "saline",
            "steps": [{"label": "s0", "volume": "8.421e-05 mL/kg", "over": "12 min"}],
            "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 47.5))
+# Found by this test: 1.7 µL, a total within a counter step of zero, ended "completed" at 0.
+@example(({"name": "property-plan", "drug": "saline",
+           "steps": [{"label": "s0", "volume": "5.556e-05 mL/kg", "over": "10 min"}],
+           "monitoring": {"vitals_every": "15 min", "observe_after_end": "2 h"}}, 30.0))
 # Found on ISCO (no volume cap): the controller stops the pump at the total itself, and the
 # end was judged on a sensor reading one poll (60 s) old.
 @example(({"name": "property-plan", "drug": "saline",

@@ -76,6 +76,8 @@ class RunLimits:
             stop_at = self.caps.volume_cap.resolution.floor(self.cap_ml)
         self._complete_at = min(self.cap_ml - self._cap_quantum,
                                 stop_at - self.quantum(stop_at))
+        if self._complete_at <= 0:  # a total within a step of zero: something must be counted
+            self._complete_at = min(self.cap_ml, stop_at) / 2
 
     # -- figures -----------------------------------------------------------------------
 

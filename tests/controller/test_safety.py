@@ -345,3 +345,11 @@ def test_a_rate_one_digit_step_above_the_plan_is_allowed_where_the_plan_cannot_b
     m = SafetyMonitor(program, SafetyTolerances(), NEWERA)
     assert 0.036 <= m.allowed_rate_ml_h(60.0) < 0.037
     assert math.isclose(m.allowed_rate_ml_h(300.0), 600.0 * 1.02)
+
+
+def test_a_total_within_a_counter_step_of_zero_is_not_complete_at_zero() -> None:
+    """0.0017 mL, capped at 0.001 mL (the cap's step): nothing counted is not complete;
+    the motor's last step below the cap is."""
+    m = SafetyMonitor(make_program([(600.0, 0.01)]), SafetyTolerances(), NEWERA)
+    assert not m.is_complete(0.0)
+    assert m.is_complete(0.000998)
