@@ -21,6 +21,7 @@ from pumpctl.commands import (
     dashboard,
     plan,
     pump,
+    pump_watch,
     report,
     run,
     runs,
@@ -57,8 +58,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Infusion-pump controller companion and HIL test harness (Research Use Only)."""
 
 
-for area in (plan, course, pump, sim, run, runs, telemetry, accuracy, sim_balance, sim_modbus,
-             report, dashboard):
+for area in (plan, course, pump, pump_watch, sim, run, runs, telemetry, accuracy, sim_balance,
+             sim_modbus, report, dashboard):
     area.register(app)
 
 

@@ -469,8 +469,6 @@ def _quantity(text: str, kind: Kind, field: str, *, default_unit: str | None = N
 
 
 def register(app: typer.Typer) -> None:
-    """Add `pumpctl pump ...` to the root app."""
-    from pumpctl.commands import pump_watch
-
-    pump_watch.add_to(pump_app)
+    """Add `pumpctl pump ...` to the root app (`watch` and `scan` come from
+    `pumpctl.commands.pump_watch`, registered after it)."""
     app.add_typer(pump_app, name="pump")

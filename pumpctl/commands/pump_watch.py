@@ -24,6 +24,7 @@ from pumpctl.commands.pump import (
     _refuse_if_owned,
     _run_status,
     _status_dict,
+    pump_app,
 )
 from pumpctl.errors import UsageError
 
@@ -234,7 +235,7 @@ def _scan_range(span: str | None, first: int | None, last: int | None,
     return low, high
 
 
-def add_to(pump_app: typer.Typer) -> None:
-    """Add `watch` and `scan` to `pumpctl pump`."""
+def register(app: typer.Typer) -> None:
+    """Add `watch` and `scan` to `pumpctl pump` (after `pumpctl.commands.pump.register`)."""
     pump_app.command()(watch)
     pump_app.command()(scan)
