@@ -231,4 +231,4 @@ def test_safe_0_is_warned_about_and_journaled(served: tuple[SimKind, Path],
             run.wait()
     header = read_records(next(journal.glob("*.jsonl")))[0]
     assert header["watchdog"] == "off" and header["watchdog_s"] == 0
-    assert "warning: safe mode is off (safe=0)" in out, out
+    assert "warning: the pump's watchdog is off (safe=0)" in out, out

@@ -59,6 +59,11 @@ class PumpTarget(Protocol):
         ...
 
     @property
+    def watchdog_param(self) -> str:
+        """The URL parameter that sets that watchdog (`safe` for New Era), for messages."""
+        ...
+
+    @property
     def line_key(self) -> str:
         """What identifies the line itself, whichever URL names it: a device's real path, or
         `tcp:HOST:PORT`. Two runs on one line key would talk over each other."""

@@ -133,7 +133,8 @@ async def _pump(opts: RunOptions, program: RateProgram, clock: Clock,
     async with open_driver(target, clock=clock) as driver:
         # A real pump's watchdog is armed by the controller before anything else is set
         # (safe mode by default): if this process is killed, the pump stops itself.
-        yield driver, None, plan_watchdog(target.watchdog_s, driver=driver)
+        yield driver, None, plan_watchdog(target.watchdog_s, driver=driver,
+                                           url_param=target.watchdog_param)
 
 
 async def _main(opts: RunOptions, console: Console) -> RunResult:

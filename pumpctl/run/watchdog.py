@@ -3,10 +3,10 @@
 No process can handle SIGKILL, an out-of-memory kill or a power cut. What stops the pump then
 is the pump itself: its communication watchdog, where it has one (the driver's capability),
 halts it `n` seconds after the last valid packet. So `pumpctl run` arms it by default on a
-real pump (`DEFAULT_WATCHDOG_S`), unless the pump URL says otherwise: `safe=N` picks the
-time, `safe=0`
-turns it off, which prints a warning and is journaled. The bench commands of `pumpctl pump`
-keep the pump's mode unless their URL asks (a pump left in basic mode stays in basic mode).
+real pump (`DEFAULT_WATCHDOG_S`), unless the pump URL says otherwise: `safe=N` (New Era) or
+`watchdog=N` (Modbus) picks the time, 0 turns it off, which prints a warning and is
+journaled. The bench commands of `pumpctl pump` keep the pump's mode unless their URL asks (a
+pump left in basic mode stays in basic mode).
 
 A pump without a watchdog is named as such in the run header and on the console: for it, a
 killed controller leaves only the pump's volume-to-dispense (set to what remains of the plan)
@@ -42,8 +42,10 @@ class WatchdogPlan:
         return {"watchdog": self.state, "watchdog_note": self.note}
 
 
-def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver) -> WatchdogPlan:
-    """The watchdog for a run on a real pump whose URL gave `safe=` as `url_safe_s`."""
+def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver,
+                  url_param: str = "safe") -> WatchdogPlan:
+    """The watchdog for a run on a real pump whose URL gave `url_param=` (New Era `safe=`,
+    Modbus `watchdog=`) as `url_safe_s`."""
     if not has_watchdog(driver):
         if driver.capabilities.volume_cap is None:  # e.g. a Teledyne ISCO D on Modbus
             return WatchdogPlan(None, "absent", "this pump has no watchdog and no volume limit",
@@ -53,13 +55,14 @@ def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver) -> WatchdogPlan
                             "this pump has no watchdog: if pumpctl is killed, only its "
                             "volume limit (the rest of the plan) stops it")
     if url_safe_s == 0:
-        return WatchdogPlan(0, "off", "safe=0 in the pump URL",
-                            "safe mode is off (safe=0): if pumpctl is killed, the pump runs "
-                            "on until its volume limit (the rest of the plan)")
+        return WatchdogPlan(0, "off", f"{url_param}=0 in the pump URL",
+                            f"the pump's watchdog is off ({url_param}=0): if pumpctl is killed, "
+                            "the pump runs on until its volume limit (the rest of the plan)")
     if url_safe_s is None:
         return WatchdogPlan(DEFAULT_WATCHDOG_S, "armed",
-                            f"safe mode {DEFAULT_WATCHDOG_S} s (default for pumpctl run)")
-    return WatchdogPlan(url_safe_s, "armed", f"safe mode {url_safe_s} s (safe={url_safe_s})")
+                            f"watchdog {DEFAULT_WATCHDOG_S} s (default for pumpctl run)")
+    return WatchdogPlan(url_safe_s, "armed",
+                        f"watchdog {url_safe_s} s ({url_param}={url_safe_s})")
 
 
 EMBEDDED = WatchdogPlan(None, "embedded", "simulator inside this process: it ends with it")

@@ -58,6 +58,10 @@ def test_the_watchdog_is_armed_by_default_and_its_absence_is_said() -> None:
     assert off.seconds == 0 and off.state == "off" and off.warning is not None
     assert "safe=0" in off.warning and off.header() == {"watchdog": "off",
                                                         "watchdog_note": "safe=0 in the pump URL"}
+    # A Modbus URL sets it with watchdog=, and the messages say so.
+    modbus_off = plan_watchdog(0, driver=_PumpWithWatchdog(), url_param="watchdog")
+    assert modbus_off.warning is not None and "(watchdog=0)" in modbus_off.warning
+    assert "safe" not in modbus_off.warning
     absent = plan_watchdog(None, driver=_Pump())
     assert absent.seconds is None and absent.state == "absent"
     assert absent.warning is not None and "no watchdog" in absent.warning

@@ -76,6 +76,7 @@ class _Target:
     def __init__(self, address: int = 0) -> None:
         self.address = address
         self.watchdog_s: int | None = None
+        self.watchdog_param = "safe"
 
     def with_address(self, address: int) -> PumpTarget:
         return _Target(address)

@@ -75,6 +75,10 @@ class ModbusTarget:
         return self.watchdog
 
     @property
+    def watchdog_param(self) -> str:
+        return "watchdog"
+
+    @property
     def line_key(self) -> str:
         if self.scheme == "modbus+rtu":
             return os.path.realpath(self.path)

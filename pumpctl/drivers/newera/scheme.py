@@ -59,6 +59,10 @@ class NewEraTarget:
         return self.safe_s
 
     @property
+    def watchdog_param(self) -> str:
+        return "safe"
+
+    @property
     def line_key(self) -> str:
         if self.scheme == "newera+tcp":
             return f"tcp:{self.host.lower()}:{self.port}"
