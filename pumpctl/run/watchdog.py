@@ -3,9 +3,9 @@
 No process can handle SIGKILL, an out-of-memory kill or a power cut. What stops the pump then
 is the pump itself: its communication watchdog, where it has one (the driver's capability),
 halts it `n` seconds after the last valid packet. So `pumpctl run` arms it by default on a
-real pump (`DEFAULT_WATCHDOG_S`), unless the pump URL says otherwise: `safe=N` (New Era) or
-`watchdog=N` (Modbus) picks the time, 0 turns it off, which prints a warning and is
-journaled. The bench commands of `pumpctl pump` keep the pump's mode unless their URL asks (a
+real pump (`DEFAULT_WATCHDOG_S`), unless the pump URL says otherwise: its scheme's watchdog
+parameter (`safe=N`, `watchdog=N`) picks the time, 0 turns it off, which prints a warning and
+is journaled. The bench commands of `pumpctl pump` keep the pump's mode unless their URL asks (a
 pump left in basic mode stays in basic mode).
 
 A pump without a watchdog is named as such in the run header and on the console: for it, a
@@ -44,8 +44,8 @@ class WatchdogPlan:
 
 def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver,
                   url_param: str = "safe") -> WatchdogPlan:
-    """The watchdog for a run on a real pump whose URL gave `url_param=` (New Era `safe=`,
-    Modbus `watchdog=`) as `url_safe_s`."""
+    """The watchdog for a run on a real pump whose URL gave its watchdog parameter
+    `url_param=` (the scheme's own name for it) as `url_safe_s`."""
     if not has_watchdog(driver):
         if driver.capabilities.volume_cap is None:  # e.g. a Teledyne ISCO D on Modbus
             return WatchdogPlan(None, "absent", "this pump has no watchdog and no volume limit",
