@@ -66,17 +66,23 @@ class FaultSpecError(UsageError):
     """A fault written on the command line that cannot be understood."""
 
 
-@dataclass(frozen=True)
-class Fault:
-    kind: FaultKind
-    at_s: float = 0.0
-    params: dict[str, Any] = field(default_factory=dict)
+class FaultParams:
+    """What every fault family's fault does with its `kind`, `at_s` and `params`: the
+    parameter values with their kind's defaults (`defaults()`), the pump it is for, and the
+    text it was written as (`KIND@TIMEs[:key=value,...]`)."""
+
+    kind: StrEnum
+    at_s: float
+    params: dict[str, Any]
+
+    def defaults(self) -> dict[str, float]:
+        raise NotImplementedError
 
     def param(self, name: str) -> float:
         """A parameter's value, or its default for this kind."""
         if name in self.params:
             return float(self.params[name])
-        return float(FAULT_PARAMS[self.kind].get(name, 0.0))
+        return float(self.defaults().get(name, 0.0))
 
     @property
     def pump_address(self) -> int | None:
@@ -85,6 +91,16 @@ class Fault:
     def __str__(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.kind.value}@{self.at_s:g}s" + (f":{extra}" if extra else "")
+
+
+@dataclass(frozen=True)
+class Fault(FaultParams):
+    kind: FaultKind
+    at_s: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, float]:
+        return FAULT_PARAMS[self.kind]
 
 
 _TIME = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?")

@@ -33,6 +33,7 @@ from simulators.faults import (
     PARAM_LIMITS,
     Fault,
     FaultKind,
+    FaultParams,
     FaultSpecError,
     parse_params,
     split_spec,
@@ -65,23 +66,13 @@ MODBUS_PARAM_LIMITS: dict[str, tuple[float, float, bool]] = {
 
 
 @dataclass(frozen=True)
-class ModbusFault:
+class ModbusFault(FaultParams):
     kind: ModbusFaultKind
     at_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
 
-    def param(self, name: str) -> float:
-        if name in self.params:
-            return float(self.params[name])
-        return float(MODBUS_FAULT_PARAMS[self.kind].get(name, 0.0))
-
-    @property
-    def pump_address(self) -> int | None:
-        return int(self.params["pump"]) if "pump" in self.params else None
-
-    def __str__(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.kind.value}@{self.at_s:g}s" + (f":{extra}" if extra else "")
+    def defaults(self) -> dict[str, float]:
+        return MODBUS_FAULT_PARAMS[self.kind]
 
 
 AnyFault = Fault | ModbusFault
