@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -229,6 +230,18 @@ async def open_driver(url: str | PumpTarget, *,
             yield driver
         finally:
             await driver.close()
+
+
+def line_key(*, path: str = "", host: str = "", port: int = 0) -> str:
+    """`PumpTarget.line_key` of a line on a serial device or pty (`path`) or a TCP socket:
+    the device's real path (a pty link and its pty are one line), or `tcp:HOST:PORT`. One
+    rule for every scheme, so URLs of two protocols naming one line are seen as one line."""
+    return os.path.realpath(path) if path else f"tcp:{host.lower()}:{port}"
+
+
+def transport_url(*, path: str = "", host: str = "", port: int = 0) -> str:
+    """What `connect_transport` opens for a serial device or pty (`path`) or a TCP socket."""
+    return path or f"socket://{host}:{port}"
 
 
 async def connect_transport(serial_url: str, baud: int, protocol: asyncio.Protocol, *,

@@ -153,3 +153,20 @@ def test_a_parameter_given_twice_is_refused_naming_it(url: str) -> None:
 
     with pytest.raises(PumpUrlError, match="given twice"):
         parse_pump_url(url)
+
+
+def test_urls_of_two_protocols_on_one_line_have_one_line_key(tmp_path: Path) -> None:
+    """A pty link and the device it points to, named by New Era and by Modbus URLs, are one
+    line; so are two TCP URLs of one host and port."""
+    from pumpctl.drivers.open import parse_pump_url
+
+    device = tmp_path / "ttyS9"
+    device.touch()
+    link = tmp_path / "link"
+    link.symlink_to(device)
+    keys = {parse_pump_url(f"newera://{link}").line_key,
+            parse_pump_url(f"modbus+rtu://{device}?map=generic").line_key}
+    assert keys == {str(device.resolve())}
+    tcp = {parse_pump_url("newera+tcp://LocalHost:4001").line_key,
+           parse_pump_url("modbus+rtu+tcp://localhost:4001?map=vindum-vp").line_key}
+    assert tcp == {"tcp:localhost:4001"}

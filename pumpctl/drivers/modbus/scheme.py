@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -31,7 +30,9 @@ from pumpctl.drivers.open import (
     PumpUrlError,
     Scheme,
     connect_transport,
+    line_key,
     register_scheme,
+    transport_url,
 )
 from pumpctl.drivers.url_query import int_param, query_params, timeout_param
 
@@ -80,14 +81,12 @@ class ModbusTarget:
 
     @property
     def line_key(self) -> str:
-        if self.scheme == "modbus+rtu":
-            return os.path.realpath(self.path)
-        return f"tcp:{self.host.lower()}:{self.port}"
+        return line_key(path=self.path, host=self.host, port=self.port)
 
     @property
     def serial_url(self) -> str:
         """What the transport opens."""
-        return self.path if self.scheme == "modbus+rtu" else f"socket://{self.host}:{self.port}"
+        return transport_url(path=self.path, host=self.host, port=self.port)
 
     def with_address(self, address: int) -> ModbusTarget:
         return dataclasses.replace(self, address=address)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -31,7 +30,9 @@ from pumpctl.drivers.open import (
     PumpUrlError,
     Scheme,
     connect_transport,
+    line_key,
     register_scheme,
+    transport_url,
 )
 from pumpctl.drivers.url_query import int_param, query_params, timeout_param
 
@@ -64,14 +65,12 @@ class NewEraTarget:
 
     @property
     def line_key(self) -> str:
-        if self.scheme == "newera+tcp":
-            return f"tcp:{self.host.lower()}:{self.port}"
-        return os.path.realpath(self.path)
+        return line_key(path=self.path, host=self.host, port=self.port)
 
     @property
     def serial_url(self) -> str:
-        """What pyserial opens."""
-        return f"socket://{self.host}:{self.port}" if self.scheme == "newera+tcp" else self.path
+        """What the transport opens."""
+        return transport_url(path=self.path, host=self.host, port=self.port)
 
     def with_address(self, address: int) -> NewEraTarget:
         return dataclasses.replace(self, address=address)
