@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from pumpctl.drivers.base import PumpError, PumpNotApplicable, PumpOutOfRange
+from pumpctl.drivers.heartbeat import keep_fed
 from pumpctl.drivers.modbus.link import ModbusLink
 from pumpctl.drivers.modbus.pumpmap import PumpMap
-
-log = logging.getLogger("pumpctl.drivers.modbus.driver")
 
 
 class Watchdog:
@@ -67,22 +65,11 @@ class Watchdog:
     async def _beat(self) -> None:
         """The pump hears from us at least every third of its watchdog time: any request
         counts, a read of its state is sent only when the line has been quiet."""
-        clock = self.link.clock
         state = self.map.operations.state
         probe = state.register or state.running
         assert probe is not None
-        while self.watchdog_s > 0:
-            period = self.watchdog_s / 3.0
-            wait = self.link.last_sent_at.get(self.unit, 0.0) + period - clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await self._read((probe,))
-                self.heartbeats += 1
-                self.heartbeat_error = None
-            except PumpError as exc:
-                self.heartbeat_error = exc
-                log.info("heartbeat to unit %d failed: %s", self.unit, exc)
-                await asyncio.sleep(period)
+        await keep_fed(self, watchdog_s=lambda: self.watchdog_s,
+                       last_sent_at=lambda: self.link.last_sent_at.get(self.unit, 0.0),
+                       clock=self.link.clock, probe=lambda: self._read((probe,)),
+                       label=f"unit {self.unit}")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 
 from pumpctl.drivers.base import (
     Alarm,
@@ -23,11 +22,10 @@ from pumpctl.drivers.base import (
     PumpTimeout,
     ReadbackMismatch,
 )
+from pumpctl.drivers.heartbeat import keep_fed
 from pumpctl.drivers.newera import codec
 from pumpctl.drivers.newera.bus import Framing, NewEraBus
 from pumpctl.drivers.newera.codec import Reply
-
-log = logging.getLogger("pumpctl.drivers.newera.driver")
 
 MAX_WATCHDOG_S = 255
 _RETRYABLE = (PumpTimeout, PumpChecksumError, PumpProtocolError)
@@ -127,18 +125,7 @@ class SafeMode:
     async def _beat(self) -> None:
         """Make sure the pump hears a valid packet at least every third of its watchdog time:
         any request counts, a status query is sent only when the line has been quiet."""
-        while self.safe_s > 0:
-            period = self.safe_s / 3.0
-            last = self.bus.last_sent_at.get(self.address, 0.0)
-            wait = last + period - self.bus.clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await self._send("")
-                self.heartbeats += 1
-                self.heartbeat_error = None
-            except PumpError as exc:
-                self.heartbeat_error = exc
-                log.info("heartbeat to pump %d failed: %s", self.address, exc)
-                await asyncio.sleep(period)
+        await keep_fed(self, watchdog_s=lambda: self.safe_s,
+                       last_sent_at=lambda: self.bus.last_sent_at.get(self.address, 0.0),
+                       clock=self.bus.clock, probe=lambda: self._send(""),
+                       label=f"pump {self.address}")
