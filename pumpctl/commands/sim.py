@@ -11,6 +11,7 @@ time scale: a 40-minute plan over a real pty in seconds.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,6 +21,7 @@ from pumpctl.errors import UsageError
 
 if TYPE_CHECKING:  # the simulator and its event loop load when it serves, not for `--help`
     from simulators.faults import Fault
+    from simulators.line import SimLine
     from simulators.newera import SimPumpConfig
 
 sim_app = typer.Typer(help="Software pumps that speak the real bytes (for benches and CI).",
@@ -101,25 +103,24 @@ def newera(
     run_at_speed(_serve(configs, link, endpoint, baud or None, faults, factor), factor)
 
 
-async def _serve(configs: list[SimPumpConfig], link: Path | None,
-                 endpoint: tuple[str, int] | None, baud: int | None,
-                 faults: list[Fault], speed: float = 1.0) -> None:
+async def serve_until_stopped(sim: SimLine, faults: Sequence[object], link: Path | None,
+                              endpoint: tuple[str, int] | None, speed: float,
+                              ready: Callable[[str], str], signals: Sequence[int]) -> None:
+    """Serve a started-here simulator on a pty `link` and/or TCP `endpoint` until one of
+    `signals`: faults injected, one ready line (`ready(where)`, `where` the link/pty/tcp
+    words), then `stopped` on stderr once the servers are closed and the link removed."""
     import asyncio
     import contextlib
-    import signal
 
-    from pumpctl.clock import LoopClock
-    from simulators.newera import NewEraSimulator
     from simulators.serve import PtyServer, TcpServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    sim = NewEraSimulator(LoopClock(), configs, baud=baud)
     async with sim, contextlib.AsyncExitStack() as stack:
         for item in faults:
-            sim.inject(item)
+            sim.inject(item)  # type: ignore[arg-type]  # each engine takes its own faults
         where = []
         if link is not None:
             pty = await stack.enter_async_context(
@@ -128,11 +129,26 @@ async def _serve(configs: list[SimPumpConfig], link: Path | None,
         if endpoint is not None:
             server = await stack.enter_async_context(TcpServer(sim, *endpoint))
             where.append(f"tcp={endpoint[0]}:{server.port}")
-        addresses = ",".join(str(u.address) for u in sim.units)
-        print(f"ready newera {' '.join(where)} addresses={addresses} "
-              f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}", flush=True)
+        print(ready(" ".join(where)), flush=True)
         await stop.wait()
     print("stopped", file=sys.stderr, flush=True)
+
+
+async def _serve(configs: list[SimPumpConfig], link: Path | None,
+                 endpoint: tuple[str, int] | None, baud: int | None,
+                 faults: list[Fault], speed: float = 1.0) -> None:
+    import signal
+
+    from pumpctl.clock import LoopClock
+    from simulators.newera import NewEraSimulator
+
+    sim = NewEraSimulator(LoopClock(), configs, baud=baud)
+    addresses = ",".join(str(u.address) for u in sim.units)
+    await serve_until_stopped(
+        sim, faults, link, endpoint, speed,
+        lambda where: f"ready newera {where} addresses={addresses} "
+                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}",
+        (signal.SIGINT, signal.SIGTERM))
 
 
 def register(app: typer.Typer) -> None:

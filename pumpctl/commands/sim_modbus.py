@@ -14,13 +14,12 @@ and the tests use loopback.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pumpctl.commands.sim import PTY_POLL_REAL_S, _parse_speed, _parse_tcp, sim_app
+from pumpctl.commands.sim import _parse_speed, _parse_tcp, serve_until_stopped, sim_app
 from pumpctl.errors import UsageError
 
 if TYPE_CHECKING:  # the simulator and its event loop load when it serves, not for `--help`
@@ -121,33 +120,16 @@ def modbus(
 async def _serve(pump_map: PumpMap, configs: list[UnitConfig], framer: Framer,
                  link: Path | None, endpoint: tuple[str, int] | None, baud: int | None,
                  faults: list[AnyFault], speed: float) -> None:
-    import asyncio
-    import contextlib
     import signal
 
     from pumpctl.clock import LoopClock
     from simulators.modbus.simulator import ModbusSimulator
-    from simulators.serve import PtyServer, TcpServer
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        loop.add_signal_handler(sig, stop.set)
     sim = ModbusSimulator(LoopClock(), pump_map, configs, framer=framer, baud=baud)
-    async with sim, contextlib.AsyncExitStack() as stack:
-        for item in faults:
-            sim.inject(item)
-        where = []
-        if link is not None:
-            pty = await stack.enter_async_context(
-                PtyServer(sim, link, poll_s=PTY_POLL_REAL_S * speed))
-            where += [f"link={link}", f"pty={pty.pty_name}"]
-        if endpoint is not None:
-            server = await stack.enter_async_context(TcpServer(sim, *endpoint))
-            where.append(f"tcp={endpoint[0]}:{server.port}")
-        units = ",".join(str(u) for u in sim.units)
-        print(f"ready modbus map={pump_map.name} framer={framer} {' '.join(where)} "
-              f"units={units} word_order={sim.map.word_order.value} "
-              f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}", flush=True)
-        await stop.wait()
-    print("stopped", file=sys.stderr, flush=True)
+    units = ",".join(str(u) for u in sim.units)
+    await serve_until_stopped(
+        sim, faults, link, endpoint, speed,
+        lambda where: f"ready modbus map={pump_map.name} framer={framer} {where} "
+                      f"units={units} word_order={sim.map.word_order.value} "
+                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}",
+        (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
