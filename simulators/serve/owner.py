@@ -87,6 +87,23 @@ def pty_owner(path: str | Path) -> Owner | None:
     return None
 
 
+def link_owner(link: Path) -> Owner | None:
+    """The live process serving the pty that symlink `link` leads to, or None when the link is
+    stale. A pty number freed by a dead owner is soon given to another process (a terminal,
+    another test's simulator), so a holder alone does not prove the link is still in use: the
+    kernel stamps a pty when it is allocated, and a pty allocated after the link was made is
+    not the one the link was made for."""
+    target = os.path.join(link.parent, os.readlink(link))
+    try:
+        allocated_ns = os.stat(target).st_ctime_ns
+        linked_ns = os.lstat(link).st_mtime_ns
+    except OSError:
+        return None  # the pty is gone
+    if allocated_ns > linked_ns:
+        return None
+    return pty_owner(target)
+
+
 def port_owner(port: int) -> Owner | None:
     """The process with a socket listening on TCP `port` (any address), or None."""
     inodes = set()

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from simulators.serve.engine import SimEngine, SimulatorServeError
-from simulators.serve.owner import locked_directory, pty_owner
+from simulators.serve.owner import link_owner, locked_directory
 
 
 class PtyServer:
@@ -90,13 +90,12 @@ class PtyServer:
         try:
             with locked_directory(link.parent):
                 if link.is_symlink():
-                    target = os.path.join(link.parent, os.readlink(link))
+                    target = os.path.realpath(os.path.join(link.parent, os.readlink(link)))
                     # A pty number freed by a dead owner may be the one just given to us.
-                    ours = os.path.realpath(target) == self.pty_name
-                    owner = None if ours else pty_owner(target)
+                    owner = None if target == self.pty_name else link_owner(link)
                     if owner is not None:
                         raise SimulatorServeError(
-                            f"link path {link} is in use: its pty {os.path.realpath(target)} is "
+                            f"link path {link} is in use: its pty {target} is "
                             f"held by {owner}; stop that process or choose another path")
                     link.unlink()  # stale: left by a process that did not exit cleanly
                 elif link.exists():

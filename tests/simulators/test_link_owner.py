@@ -55,6 +55,19 @@ async def test_a_live_link_is_refused_and_a_dead_ones_is_replaced(tmp_path: Path
         other.symlink_to(freed)
         async with PtyServer(sim, other) as second:
             assert os.readlink(other) == second.pty_name
+        # A dead owner's pty number already given to someone else (here: this process, which
+        # holds it open): the pty is younger than the link, so the link is stale all the same.
+        master, slave = os.openpty()
+        try:
+            recycled = tmp_path / "ne3"
+            recycled.symlink_to(os.ttyname(slave))
+            made_ns = os.stat(os.ttyname(slave)).st_ctime_ns - 1_000_000
+            os.utime(recycled, ns=(made_ns, made_ns), follow_symlinks=False)
+            async with PtyServer(sim, recycled) as third:
+                assert os.readlink(recycled) == third.pty_name
+        finally:
+            os.close(slave)
+            os.close(master)
 
 
 async def test_a_port_in_use_names_its_owner() -> None:
@@ -123,7 +136,8 @@ def test_a_second_simulator_refuses_a_live_link_and_port_then_replaces_a_dead_li
         first.wait(10)
     assert link.is_symlink()
     with simulator("--link", "ne", cwd=tmp_path) as third:
-        assert "ready newera link=ne" in _ready(third)
+        line = _ready(third)
+        assert "ready newera link=ne" in line, third.stderr.read() if third.stderr else ""
         assert (owner := pty_owner(link)) is not None and owner.pid == third.pid
         third.send_signal(signal.SIGTERM)
         assert third.wait(10) == 0
