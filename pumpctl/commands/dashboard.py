@@ -88,7 +88,7 @@ def dashboard(
 ) -> None:
     """Serve a live page of every pump on the broker (read-only unless --remote-commands).
 
-    Exit codes: 0 stopped by Ctrl-C or SIGTERM, 2 bad options.
+    Exit codes: 0 stopped by Ctrl-C, SIGTERM, SIGHUP or SIGQUIT; 2 bad options.
     """
     import asyncio
     import logging
@@ -126,14 +126,14 @@ def dashboard(
 async def _serve(config: object) -> None:
     import asyncio
     import contextlib
-    import signal
 
+    from pumpctl.commands import STOP_SIGNALS
     from pumpctl.dashboard.server import Dashboard, DashboardConfig
 
     assert isinstance(config, DashboardConfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     dashboard = Dashboard(config)

@@ -39,16 +39,17 @@ if TYPE_CHECKING:
 def watch(ctx: typer.Context,
           interval: Annotated[float, typer.Option("--interval", min=0.1, max=60,
                                                   help="Seconds between polls.")] = 1.0,
-          start: Annotated[bool, typer.Option("--run", help="Start the pump first; Ctrl-C then "
-                                              "stops it.")] = False,
+          start: Annotated[bool, typer.Option("--run", help="Start the pump first; Ctrl-C, "
+                                              "SIGTERM, SIGHUP or SIGQUIT then stops it.")] = False,
           as_json: JsonFlag = False) -> None:
-    """Live status until Ctrl-C. Stops the pump on exit if `--run` started it. A pump that
-    a `pumpctl run` drives is watched through that run (until it ends), never opened."""
+    """Live status until Ctrl-C (or SIGTERM, SIGHUP, SIGQUIT: a closed terminal too). Stops
+    the pump on exit if `--run` started it. A pump that a `pumpctl run` drives is watched
+    through that run (until it ends), never opened."""
     import asyncio
-    import signal
 
     from rich.live import Live
 
+    from pumpctl.commands import STOP_SIGNALS
     from pumpctl.drivers.open import open_driver
 
     _json_after_command(ctx, as_json)
@@ -63,7 +64,7 @@ def watch(ctx: typer.Context,
     async def main() -> None:
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, done.set)
         async with open_driver(target) as d:
             started = False
@@ -108,15 +109,15 @@ def _watch_table(status: PumpStatus | dict[str, Any] | None, via: str | None = N
 async def _watch_run(opts: _Options, owner: PortOwner) -> None:
     """`watch` through the running controller: each sample it journals, until it ends."""
     import asyncio
-    import signal
 
     from rich.live import Live
 
+    from pumpctl.commands import STOP_SIGNALS
     from pumpctl.run.endpoint import follow
 
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, done.set)
     via = owner.describe()
 

@@ -105,18 +105,19 @@ def newera(
 
 async def serve_until_stopped(sim: SimLine, faults: Sequence[object], link: Path | None,
                               endpoint: tuple[str, int] | None, speed: float,
-                              ready: Callable[[str], str], signals: Sequence[int]) -> None:
+                              ready: Callable[[str], str]) -> None:
     """Serve a started-here simulator on a pty `link` and/or TCP `endpoint` until one of
-    `signals`: faults injected, one ready line (`ready(where)`, `where` the link/pty/tcp
+    STOP_SIGNALS: faults injected, one ready line (`ready(where)`, `where` the link/pty/tcp
     words), then `stopped` on stderr once the servers are closed and the link removed."""
     import asyncio
     import contextlib
 
+    from pumpctl.commands import STOP_SIGNALS
     from simulators.serve import PtyServer, TcpServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in signals:
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     async with sim, contextlib.AsyncExitStack() as stack:
         for item in faults:
@@ -137,8 +138,6 @@ async def serve_until_stopped(sim: SimLine, faults: Sequence[object], link: Path
 async def _serve(configs: list[SimPumpConfig], link: Path | None,
                  endpoint: tuple[str, int] | None, baud: int | None,
                  faults: list[Fault], speed: float = 1.0) -> None:
-    import signal
-
     from pumpctl.clock import LoopClock
     from simulators.newera import NewEraSimulator
 
@@ -147,8 +146,7 @@ async def _serve(configs: list[SimPumpConfig], link: Path | None,
     await serve_until_stopped(
         sim, faults, link, endpoint, speed,
         lambda where: f"ready newera {where} addresses={addresses} "
-                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}",
-        (signal.SIGINT, signal.SIGTERM))
+                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}")
 
 
 def register(app: typer.Typer) -> None:

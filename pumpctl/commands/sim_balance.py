@@ -7,13 +7,12 @@ once it can be reached, serves until SIGINT or SIGTERM, and removes its link.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from pumpctl.commands.sim import PTY_POLL_REAL_S, _parse_speed, _parse_tcp, sim_app
+from pumpctl.commands.sim import _parse_speed, _parse_tcp, sim_app
 from pumpctl.errors import UsageError
 from pumpctl.units import Kind, parse_quantity
 
@@ -80,19 +79,11 @@ def balance(
 
 async def _serve(config: SimBalanceConfig, rate_ml_h: float, link: Path | None,
                  endpoint: tuple[str, int] | None, speed: float, flow_text: str) -> None:
-    import asyncio
-    import contextlib
-    import signal
-
     from pumpctl.clock import LoopClock
+    from pumpctl.commands.sim import serve_until_stopped
     from simulators.balance import BalanceSimulator
     from simulators.physics import SyringePumpModel
-    from simulators.serve import PtyServer, TcpServer
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     clock = LoopClock()
     pump = SyringePumpModel(clock)
     if rate_ml_h > 0:
@@ -100,15 +91,6 @@ async def _serve(config: SimBalanceConfig, rate_ml_h: float, link: Path | None,
         pump.start()
     sim = BalanceSimulator(clock, lambda: pump.delivered_ml, config)
     engine = cast(Any, sim)  # the servers are typed for the pump simulator; same interface
-    async with sim, contextlib.AsyncExitStack() as stack:
-        where = []
-        if link is not None:
-            pty = await stack.enter_async_context(
-                PtyServer(engine, link, poll_s=PTY_POLL_REAL_S * speed))
-            where += [f"link={link}", f"pty={pty.pty_name}"]
-        if endpoint is not None:
-            server = await stack.enter_async_context(TcpServer(engine, *endpoint))
-            where.append(f"tcp={endpoint[0]}:{server.port}")
-        print(f"ready balance {' '.join(where)} flow={flow_text!r} speed={speed:g}", flush=True)
-        await stop.wait()
-    print("stopped", file=sys.stderr, flush=True)
+    await serve_until_stopped(
+        engine, [], link, endpoint, speed,
+        lambda where: f"ready balance {where} flow={flow_text!r} speed={speed:g}")

@@ -120,8 +120,6 @@ def modbus(
 async def _serve(pump_map: PumpMap, configs: list[UnitConfig], framer: Framer,
                  link: Path | None, endpoint: tuple[str, int] | None, baud: int | None,
                  faults: list[AnyFault], speed: float) -> None:
-    import signal
-
     from pumpctl.clock import LoopClock
     from simulators.modbus.simulator import ModbusSimulator
 
@@ -131,5 +129,4 @@ async def _serve(pump_map: PumpMap, configs: list[UnitConfig], framer: Framer,
         sim, faults, link, endpoint, speed,
         lambda where: f"ready modbus map={pump_map.name} framer={framer} {where} "
                       f"units={units} word_order={sim.map.word_order.value} "
-                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}",
-        (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
+                      f"baud={baud or 'unpaced'} faults={len(faults)} speed={speed:g}")

@@ -106,7 +106,10 @@ def test_bench_errors_are_one_line_and_non_zero(sim_link: tuple[Path, str],
 
 
 @pytest.mark.realtime
-def test_watch_run_then_ctrl_c_stops_the_pump_it_started(sim_link: tuple[Path, str]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_watch_run_then_ctrl_c_or_a_closed_terminal_stops_the_pump_it_started(
+        sim_link: tuple[Path, str], sig: int) -> None:
     cwd, _ = sim_link
     assert pump(cwd, "rate", "30", "mL/h").returncode == 0
     watch = subprocess.Popen([*PUMPCTL, "pump", "--port", "ne", "--json", "watch", "--run",
@@ -121,7 +124,7 @@ def test_watch_run_then_ctrl_c_stops_the_pump_it_started(sim_link: tuple[Path, s
         else:
             raise AssertionError("watch never showed a dispensed volume")
     finally:
-        watch.send_signal(signal.SIGINT)
+        watch.send_signal(sig)
         assert watch.wait(timeout=15) == 0
     status = json.loads(pump(cwd, "--json", "status").stdout)
     assert status["state"] == "stopped" and status["infused_ml"] > 0
