@@ -94,6 +94,10 @@ class Pump:
     online: bool | None = None
     status_since_ms: int | None = None  # dashboard's clock when the status last changed
     heard_ms: int | None = None  # dashboard's clock when anything last arrived
+    # How far the run's clock (the `ts` it stamps) was ahead of this dashboard's when its
+    # newest sample arrived: about zero, less the broker's latency, for a run in real time;
+    # it grows for a run at `--speed N`, whose times then cannot be set beside ours.
+    run_clock_ahead_ms: int | None = None
     run: dict[str, Any] | None = None
     planned: list[list[float]] = field(default_factory=list)
     telemetry: dict[str, Any] | None = None
@@ -124,6 +128,7 @@ class Pump:
         return {"key": self.key, "site": self.site, "pump_id": self.pump_id,
                 "run_id": self.run_id, "online": self.online,
                 "status_since_ms": self.status_since_ms, "heard_ms": self.heard_ms,
+                "run_clock_ahead_ms": self.run_clock_ahead_ms,
                 "telemetry": self.telemetry, "alarm": self.alarm,
                 "last_event": self.last_event, "monitoring_done": self.monitoring_done,
                 "point": self.history[-1] if self.history else None,
@@ -210,8 +215,9 @@ class Board:
         try:
             if where.suffix == "status":
                 return self._status(pump, payload, now)
-            handler = {"run": self._run, "telemetry": self._telemetry,
-                       "event": self._event}[where.suffix]
+            if where.suffix == "telemetry":
+                return self._telemetry(pump, payload, now)
+            handler = {"run": self._run, "event": self._event}[where.suffix]
             return handler(pump, payload)
         except (ValueError, ValidationError, UnicodeDecodeError) as exc:
             self.rejected += 1
@@ -248,7 +254,7 @@ class Board:
             pump.add_point(run["elapsed_s"], run["delivered_volume_ml"])
         return changes
 
-    def _telemetry(self, pump: Pump, payload: bytes) -> list[Change]:
+    def _telemetry(self, pump: Pump, payload: bytes, now: int) -> list[Change]:
         sample = _TELEMETRY.model_validate_json(payload).model_dump()
         if pump.seen(sample["run_id"], sample["seq"], "telemetry"):
             return []
@@ -258,6 +264,7 @@ class Board:
         newest = pump.telemetry is None or sample["seq"] > pump.telemetry["seq"]
         if newest:
             pump.telemetry = sample
+            pump.run_clock_ahead_ms = sample["ts"] - now
             self._alarm_from_sample(pump, sample)
         return [(pump.key, "live")]
 

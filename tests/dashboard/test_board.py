@@ -216,3 +216,21 @@ def test_planned_curve_follows_segments_and_gaps() -> None:
         {"start_s": 120, "duration_s": 60, "rate_ml_h": 30, "volume_ml": 0.5}]}
     assert planned_curve(program) == [[0.0, 0.0], [60.0, 1.0], [120.0, 1.0], [180.0, 1.5]]
     assert planned_curve({"segments": [{"start_s": "x"}]}) == []
+
+
+def test_how_far_the_run_clock_is_ahead_is_measured_at_each_newest_sample() -> None:
+    """A run at --speed N stamps run time: the card labels its times once the two clocks
+    disagree, so the board says by how much, as of the newest sample heard."""
+    now = [0]
+    board = Board(clock_ms=lambda: now[0])
+    samples = [m for m in run_messages(SyntheticRun(samples=6)) if m[0].endswith("/telemetry")]
+    stamps = [json.loads(payload)["ts"] for _, payload, _ in samples]
+    now[0] = stamps[2] + 40  # heard 40 ms after it was stamped: clocks agree
+    board.apply(where(samples[2][0]), samples[2][1])
+    pump = board.pumps["lab1/pump0"]
+    assert pump.run_clock_ahead_ms == -40
+    now[0] = stamps[3] - 90_000  # stamped 90 s ahead of us: a run at --speed
+    board.apply(where(samples[3][0]), samples[3][1])
+    assert pump.live_view()["run_clock_ahead_ms"] == 90_000
+    board.apply(where(samples[1][0]), samples[1][1])  # a late, older sample changes nothing
+    assert pump.run_clock_ahead_ms == 90_000

@@ -40,6 +40,24 @@
     return `${d.toLocaleDateString([], {month: "short", day: "numeric"})} ${time}`;
   }
 
+  // A run at `--speed N` stamps its records with its own clock, which runs ahead of the wall
+  // clock this dashboard reads. Its times are then labelled "run clock" and ours "wall clock",
+  // so that an alarm and a disconnection are never compared across the two unlabelled.
+  const CLOCKS_AGREE_MS = 5000;
+
+  function clocksApart(live) {
+    const ahead = live.run_clock_ahead_ms;
+    return typeof ahead === "number" && Math.abs(ahead) > CLOCKS_AGREE_MS;
+  }
+
+  function runClock(live, value) {
+    return clock(value) + (clocksApart(live) ? " run clock" : "");
+  }
+
+  function wallClock(live, value) {
+    return clock(value) + (clocksApart(live) ? " wall clock" : "");
+  }
+
   function words(kind) {
     return String(kind || "").replace(/_/g, " ");
   }
@@ -119,10 +137,14 @@
     const conn = $(".conn", el);
     conn.hidden = live.online !== false && !(live.online === undefined && !t);
     if (live.online === false) {
+      const lastSample = t && clocksApart(live)
+        ? `; its last sample, #${t.seq}, at ${runClock(live, t.time)}` : "";
       conn.textContent = runActive(p)
-        ? `✖ Controller went offline during the run (Last Will) at ${clock(live.status_since_ms)}: ` +
+        ? `✖ Controller went offline during the run (Last Will at ` +
+          `${wallClock(live, live.status_since_ms)}${lastSample}): ` +
           "check the pump itself. The figures below are the last ones heard."
-        : `Controller disconnected at ${clock(live.status_since_ms)} after the run.`;
+        : `Controller disconnected at ${wallClock(live, live.status_since_ms)} after the run` +
+          `${lastSample}.`;
     } else if (live.online === null || live.online === undefined) {
       conn.textContent = "No online/offline status heard from this controller.";
     }
@@ -134,8 +156,8 @@
       box.classList.toggle("cleared", !alarm.active);
       $(".alarm-kind", el).textContent = (alarm.active ? "ALARM: " : "Cleared alarm: ") +
         words(alarm.kind).toUpperCase();
-      $(".alarm-time", el).textContent = `at ${clock(alarm.time)}` +
-        (alarm.active ? "" : `, cleared ${clock(alarm.cleared_time)}`);
+      $(".alarm-time", el).textContent = `at ${runClock(live, alarm.time)}` +
+        (alarm.active ? "" : `, cleared ${runClock(live, alarm.cleared_time)}`);
       $(".alarm-message", el).textContent = [alarm.source, alarm.message]
         .filter(Boolean).join(": ");
     }
@@ -182,7 +204,7 @@
 
     const ev = live.last_event;
     $(".last-event", el).textContent = ev
-      ? `${words(ev.event)}${ev.sender ? ` by ${ev.sender}` : ""} at ${clock(ev.time)}` +
+      ? `${words(ev.event)}${ev.sender ? ` by ${ev.sender}` : ""} at ${runClock(live, ev.time)}` +
         `${ev.reason ? `: ${ev.reason}` : ""}${ev.outcome ? ` (${ev.outcome})` : ""}`
       : "";
 
@@ -191,8 +213,10 @@
 
     $(".meta", el).textContent = [
       run ? `run ${run.run_id}` : (live.run_id ? `run ${live.run_id}` : ""),
-      t ? `sample #${t.seq} at ${clock(t.time)}` : "",
-      live.heard_ms ? `heard ${clock(live.heard_ms)}` : "",
+      t ? `sample #${t.seq} at ${runClock(live, t.time)}` : "",
+      live.heard_ms ? `heard ${wallClock(live, live.heard_ms)}` : "",
+      clocksApart(live) ? `the run's clock is ${duration(live.run_clock_ahead_ms / 1000)} ` +
+        "ahead of the wall clock (--speed)" : "",
     ].filter(Boolean).join(" · ");
   }
 
