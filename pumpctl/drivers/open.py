@@ -234,9 +234,25 @@ async def open_driver(url: str | PumpTarget, *,
 
 def line_key(*, path: str = "", host: str = "", port: int = 0) -> str:
     """`PumpTarget.line_key` of a line on a serial device or pty (`path`) or a TCP socket:
-    the device's real path (a pty link and its pty are one line), or `tcp:HOST:PORT`. One
+    the device's real path (a pty link and its pty are one line), or `tcp:ADDRESS:PORT`. One
     rule for every scheme, so URLs of two protocols naming one line are seen as one line."""
-    return os.path.realpath(path) if path else f"tcp:{host.lower()}:{port}"
+    return os.path.realpath(path) if path else f"tcp:{_host_address(host)}:{port}"
+
+
+def _host_address(host: str) -> str:
+    """The address a TCP host name connects to, so that `localhost`, `127.1` and `127.0.0.1`
+    name one line (two runs on one pump must see each other whatever they call it). An IPv4
+    address is preferred where a name has both; a name that does not resolve stays a name
+    (opening it fails later with its own error)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return host.lower()
+    addresses = [info[4][0] for info in infos]
+    ipv4 = [a for a in addresses if ":" not in a]
+    return str((ipv4 or addresses or [host.lower()])[0])
 
 
 def transport_url(*, path: str = "", host: str = "", port: int = 0) -> str:

@@ -16,7 +16,8 @@ of opening its port; the other bench commands refuse, naming the owner.
 Both live in the per-user runtime directory (`$PUMPCTL_RUNTIME_DIR`, else
 `$XDG_RUNTIME_DIR/pumpctl`, else `<tmp>/pumpctl-<uid>`), mode 0700. `<key>` names the port
 itself, not the name it was given: a serial path is resolved through its symlinks (the pty
-link `/tmp/ne` and `/dev/pts/5` are one port), a TCP port is `tcp:HOST:PORT`.
+link `/tmp/ne` and `/dev/pts/5` are one port), a TCP port is `tcp:ADDRESS:PORT` (the host
+resolved: `localhost` and `127.0.0.1` are one port).
 
 `owner_of(port) -> PortOwner | None` is the whole interface the pump commands use; an
 exclusive-open transport that records its own owner can answer it instead.

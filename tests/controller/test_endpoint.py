@@ -33,7 +33,7 @@ def test_a_port_is_known_by_what_it_is_not_what_it_is_called(tmp_path: Path) -> 
     device.touch()
     (tmp_path / "ne").symlink_to(device)
     assert port_key(str(tmp_path / "ne")) == port_key(f"newera://{device}?baud=9600")
-    assert port_key("newera+tcp://LocalHost:4001") == "tcp:localhost:4001"
+    assert port_key("newera+tcp://LocalHost:4001") == port_key("newera+tcp://127.0.0.1:4001")
 
 
 def test_the_endpoint_serves_the_run_read_only_and_owns_the_port(tmp_path: Path) -> None:
@@ -79,22 +79,29 @@ def test_the_endpoint_serves_the_run_read_only_and_owns_the_port(tmp_path: Path)
     asyncio.run(main())
 
 
-def test_a_second_run_on_an_owned_port_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("first_url", "second_url"), [
+    ("ne", "ne"),
+    # one pump over TCP named two ways (and by two protocols' URLs): still one owner
+    ("newera+tcp://127.0.0.1:4001", "modbus+rtu+tcp://localhost:4001?map=vindum-vp"),
+])
+def test_a_second_run_on_an_owned_port_is_refused(tmp_path: Path, first_url: str,
+                                                  second_url: str) -> None:
     """The owner record names a live process that is not this one (the test's parent, which
     outlives it): a run started here on that port is refused, naming it."""
-    port = tmp_path / "ne"
-    port.touch()
+    (tmp_path / "ne").touch()
+    first_port = str(tmp_path / first_url) if first_url == "ne" else first_url
+    second_port = str(tmp_path / second_url) if second_url == "ne" else second_url
 
     async def main() -> None:
-        first = await StatusEndpoint(str(port), run_id="RUN-A").start()
+        first = await StatusEndpoint(first_port, run_id="RUN-A").start()
         try:
             data = json.loads(first.owner_path.read_text())
             first.owner_path.write_text(json.dumps({**data, "pid": os.getppid()}))
-            owner = owner_of(str(port))
+            owner = owner_of(second_port)
             assert owner is not None and owner.pid == os.getppid()
             with pytest.raises(PortInUse, match=rf"in use by pumpctl run RUN-A \(pid "
                                                 rf"{os.getppid()}\)"):
-                await StatusEndpoint(str(port), run_id="RUN-B").start()
+                await StatusEndpoint(second_port, run_id="RUN-B").start()
         finally:
             await first.aclose()
 

@@ -168,5 +168,8 @@ def test_urls_of_two_protocols_on_one_line_have_one_line_key(tmp_path: Path) -> 
             parse_pump_url(f"modbus+rtu://{device}?map=generic").line_key}
     assert keys == {str(device.resolve())}
     tcp = {parse_pump_url("newera+tcp://LocalHost:4001").line_key,
-           parse_pump_url("modbus+rtu+tcp://localhost:4001?map=vindum-vp").line_key}
-    assert tcp == {"tcp:localhost:4001"}
+           parse_pump_url("modbus+rtu+tcp://localhost:4001?map=vindum-vp").line_key,
+           parse_pump_url("modbus+tcp://127.1:4001?map=isco-d").line_key,
+           parse_pump_url("newera+tcp://127.0.0.1:4001").line_key}
+    assert tcp == {"tcp:127.0.0.1:4001"}  # however the host is named: its address
+    assert parse_pump_url("newera+tcp://127.0.0.1:4002").line_key == "tcp:127.0.0.1:4002"
