@@ -250,9 +250,9 @@ def _host_address(host: str) -> str:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return host.lower()
-    addresses = [info[4][0] for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
     ipv4 = [a for a in addresses if ":" not in a]
-    return str((ipv4 or addresses or [host.lower()])[0])
+    return (ipv4 or addresses or [host.lower()])[0]
 
 
 def transport_url(*, path: str = "", host: str = "", port: int = 0) -> str:
