@@ -129,8 +129,12 @@ async def reconcile(state: JournalState, driver: PumpDriver, *,
     if status.state.is_moving:
         with contextlib.suppress(PumpError):
             await driver.stop()
-        raise ResumeRefused(f"run {rid}: the pump was still {status.state.value} (its "
-                            "watchdog did not stop it); stop sent, not resumed")
+        why = ("its watchdog did not stop it" if driver.capabilities.watchdog
+               else "it has no watchdog: nothing stopped it when the run ended")
+        raise ResumeRefused(f"run {rid}: the pump was still {status.state.value} ({why}); "
+                            "stop sent, not resumed: what it delivered unsupervised is on "
+                            "its counter (pumpctl pump ... dispensed); start a new run for "
+                            "what remains")
     monitor = SafetyMonitor(state.program, tolerances or SafetyTolerances(),
                             driver.capabilities)
     pump_total = state.baseline_ml + status.infused_ml

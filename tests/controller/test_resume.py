@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pumpctl.clock import run as run_clock
-from pumpctl.drivers.base import PumpState
-from pumpctl.drivers.fake import FakeDriver, FakePump
+from pumpctl.drivers.base import PumpCapabilities, PumpState
+from pumpctl.drivers.fake import IDEAL, FakeDriver, FakePump
 from pumpctl.run.controller import InfusionController, ResumePoint, RunResult, RunSettings
 from pumpctl.run.resume import JournalState, ResumeRefused, load_journal_state, reconcile
 
@@ -34,10 +35,11 @@ def crashed_run(tmp_path: Path, at_s: float = 900.0) -> tuple[Path, float]:
     return result.journal_path, json.loads(lines[last_sample])["infused_ml"]
 
 
-def reconcile_with(path: Path, pump: FakePump) -> tuple[JournalState, ResumePoint]:
+def reconcile_with(path: Path, pump: FakePump, capabilities: PumpCapabilities = IDEAL,
+                   ) -> tuple[JournalState, ResumePoint]:
     async def main() -> tuple[JournalState, ResumePoint]:
         state = load_journal_state(path.parent, path.stem)
-        return state, await reconcile(state, FakeDriver(pump))
+        return state, await reconcile(state, FakeDriver(pump, capabilities=capabilities))
 
     return run_clock(main(), virtual=True)
 
@@ -79,12 +81,18 @@ def test_counter_disagreeing_with_the_journal_is_refused(tmp_path: Path, delta: 
         reconcile_with(path, _pump_with(journaled + delta))
 
 
-def test_a_pump_still_running_is_stopped_and_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("watchdog", "why"), [
+    (True, "its watchdog did not stop it"),
+    (False, "it has no watchdog: nothing stopped it"),
+])
+def test_a_pump_still_running_is_stopped_and_refused(tmp_path: Path, watchdog: bool,
+                                                     why: str) -> None:
     path, journaled = crashed_run(tmp_path)
     pump = _pump_with(journaled)
     pump.state = PumpState.INFUSING
-    with pytest.raises(ResumeRefused, match="still infusing"):
-        reconcile_with(path, pump)
+    capabilities = IDEAL if watchdog else replace(IDEAL, watchdog=None)
+    with pytest.raises(ResumeRefused, match=f"still infusing \\({why}"):
+        reconcile_with(path, pump, capabilities)
     assert pump.state is PumpState.STOPPED
 
 
