@@ -104,6 +104,10 @@ CASES = [
     ("registers.infused.kind", "input ", "registers.infused.kind", "Input should be"),
     ("registers.rate.colour", "red", "registers.rate.colour", "unknown field"),
     ("registers.infused.access", "rw", "registers.infused", "read-only"),
+    # NaN or infinity anywhere a number goes: one line, never a crash while checking it
+    ("operations.run.value", float("nan"), "operations.run.value", "finite number"),
+    ("operations.run.value", float("inf"), "operations.run.value", "finite number"),
+    ("registers.rate.scale", float("nan"), "registers.rate.scale", "finite number"),
 ]
 
 

@@ -98,9 +98,10 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 
 class _Model(BaseModel):
-    """Unknown keys are errors: a misspelt field must not be silently ignored."""
+    """Unknown keys are errors: a misspelt field must not be silently ignored. NaN and
+    infinity are no number a register can hold or a limit can be."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Optional(_Model):
