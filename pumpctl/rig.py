@@ -123,13 +123,17 @@ class PumpSpec(StrictModel):
     @field_validator("physics")
     @classmethod
     def _known_physics(cls, value: dict[str, float]) -> dict[str, float]:
-        from simulators.physics import PhysicsParams
+        from simulators.physics_params import PhysicsParams, physics_problem
 
         known = {f.name for f in fields(PhysicsParams)}
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"unknown physics parameter {unknown[0]!r} (known: "
                              f"{', '.join(sorted(known))})")
+        for name, number in value.items():
+            problem = physics_problem(name, number)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @model_validator(mode="before")

@@ -58,3 +58,34 @@ class PhysicsParams:
     # that a pure per-turn ripple lacks.
     thread_error_um: float = 0.0
     thread_points_per_rev: int = 24
+
+
+# What a rig file may set each parameter to (`pump.physics`): physically meaningful ranges,
+# wide enough for any syringe pump worth simulating. Outside them the model divides by zero
+# or runs backwards, so a rig is refused, naming the parameter and its range.
+PHYSICS_LIMITS: dict[str, tuple[float, float]] = {
+    "lead_pitch_mm": (0.05, 20.0),
+    "steps_per_rev": (1, 1_000_000),
+    "slack_ml": (0.0, 5.0),
+    "compliance_ml_per_kpa": (0.0, 1.0),
+    "resistance_kpa_per_ml_h": (0.0, 100.0),
+    "stall_pressure_kpa": (1.0, 10_000.0),
+    "ripple_fraction": (0.0, 0.5),
+    "noise_ml": (0.0, 1.0),
+    "seed": (0, 2**32 - 1),
+    "startup_ml": (0.0, 10.0),
+    "thread_error_um": (0.0, 100.0),
+    "thread_points_per_rev": (1, 10_000),
+}
+
+
+def physics_problem(name: str, value: float) -> str | None:
+    """Why `value` cannot be physics parameter `name`, or None when it can."""
+    low, high = PHYSICS_LIMITS[name]
+    integral = isinstance(getattr(PhysicsParams(), name), int)
+    if integral and value != int(value):
+        return f"physics.{name}: {value:g} is not a whole number"
+    if not low <= value <= high:  # NaN fails this too
+        return f"physics.{name}: {value:g} is outside {low:g}-{high:g}"
+    return None
+

@@ -28,7 +28,8 @@ M = TypeVar("M", bound=BaseModel)
 class StrictModel(BaseModel):
     """Unknown keys are errors: a misspelt limit must not be silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
 
 def _quantity_parser(kinds: tuple[Kind, ...], positive: bool) -> Callable[[Any], Measured]:

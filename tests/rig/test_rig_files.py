@@ -93,3 +93,32 @@ def test_broker_and_limits_are_checked(tmp_path: Path) -> None:
         "rig x: duration 100 min is beyond limits.max_duration 60 min"
     assert rig.beyond_limits(rate_ml_h=21, volume_ml=61, duration_s=600) == \
         "rig x: volume 61 mL is more than the syringe holds (60 mL)"
+
+
+def test_every_physics_parameter_has_limits() -> None:
+    """A parameter added to the model without limits would let a rig divide by zero."""
+    from dataclasses import fields
+
+    from simulators.physics_params import PHYSICS_LIMITS, PhysicsParams
+
+    assert set(PHYSICS_LIMITS) == {f.name for f in fields(PhysicsParams)}
+    for name, (low, high) in PHYSICS_LIMITS.items():
+        assert low <= getattr(PhysicsParams(), name) <= high, name  # the defaults are valid
+
+
+@pytest.mark.parametrize(("physics", "says"), [
+    ("{steps_per_rev: 0}", "physics.steps_per_rev: 0 is outside 1-1e+06"),
+    ("{steps_per_rev: 1.5}", "physics.steps_per_rev: 1.5 is not a whole number"),
+    ("{lead_pitch_mm: 0}", "physics.lead_pitch_mm: 0 is outside 0.05-20"),
+    ("{ripple_fraction: -5}", "physics.ripple_fraction: -5 is outside 0-0.5"),
+    ("{noise_ml: .nan}", "physics.noise_ml: "),
+    ("{startup_ml: 1e300}", "physics.startup_ml: 1e+300 is outside 0-10"),
+    ("{stall_pressure_kpa: -1}", "physics.stall_pressure_kpa: -1 is outside 1-10000"),
+    ("{seed: -1}", "physics.seed: -1 is outside 0-4.29497e+09"),
+])
+def test_a_physics_value_the_model_cannot_take_is_refused(tmp_path: Path, physics: str,
+                                                          says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_rig(write(tmp_path, "name: x\npump: {sim: newera, syringe: bd-plastipak-60, "
+                                 f"physics: {physics}}}\n"))
+    assert says in str(err.value) and "\n" not in str(err.value), str(err.value)
