@@ -134,7 +134,11 @@ def pytest_configure(config: pytest.Config) -> None:
     report = config.getoption("--hil-report", None)
     report_dir = Path(report).resolve() if report else None
     if report_dir is not None:
-        report_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            report_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there, a read-only place, a parent that is a file
+            raise pytest.UsageError(f"--hil-report {report}: cannot make a directory there "
+                                    f"({exc.strerror or exc})") from None
         if not config.option.xmlpath:
             config.option.xmlpath = str(report_dir / "junit.xml")
     hil = HilSession(rig, path, explicit, _unavailable(rig), report_dir)

@@ -203,6 +203,17 @@ def test_a_bad_rig_file_is_one_line_naming_the_field(hil: pytest.Pytester, body:
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+def test_a_report_folder_that_cannot_be_made_is_one_line(hil: pytest.Pytester) -> None:
+    taken = hil.path / "evidence"
+    taken.write_text("a file, not a folder", encoding="utf-8")
+    hil.makepyfile(test_nothing="def test_nothing(): pass\n")
+    result = run(hil, "--hil-report", str(taken))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert errors == [f"ERROR: --hil-report {taken}: cannot make a directory there "
+                      "(File exists)"], errors
+
+
 def test_a_missing_rig_file_from_the_environment(hil: pytest.Pytester,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(RIG_ENV, str(hil.path / "nowhere.yaml"))
