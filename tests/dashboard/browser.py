@@ -93,3 +93,19 @@ class Watched:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def dashboard(broker_url: str, *extra: str, env: dict[str, str] | None = None,
+              ) -> tuple[Watched, str]:
+    """`pumpctl dashboard` on a port the kernel picks (`--listen 127.0.0.1:0`: no window in
+    which a parallel test takes a port chosen beforehand), subscribed; and its page URL."""
+    dash = Watched([*PUMPCTL, "dashboard", "--mqtt", broker_url, "--listen", "127.0.0.1:0",
+                    *extra], env=env)
+    try:
+        line = dash.wait_for("pumpctl dashboard on")
+        dash.wait_for("dashboard subscribed")
+    except BaseException:
+        dash.stop()
+        raise
+    url = line.split(" on ", 1)[1].split()[0]
+    return dash, url

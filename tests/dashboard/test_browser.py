@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.dashboard.browser import PUMPCTL, REPO, Watched, chromium, screenshot
-from tests.telemetry.broker import Mosquitto, SubscriberProcess, TlsFiles, free_port
+from tests.dashboard.browser import PUMPCTL, REPO, Watched, chromium, dashboard, screenshot
+from tests.telemetry.broker import Mosquitto, SubscriberProcess, TlsFiles
 from tests.telemetry.conftest import USERS
 
 PLAN = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
@@ -42,13 +42,9 @@ def processes() -> Iterator[list[Watched]]:
 
 def start_dashboard(processes: list[Watched], broker_url: str, *extra: str,
                     env: dict[str, str] | None = None) -> str:
-    port = free_port()
-    dash = Watched([*PUMPCTL, "dashboard", "--mqtt", broker_url,
-                    "--listen", f"127.0.0.1:{port}", *extra], env=env)
+    dash, url = dashboard(broker_url, *extra, env=env)
     processes.append(dash)
-    dash.wait_for("pumpctl dashboard on")
-    dash.wait_for("dashboard subscribed")
-    return f"http://127.0.0.1:{port}/"
+    return url
 
 
 def wait(driver: Any, timeout_s: float, condition: Callable[[Any], Any], what: str) -> Any:

@@ -13,8 +13,8 @@ import pytest
 from pumpctl.cli import main
 from pumpctl.commands.dashboard import is_loopback, parse_listen
 from pumpctl.errors import UsageError
-from tests.dashboard.browser import PUMPCTL, Watched
-from tests.telemetry.broker import Mosquitto, free_port
+from tests.dashboard.browser import PUMPCTL, dashboard
+from tests.telemetry.broker import Mosquitto
 
 
 @pytest.mark.parametrize(("args", "env", "needle"), [
@@ -67,11 +67,9 @@ def test_listen_parsing() -> None:
 
 
 def test_port_in_use_is_a_clear_error(broker: Mosquitto) -> None:
-    port = free_port()
-    first = Watched([*PUMPCTL, "dashboard", "--mqtt", broker.url,
-                     "--listen", f"127.0.0.1:{port}"])
+    first, url = dashboard(broker.url)
+    port = url.rsplit(":", 1)[1].strip("/")
     try:
-        first.wait_for("dashboard subscribed")
         second = subprocess.run([*PUMPCTL, "dashboard", "--mqtt", broker.url, "--listen",
                                  f"127.0.0.1:{port}"], capture_output=True, text=True,
                                 timeout=60)
@@ -81,17 +79,17 @@ def test_port_in_use_is_a_clear_error(broker: Mosquitto) -> None:
         first.stop()
 
 
-def test_sigterm_ends_the_dashboard_cleanly(broker: Mosquitto) -> None:
-    port = free_port()
-    dash = Watched([*PUMPCTL, "dashboard", "--mqtt", broker.url,
-                    "--listen", f"127.0.0.1:{port}"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: signal.Signals(s).name)
+def test_sigterm_or_a_closed_terminal_ends_the_dashboard_cleanly(broker: Mosquitto,
+                                                                 sig: int) -> None:
+    dash, url = dashboard(broker.url)
     try:
-        dash.wait_for("dashboard subscribed")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        with urllib.request.urlopen(f"{url}healthz", timeout=10) as r:
             assert json.load(r)["connected"] is True
         # A browser holding the live stream open must not keep the process alive.
-        stream = urllib.request.urlopen(f"http://127.0.0.1:{port}/events", timeout=10)
-        dash.proc.send_signal(signal.SIGTERM)
+        stream = urllib.request.urlopen(f"{url}events", timeout=10)
+        dash.proc.send_signal(sig)
         assert dash.proc.wait(timeout=20) == 0
         stream.close()
         assert not any("Traceback" in line for line in dash.lines), dash.lines
