@@ -20,14 +20,14 @@ from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pumpctl import files
 from pumpctl.plan.errors import PlanError, Problem
 from pumpctl.plan.fields import Duration, StrictModel, default_configs_dir, read_yaml, validate
 from pumpctl.plan.library import CourseLimits, load_library
 from pumpctl.plan.model import PlanFile, load_plan
-from pumpctl.units import Kind, describe
+from pumpctl.units import Kind, Measured, describe
 
 WEEK = dt.timedelta(days=7)
 
@@ -61,11 +61,21 @@ class Induction(StrictModel):
         return self
 
 
+MAX_GAP = dt.timedelta(days=366)  # a course with a longer gap is two courses
+
+
 class Maintenance(StrictModel):
     every: Duration
     sessions: int = Field(ge=1, le=200)
     # Time from the last induction infusion to the first maintenance one (default: `every`).
     first_after: Duration | None = None
+
+    @field_validator("every", "first_after")
+    @classmethod
+    def _at_most_a_year(cls, value: Measured | None) -> Measured | None:
+        if value is not None and not float(value.value) <= MAX_GAP.total_seconds():
+            raise ValueError(f"{value} is longer than {MAX_GAP.days} days")
+        return value
 
 
 class CourseFile(StrictModel):
@@ -118,6 +128,15 @@ def _induction_times(course: CourseFile) -> list[tuple[dt.datetime, str]]:
 
 def schedule(course: CourseFile) -> list[tuple[str, dt.datetime, str]]:
     """(phase, time, field) of every infusion, in the order the file gives them."""
+    try:
+        return _schedule(course)
+    except OverflowError:  # a start in the year 9999: the calendar has no room for it
+        raise PlanError([Problem("start", f"{course.start:%Y-%m-%d %H:%M}: the course would "
+                                          "run past the end of the calendar (year 9999)")]
+                        ) from None
+
+
+def _schedule(course: CourseFile) -> list[tuple[str, dt.datetime, str]]:
     times = [("induction", at, field) for at, field in _induction_times(course)]
     if course.maintenance is not None and times:
         m = course.maintenance
@@ -184,8 +203,11 @@ def _plan_path(course_file: Path, plan: str, configs_dir: Path | None) -> Path:
         course_file.parent / given,
         (configs_dir or default_configs_dir()) / "plans" / given,
     ):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name too long for the filesystem, a loop of links...
+            continue
     raise PlanError([Problem("plan", f"plan file {plan!r} not found")], str(course_file))
 
 

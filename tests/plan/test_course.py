@@ -69,6 +69,13 @@ def test_explicit_dates_course() -> None:
         ({"plan": "nowhere.yaml"}, "plan: plan file 'nowhere.yaml' not found"),
         ({"start": "next tuesday"}, "start:"),
         ({"cadence": "weekly"}, "cadence: unknown key"),
+        # what the calendar or the filesystem cannot hold: one line, never a traceback
+        ({"maintenance": {"every": "1e9 d", "sessions": 2}},
+         "maintenance.every: 1000000000 d is longer than 366 days"),
+        ({"maintenance": {"every": "7 d", "first_after": "400 d", "sessions": 2}},
+         "maintenance.first_after: 400 d is longer than 366 days"),
+        ({"start": "9999-12-27 09:00"}, "the course would run past the end of the calendar"),
+        ({"plan": "p" * 300}, "plan: plan file 'ppp"),
     ],
 )
 def test_bad_courses_are_refused(tmp_path: Path, changes: dict[str, Any], fragment: str) -> None:
