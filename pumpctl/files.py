@@ -103,6 +103,23 @@ def _open(path: Path | str, kind: FileKind) -> tuple[int, os.stat_result]:
     return fd, st
 
 
+def is_file(path: Path | str) -> bool:
+    """`Path.is_file`, but False instead of an exception for a name the system cannot even
+    look up (too long, a NUL byte, a loop of links): such a name is no file of ours."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: Path | str) -> bool:
+    """`Path.is_dir`, False for a name the system cannot look up (see `is_file`)."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def check_file(path: Path | str, kind: FileKind) -> None:
     """Refuse what `read_bytes` would refuse, for files another library opens by name (TLS)."""
     fd, _ = _open(path, kind)

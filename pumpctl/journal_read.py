@@ -173,7 +173,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _journal_files(runs_dir: Path) -> Iterator[Path]:
-    if not runs_dir.is_dir():
+    if not files.is_dir(runs_dir):
         return iter(())
     return iter(sorted(runs_dir.glob(f"*{JOURNAL_SUFFIX}")))
 
@@ -181,18 +181,19 @@ def _journal_files(runs_dir: Path) -> Iterator[Path]:
 def find_run(runs_dir: Path | str, ref: str) -> Path:
     """A run by id, unique id prefix, or journal path."""
     direct = Path(ref)
-    if direct.suffix == JOURNAL_SUFFIX and direct.is_file():
+    if direct.suffix == JOURNAL_SUFFIX and files.is_file(direct):
         return direct
     runs_dir = Path(runs_dir)
     exact = runs_dir / f"{ref}{JOURNAL_SUFFIX}"
-    if exact.is_file():
+    if files.is_file(exact):
         return exact
     matches = [p for p in _journal_files(runs_dir) if p.stem.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
+    shown = repr(ref) if len(ref) <= 80 else f"{ref[:60]!r}... ({len(ref)} characters)"
     if not matches:
-        raise JournalError(f"run {ref!r}: no such run in {runs_dir}")
-    raise JournalError(f"run {ref!r}: ambiguous in {runs_dir} ({len(matches)} runs match)")
+        raise JournalError(f"run {shown}: no such run in {runs_dir}")
+    raise JournalError(f"run {shown}: ambiguous in {runs_dir} ({len(matches)} runs match)")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pumpctl import files
 from pumpctl.drivers.modbus.mapcheck import check_map
 from pumpctl.drivers.modbus.mapmodel import (
     MAX_ADDRESS,
@@ -101,8 +102,6 @@ def parse_map(data: Any, name: str) -> PumpMap:
 
 @functools.lru_cache(maxsize=32)
 def _load_file(path: str, mtime_ns: int, size: int) -> PumpMap:
-    from pumpctl import files
-
     text = files.read_text(path, files.CONFIG)
     try:
         data = files.parse_yaml(text)
@@ -122,7 +121,7 @@ def load_map(name_or_path: str | Path, *, word_order: WordOrder | str | None = N
         if not text or text.startswith("."):
             raise MapError(text or "''", "map", "not a map name")
         file = maps_dir() / f"{text}.yaml"
-        if not file.is_file():
+        if not files.is_file(file):
             raise MapError(text, "map", f"no such map (known: {', '.join(map_names())})")
     try:
         st = file.stat()
