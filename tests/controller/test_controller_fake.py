@@ -328,6 +328,8 @@ def test_a_failing_journal_stops_the_pump(tmp_path: Path) -> None:
     result, pump = run_clock(main(), virtual=True)
     assert pump.state is PumpState.STOPPED and "stop" in pump.log
     assert result.outcome == "faulted" and "journal failed" in result.reason
+    # The alarm the journal could not take is still counted (the summary said "alarms: none").
+    assert [a["kind"] for a in result.alarms] == ["controller_error"]
 
 
 def test_hung_status_call_times_out_and_stops(tmp_path: Path) -> None:
