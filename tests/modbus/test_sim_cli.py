@@ -30,9 +30,8 @@ def start(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT],
-                         ids=lambda s: signal.Signals(s).name)
-def test_ready_line_and_a_clean_exit_on_every_signal(sig: int, tmp_path: Path) -> None:
+def test_ready_line_says_what_is_served(tmp_path: Path) -> None:
+    """(A clean exit on every stop signal: tests/simulators/test_stop_signals.py.)"""
     proc, ready = start("--map", "vindum-vp", "--link", "vp", "--tcp", "127.0.0.1:0",
                         "--pumps", "2", "--fault", "busy@1m", cwd=tmp_path)
     try:
@@ -40,14 +39,9 @@ def test_ready_line_and_a_clean_exit_on_every_signal(sig: int, tmp_path: Path) -
                             r"tcp=127\.0\.0\.1:\d+ units=1,2 word_order=big baud=38400 "
                             r"faults=1 speed=1\n", ready), ready
         assert (tmp_path / "vp").is_symlink()
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0 and err.strip() == "stopped", err
-    assert not (tmp_path / "vp").exists()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
 
 
 @pytest.mark.realtime
