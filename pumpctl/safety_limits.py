@@ -104,6 +104,24 @@ class RunLimits:
     def is_complete(self, delivered_ml: float) -> bool:
         return delivered_ml >= self._complete_at
 
+    def note_pump_stop(self, total_ml: float) -> None:
+        """The pump was given a volume cap at which it stops itself: `total_ml` since the plan
+        began (what it had delivered when the cap was set, plus the cap as it read back).
+
+        On a fresh run the cap is the planned total floored to the cap's own step. Set on top
+        of a volume that is off that grid (a resumed run's baseline, or the counter of a pump
+        that cannot pause and is capped again after a pause), the floor of what remains stops
+        the pump up to one cap step lower (10.1234567 + 24.876 = 34.9994567 of 35 mL): the run
+        is complete from there, never from more than one step below the planned total."""
+        cap = self.caps.volume_cap
+        if cap is None:
+            return
+        lowest = self.cap_ml - cap.resolution.at(self.cap_ml)
+        stop_at = max(min(total_ml, self.cap_ml), lowest)
+        complete_at = stop_at - self.quantum(stop_at)
+        if complete_at > 0:
+            self._complete_at = min(self._complete_at, complete_at)
+
     def _band(self, t: float) -> tuple[float, float]:
         """Planned-so-far volume at plan time `t` and the tolerance around it."""
         planned = self.plan.volume_at(t)

@@ -327,6 +327,28 @@ def test_complete_when_the_counter_shows_the_floored_cap_of_a_float_counter() ->
     assert not m.is_complete(5.0579)  # more than a quantum below what the pump stops at
 
 
+def test_complete_where_a_cap_set_on_an_off_grid_baseline_stops_the_pump() -> None:
+    """A resumed run (or a pump re-capped after a pause it cannot make) sets its cap on a
+    baseline off the cap's grid: 35 - 10.12301 = 24.87699, floored to 24.876, stops the pump
+    at 34.99901 mL and the motor a step below that. Found by the resume-after-SIGKILL test
+    on the generic Modbus map: "pump stopped before the planned total (34.999 of 35 mL)"."""
+    from pumpctl.drivers.base import Counters, PumpCapabilities, Resolution, VolumeCap
+
+    exact = Resolution(step_ml=0.001)
+    caps = PumpCapabilities(counters=Counters(resolution=exact), volume_cap=VolumeCap(exact))
+    m = SafetyMonitor(make_program([(2400.0, 52.5)]), SafetyTolerances(), caps)
+    assert m.cap_ml == 35.0
+    motor_stop = 10.12301 + 24.876 - 0.00014
+    assert not m.is_complete(motor_stop)  # before the pump is known to stop there
+    m.note_pump_stop(10.12301 + 24.876)
+    assert m.is_complete(motor_stop)
+    assert not m.is_complete(34.9975)  # still no more than a quantum below its own stop
+    # A cap that would stop the pump lower than one step below the total does not make less
+    # "complete": that is a short delivery, whatever the pump was told.
+    m.note_pump_stop(30.0)
+    assert not m.is_complete(30.0) and not m.is_complete(34.9975)
+
+
 def test_a_rate_one_digit_step_above_the_plan_is_allowed_where_the_plan_cannot_be_written() -> None:
     """0.0352 mL/h, compiled in mL/h (three decimals, the unit the 600 mL/h step needs) as
     0.035 and 0.036 mL/h: the upper neighbour is 2.2 % above the plan, more than the 2 % rate
