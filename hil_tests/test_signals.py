@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pumpctl.drivers.base import AlarmKind
+from pumpctl.drivers.open import parse_pump_url
 from pumpctl.journal import read_records
 
 from .conftest import REPO, STANDARD_PLAN
@@ -220,7 +221,9 @@ def test_safe_0_is_warned_about_and_journaled(served: tuple[SimKind, Path],
     kind, link = served
     kind.needs_watchdog("there is no safe mode to turn off")
     journal = tmp_path / "runs"
-    run = start_run(kind.url(link, 0, None), journal)
+    url = kind.url(link, 0, None)
+    param = parse_pump_url(url).watchdog_param  # safe= on New Era, watchdog= on Modbus
+    run = start_run(url, journal)
     try:
         wait_infusing(journal)
         os.kill(run.pid, signal.SIGTERM)
@@ -231,4 +234,4 @@ def test_safe_0_is_warned_about_and_journaled(served: tuple[SimKind, Path],
             run.wait()
     header = read_records(next(journal.glob("*.jsonl")))[0]
     assert header["watchdog"] == "off" and header["watchdog_s"] == 0
-    assert "warning: the pump's watchdog is off (safe=0)" in out, out
+    assert f"warning: the pump's watchdog is off ({param}=0)" in out, out
