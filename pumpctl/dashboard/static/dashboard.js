@@ -41,8 +41,9 @@
   }
 
   // A run at `--speed N` stamps its records with its own clock, which runs ahead of the wall
-  // clock this dashboard reads. Its times are then labelled "run clock" and ours "wall clock",
-  // so that an alarm and a disconnection are never compared across the two unlabelled.
+  // clock this dashboard reads (so does a controller whose host clock is off). Its times are
+  // then labelled "run clock" and ours "wall clock", so that an alarm and a disconnection
+  // are never compared across the two unlabelled.
   const CLOCKS_AGREE_MS = 5000;
 
   function clocksApart(live) {
@@ -215,8 +216,9 @@
       run ? `run ${run.run_id}` : (live.run_id ? `run ${live.run_id}` : ""),
       t ? `sample #${t.seq} at ${runClock(live, t.time)}` : "",
       live.heard_ms ? `heard ${wallClock(live, live.heard_ms)}` : "",
-      clocksApart(live) ? `the run's clock is ${duration(live.run_clock_ahead_ms / 1000)} ` +
-        "ahead of the wall clock (--speed)" : "",
+      clocksApart(live) ? `the run's clock is ${duration(Math.abs(live.run_clock_ahead_ms) / 1000)} ` +
+        `${live.run_clock_ahead_ms > 0 ? "ahead of" : "behind"} the wall clock ` +
+        "(a run at --speed, or a host clock that is off)" : "",
     ].filter(Boolean).join(" · ");
   }
 
