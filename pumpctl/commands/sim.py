@@ -106,9 +106,10 @@ def newera(
 async def serve_until_stopped(sim: SimLine, faults: Sequence[object], link: Path | None,
                               endpoint: tuple[str, int] | None, speed: float,
                               ready: Callable[[str], str]) -> None:
-    """Serve a started-here simulator on a pty `link` and/or TCP `endpoint` until one of
-    STOP_SIGNALS: faults injected, one ready line (`ready(where)`, `where` the link/pty/tcp
-    words), then `stopped` on stderr once the servers are closed and the link removed."""
+    """Serve a started-here simulator on a pty `link` and/or TCP `endpoint`: inject `faults`,
+    print one ready line (`ready(where)`, `where` the link/pty/tcp words), serve until one of
+    `STOP_SIGNALS` arrives, then print `stopped` on stderr once the servers are closed and
+    the link removed."""
     import asyncio
     import contextlib
 
