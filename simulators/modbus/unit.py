@@ -54,6 +54,7 @@ from simulators.modbus.bindings import Number, PumpBinder, Refused
 from simulators.modbus.faults import ModbusFault, ModbusFaultKind
 from simulators.modbus.wire import Request, decode_request
 from simulators.pump import PumpAlarm, SimulatedPump
+from simulators.wire_faults import Countdown
 
 READ_KINDS = {1: RegisterKind.COIL, 2: RegisterKind.DISCRETE, 3: RegisterKind.HOLDING,
               4: RegisterKind.INPUT}
@@ -93,13 +94,13 @@ class ModbusUnit:
         self._layouts: dict[tuple[RegisterKind, int, int], Layout | None] = {}
         # Modbus faults: scheduled, then in force.
         self._faults: list[ModbusFault] = []
-        self._exception_left = 0
+        self._exception = Countdown()
         self._exception_code = int(ExcCodes.DEVICE_FAILURE)
         self._fault_busy_until = -math.inf
         self._silent_until = -math.inf
-        self._split_left = 0
+        self._split = Countdown()
         self.split_gap_s = 0.0
-        self._glue_left = 0
+        self._glue = Countdown()
         pump.add_alarm_listener(self._on_alarm)
         if pump.alarm is PumpAlarm.POWER_RESET:
             self._on_alarm(PumpAlarm.POWER_RESET)
@@ -158,7 +159,7 @@ class ModbusUnit:
             at = base + fault.at_s
             kind = fault.kind
             if kind is ModbusFaultKind.EXCEPTION:
-                self._exception_left = int(fault.param("count"))
+                self._exception.start(fault.param("count"))
                 self._exception_code = int(fault.param("code"))
             elif kind is ModbusFaultKind.BUSY:
                 self._fault_busy_until = at + fault.param("for")
@@ -166,23 +167,18 @@ class ModbusUnit:
                 span = fault.param("for")
                 self._silent_until = at + span if span > 0 else math.inf
             elif kind is ModbusFaultKind.SPLIT_REPLIES:
-                self._split_left = int(fault.param("count"))
+                self._split.start(fault.param("count"))
                 self.split_gap_s = fault.param("gap")
             elif kind is ModbusFaultKind.GLUE_REPLIES:
-                self._glue_left = int(fault.param("count"))
+                self._glue.start(fault.param("count"))
 
     def take_split(self) -> bool:
         """True when the reply about to leave is to be split (see `split_gap_s`)."""
-        if self._split_left:
-            self._split_left -= 1 if self._split_left > 0 else 0
-            return True
-        return False
+        return self._split.take()
 
     def take_glue(self) -> bool:
-        if self._glue_left:
-            self._glue_left -= 1 if self._glue_left > 0 else 0
-            return True
-        return False
+        """True when the reply about to leave carries a second reply glued behind it."""
+        return self._glue.take()
 
     # ---- a request -------------------------------------------------------------------------
 
@@ -197,8 +193,7 @@ class ModbusUnit:
             return None
         pump.feed_watchdog(now)
         fc = request.function_code
-        if self._exception_left:
-            self._exception_left -= 1 if self._exception_left > 0 else 0
+        if self._exception.take():
             return ExceptionResponse(fc, self._exception_code)
         if now < self._fault_busy_until:
             return ExceptionResponse(fc, ExcCodes.DEVICE_BUSY)
