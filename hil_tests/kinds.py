@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from pumpctl.clock import Clock
 from pumpctl.drivers.base import PumpDriver
+from pumpctl.drivers.open import PumpLine
 from simulators.line import SimLine
 from simulators.pump import PumpSetup
 
@@ -89,34 +90,54 @@ def _newera_url(link: Path, watchdog_s: int | None, timeout_s: float | None) -> 
 
 
 @contextlib.asynccontextmanager
-async def _newera_drivers(sim: SimLine, clock: Clock, link: Link, directory: Path, count: int,
-                          watchdog_s: int | None) -> AsyncIterator[list[PumpDriver]]:
-    from pumpctl.drivers.newera.line import NewEraLine
+async def served_line(sim: SimLine, clock: Clock, link: Link, directory: Path, *,
+                      memory_line: Callable[..., PumpLine], pty_url: Callable[[Path], str],
+                      tcp_url: Callable[[int], str]) -> AsyncIterator[PumpLine]:
+    """The line a driver reaches the simulator `sim` by: in memory (`memory_line`), or
+    served on a pty or on TCP and opened through the URL registry (`pty_url`, `tcp_url`)."""
     from pumpctl.drivers.open import open_line
-    from simulators.newera import NewEraSimulator
-    from simulators.newera.embedded import memory_line
     from simulators.serve import PtyServer, TcpServer
 
-    assert isinstance(sim, NewEraSimulator)
     async with contextlib.AsyncExitStack() as stack:
         if link == "memory":
             line = memory_line(sim, clock=clock)
             stack.push_async_callback(line.close)
+            yield line
+            return
+        if link == "pty":
+            await stack.enter_async_context(PtyServer(sim, directory / "pty"))
+            url = pty_url(directory / "pty")
         else:
-            if link == "pty":
-                await stack.enter_async_context(PtyServer(sim, directory / "ne-pty"))
-                url = f"newera://{directory / 'ne-pty'}"
-            else:
-                server = await stack.enter_async_context(TcpServer(sim))
-                url = f"newera+tcp://127.0.0.1:{server.port}"
-            opened = await stack.enter_async_context(open_line(url, clock=clock))
-            assert isinstance(opened, NewEraLine)
-            line = opened
-        drivers = [line.pump(address, safe_s=watchdog_s) for address in range(count)]
+            server = await stack.enter_async_context(TcpServer(sim))
+            url = tcp_url(server.port)
+        yield await stack.enter_async_context(open_line(url, clock=clock))
+
+
+@contextlib.asynccontextmanager
+async def opened(drivers: list[PumpDriver]) -> AsyncIterator[list[PumpDriver]]:
+    """`drivers`, each opened, and closed again on the way out."""
+    async with contextlib.AsyncExitStack() as stack:
         for driver in drivers:
             await driver.open()
             stack.push_async_callback(driver.close)
-        yield list(drivers)
+        yield drivers
+
+
+@contextlib.asynccontextmanager
+async def _newera_drivers(sim: SimLine, clock: Clock, link: Link, directory: Path, count: int,
+                          watchdog_s: int | None) -> AsyncIterator[list[PumpDriver]]:
+    from pumpctl.drivers.newera.line import NewEraLine
+    from simulators.newera import NewEraSimulator
+    from simulators.newera.embedded import memory_line
+
+    assert isinstance(sim, NewEraSimulator)
+    async with served_line(sim, clock, link, directory, memory_line=memory_line,
+                           pty_url=lambda path: f"newera://{path}",
+                           tcp_url=lambda port: f"newera+tcp://127.0.0.1:{port}") as line:
+        assert isinstance(line, NewEraLine)
+        async with opened([line.pump(address, safe_s=watchdog_s)
+                           for address in range(count)]) as drivers:
+            yield drivers
 
 
 NEWERA = SimKind(
@@ -153,34 +174,21 @@ def modbus_kind(map_name: str, *, reduced: bool = False) -> SimKind:
     async def open_drivers(sim: SimLine, clock: Clock, link: Link, directory: Path, count: int,
                            watchdog_s: int | None) -> AsyncIterator[list[PumpDriver]]:
         from pumpctl.drivers.modbus.line import ModbusLine
-        from pumpctl.drivers.open import open_line
         from simulators.modbus import ModbusSimulator
         from simulators.modbus.embedded import memory_line
-        from simulators.serve import PtyServer, TcpServer
 
         assert isinstance(sim, ModbusSimulator)
-        async with contextlib.AsyncExitStack() as stack:
-            if link == "memory":
-                line = memory_line(sim, clock=clock)
-                stack.push_async_callback(line.close)
-            else:
-                if link == "pty":
-                    sim.use_framer("rtu")
-                    await stack.enter_async_context(PtyServer(sim, directory / "mb-pty"))
-                    where = url(directory / "mb-pty", None, None)
-                else:
-                    sim.use_framer("socket")
-                    server = await stack.enter_async_context(TcpServer(sim))
-                    where = f"modbus+tcp://127.0.0.1:{server.port}?map={map_name}"
-                opened = await stack.enter_async_context(open_line(where, clock=clock))
-                assert isinstance(opened, ModbusLine)
-                line = opened
+        if link != "memory":  # RTU on a serial line (a pty), MBAP on TCP
+            sim.use_framer("rtu" if link == "pty" else "socket")
+        async with served_line(
+                sim, clock, link, directory, memory_line=memory_line,
+                pty_url=lambda path: url(path, None, None),
+                tcp_url=lambda port: f"modbus+tcp://127.0.0.1:{port}?map={map_name}") as line:
+            assert isinstance(line, ModbusLine)
             armed = watchdog_s if has_watchdog else None
-            drivers = [line.pump(first + i, watchdog_s=armed) for i in range(count)]
-            for driver in drivers:
-                await driver.open()
-                stack.push_async_callback(driver.close)
-            yield list(drivers)
+            async with opened([line.pump(first + i, watchdog_s=armed)
+                               for i in range(count)]) as drivers:
+                yield drivers
 
     return SimKind(name=map_name, first_address=first, build=build, open_drivers=open_drivers,
                    serve_args=lambda link: ["sim", "modbus", "--map", map_name, "--link",
