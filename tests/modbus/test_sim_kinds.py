@@ -8,24 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pumpctl.cli import main
 from pumpctl.drivers.modbus.pumpmap import map_names
 from pumpctl.drivers.open import simulator_kinds
 from pumpctl.journal import read_records
-
-REPO = Path(__file__).resolve().parents[2]
-STANDARD = REPO / "configs" / "plans" / "ketamine-0.5mgkg-40min.yaml"
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    else:
-        code = 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.controller.test_cli import STANDARD, cli
 
 
 def test_every_map_is_a_simulator_kind_beside_newera() -> None:
