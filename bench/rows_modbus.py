@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import selectors
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from bench.served import start_simulator, stop_simulator
 from bench.table import STANDARD_PLAN, Bench, Figure, at_least, at_most, row
 from pumpctl.clock import LoopClock
 from pumpctl.clock import run as run_clock
@@ -47,23 +44,6 @@ REQUEST_BYTES = 8  # unit, FC 4, address, count, CRC
 REPLY_BYTES = 5 + 2 * 12  # unit, FC, byte count, 12 registers, CRC
 ROUNDS = {"tcp": 2000, 19200: 200, 38400: 300}
 MAPS = ("generic", "isco-d", "vindum-vp")
-
-
-def start_simulator(*args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "pumpctl.cli", "sim", "modbus", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(20):
-            proc.kill()
-            raise SystemExit("the Modbus simulator printed no ready line")
-    return proc, proc.stdout.readline()
-
-
-def stop_simulator(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
 
 
 async def measure(url: str, rounds: int) -> list[float]:
@@ -81,7 +61,7 @@ async def measure(url: str, rounds: int) -> list[float]:
 
 
 def tcp_times(rounds: int) -> list[float]:
-    proc, ready = start_simulator("--map", "generic", "--tcp", "127.0.0.1:0")
+    proc, ready = start_simulator("modbus", "--map", "generic", "--tcp", "127.0.0.1:0")
     try:
         port = re.search(r"tcp=127\.0\.0\.1:(\d+)", ready)
         assert port is not None, ready
@@ -92,7 +72,8 @@ def tcp_times(rounds: int) -> list[float]:
 
 def rtu_times(workdir: Path, baud: int, rounds: int) -> list[float]:
     link = workdir / f"modbus-{baud}"
-    proc, _ = start_simulator("--map", "generic", "--link", str(link), "--baud", str(baud))
+    proc, _ = start_simulator("modbus", "--map", "generic", "--link", str(link),
+                              "--baud", str(baud))
     try:
         return asyncio.run(measure(f"modbus+rtu://{link}?map=generic&baud={baud}", rounds))
     finally:

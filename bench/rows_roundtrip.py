@@ -18,35 +18,18 @@ the raw request rate the software sustains.
 from __future__ import annotations
 
 import asyncio
-import selectors
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.served import start_simulator, stop_simulator
 from bench.table import Bench, Figure, at_most, row
 from pumpctl.drivers.open import open_driver
 
 REQUEST_BYTES = len(b"0DIS\r")
 REPLY_BYTES = len(b"\x0200SI0.000W0.000ML\x03")
 ROUNDS = {9600: 150, 19200: 250, 0: 2000}
-
-
-def start_simulator(link: Path, baud: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pumpctl.cli", "sim", "newera", "--link", str(link),
-         "--baud", str(baud)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(20):
-            proc.kill()
-            raise SystemExit("simulator printed no ready line")
-    proc.stdout.readline()
-    return proc
 
 
 async def measure(link: Path, baud: int, rounds: int) -> list[float]:
@@ -65,12 +48,11 @@ async def measure(link: Path, baud: int, rounds: int) -> list[float]:
 def run_one(baud: int, rounds: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         link = Path(tmp) / "ne"
-        proc = start_simulator(link, baud)
+        proc, _ = start_simulator("newera", "--link", str(link), "--baud", str(baud))
         try:
             return asyncio.run(measure(link, baud, rounds))
         finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
+            stop_simulator(proc)
 
 
 @row("roundtrip", about="New Era request over a pty vs wire time, simulator in its own process")
