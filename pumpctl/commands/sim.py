@@ -81,7 +81,7 @@ def newera(
              "client at the same N, e.g. pumpctl run --speed N. Fault times, the watchdog and "
              "baud pacing are in simulated time.")] = "1",
 ) -> None:
-    """Serve simulated New Era pumps until SIGINT/SIGTERM."""
+    """Serve simulated New Era pumps until Ctrl-C, SIGTERM, SIGHUP or SIGQUIT."""
     from pumpctl.drivers.newera.scheme import BAUD_RATES
     from pumpctl.timescale import run_at_speed
     from simulators.faults import parse_faults

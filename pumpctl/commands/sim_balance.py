@@ -51,7 +51,7 @@ def balance(
     speed: Annotated[str, typer.Option(
         "--speed", metavar="N", help="Clock N times faster than real time.")] = "1",
 ) -> None:
-    """Serve a simulated MT-SICS balance until SIGINT/SIGTERM."""
+    """Serve a simulated MT-SICS balance until Ctrl-C, SIGTERM, SIGHUP or SIGQUIT."""
     from pumpctl.timescale import run_at_speed
     from simulators.balance import SimBalanceConfig
 

@@ -74,7 +74,7 @@ def modbus(
     speed: Annotated[str, typer.Option(
         "--speed", metavar="N", help="Run the clock N times faster than real time.")] = "1",
 ) -> None:
-    """Serve simulated Modbus pumps until a signal."""
+    """Serve simulated Modbus pumps until Ctrl-C, SIGTERM, SIGHUP or SIGQUIT."""
     from pumpctl.drivers.modbus.pumpmap import WordOrder, load_map
     from pumpctl.timescale import run_at_speed
     from simulators.modbus.faults import parse_modbus_faults
