@@ -129,6 +129,7 @@ class SafetyMonitor(RunLimits):
         if op == "set_volume_limit":
             read = _as_float(readback)
             self.expect.vtbi_ml = read
+            self.pump_stops_at(delivered_ml + read)
             return (self._readback_mismatch("volume to dispense", "mL", read, sent)
                     or self._check_vtbi(read, delivered_ml))
         if op in ("set_diameter", "set_direction"):  # the read-back must be what was planned

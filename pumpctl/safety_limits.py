@@ -104,9 +104,10 @@ class RunLimits:
     def is_complete(self, delivered_ml: float) -> bool:
         return delivered_ml >= self._complete_at
 
-    def note_pump_stop(self, total_ml: float) -> None:
+    def pump_stops_at(self, total_ml: float) -> None:
         """The pump was given a volume cap at which it stops itself: `total_ml` since the plan
-        began (what it had delivered when the cap was set, plus the cap as it read back).
+        began (what it had delivered when the cap was set, plus the cap as it read back; the
+        monitor learns it from every `set_volume_limit` it is told of).
 
         On a fresh run the cap is the planned total floored to the cap's own step. Set on top
         of a volume that is off that grid (a resumed run's baseline, or the counter of a pump

@@ -38,7 +38,6 @@ class VolumeCap:
         read = await self._commands.checked("set_volume_limit", vtbi,
                                             lambda: self._driver.set_volume_limit(vtbi))
         self.total_ml = delivered_ml + read
-        self._commands.monitor.note_pump_stop(self.total_ml)
 
 
 async def pause_pump(commands: RunCommands, driver: PumpDriver) -> None:

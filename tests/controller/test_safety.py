@@ -340,12 +340,14 @@ def test_complete_where_a_cap_set_on_an_off_grid_baseline_stops_the_pump() -> No
     assert m.cap_ml == 35.0
     motor_stop = 10.12301 + 24.876 - 0.00014
     assert not m.is_complete(motor_stop)  # before the pump is known to stop there
-    m.note_pump_stop(10.12301 + 24.876)
+    # The resume's cap, 24.876 mL on top of 10.12301: the monitor sees it set and read back.
+    assert m.note_command("set_volume_limit", 24.876, sent=24.876,
+                          delivered_ml=10.12301) is None
     assert m.is_complete(motor_stop)
     assert not m.is_complete(34.9975)  # still no more than a quantum below its own stop
     # A cap that would stop the pump lower than one step below the total does not make less
     # "complete": that is a short delivery, whatever the pump was told.
-    m.note_pump_stop(30.0)
+    m.pump_stops_at(30.0)
     assert not m.is_complete(30.0) and not m.is_complete(34.9975)
 
 
