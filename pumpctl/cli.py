@@ -30,7 +30,7 @@ from pumpctl.commands import (
     sim_modbus,
     telemetry,
 )
-from pumpctl.errors import PumpctlError
+from pumpctl.errors import PumpctlError, shortened
 
 app = typer.Typer(
     name="pumpctl",
@@ -113,14 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         # The last net for a path the system refused where no command expected it (a name
         # too long, a loop of links): one line, never a traceback. Nothing is infusing by
         # now: a run stops its pump itself before any error leaves it.
-        where = f"{_shortened(str(exc.filename))}: " if exc.filename is not None else ""
+        where = f"{shortened(str(exc.filename))}: " if exc.filename is not None else ""
         _error(f"{where}{exc.strerror or exc}", prefix="[bold red]error:[/] ")
         sys.exit(2 if exc.filename is not None else 1)
     sys.exit(rc if isinstance(rc, int) else 0)
 
-
-def _shortened(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else f"{text[:limit - 40]}...({len(text)} characters)"
 
 
 if __name__ == "__main__":

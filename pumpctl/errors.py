@@ -18,3 +18,11 @@ class UsageError(PumpctlError):
     """Bad command-line arguments or configuration values."""
 
     exit_code = 2
+
+
+def shortened(text: str, limit: int = 120) -> str:
+    """`text` (a name the user gave) fit for a one-line message: whole up to `limit`
+    characters, else its start and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 40]}...({len(text)} characters)"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pumpctl import files
-from pumpctl.errors import PumpctlError
+from pumpctl.errors import PumpctlError, shortened
 
 JOURNAL_SUFFIX = ".jsonl"
 
@@ -190,7 +190,7 @@ def find_run(runs_dir: Path | str, ref: str) -> Path:
     matches = [p for p in _journal_files(runs_dir) if p.stem.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
-    shown = repr(ref) if len(ref) <= 80 else f"{ref[:60]!r}... ({len(ref)} characters)"
+    shown = repr(shortened(ref, 80))
     if not matches:
         raise JournalError(f"run {shown}: no such run in {runs_dir}")
     raise JournalError(f"run {shown}: ambiguous in {runs_dir} ({len(matches)} runs match)")
