@@ -112,15 +112,10 @@ class RunCommands:
     def check_journal(self) -> None:
         """Stop the run if the journal has failed: a run that cannot be recorded must not go on."""
         if self.journal_error is not None:
-            breach = Breach(BreachKind.CONTROLLER_ERROR, f"journal failed: {self.journal_error}",
-                            source="controller")
-            # The journal cannot take this alarm, but the run's result, its summary line
-            # and the console still count it: a faulted run never reports "alarms: none".
-            if self.first_breach_at is None:
-                self.first_breach_at = self.clock.monotonic()
-            self.alarms.append({"type": "alarm", **breach.as_record()})
-            self.last_breach = breach
-            raise BreachStop(breach)
+            # An alarm like any other: the journal will not take it (`write` keeps the record
+            # anyway), but the run's result, summary and console count it.
+            self.fail(Breach(BreachKind.CONTROLLER_ERROR, f"journal failed: {self.journal_error}",
+                             source="controller"))
 
     # -- commands ------------------------------------------------------------------------
 
