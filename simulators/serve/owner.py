@@ -93,15 +93,14 @@ def link_owner(link: Path) -> Owner | None:
     another test's simulator), so a holder alone does not prove the link is still in use: the
     kernel stamps a pty when it is allocated, and a pty allocated after the link was made is
     not the one the link was made for."""
-    target = os.path.join(link.parent, os.readlink(link))
     try:
-        allocated_ns = os.stat(target).st_ctime_ns
+        allocated_ns = os.stat(link).st_ctime_ns  # the pty's own (stat follows the link)
         linked_ns = os.lstat(link).st_mtime_ns
     except OSError:
         return None  # the pty is gone
     if allocated_ns > linked_ns:
         return None
-    return pty_owner(target)
+    return pty_owner(link)
 
 
 def port_owner(port: int) -> Owner | None:

@@ -90,7 +90,7 @@ class PtyServer:
         try:
             with locked_directory(link.parent):
                 if link.is_symlink():
-                    target = os.path.realpath(os.path.join(link.parent, os.readlink(link)))
+                    target = os.path.realpath(link)
                     # A pty number freed by a dead owner may be the one just given to us.
                     owner = None if target == self.pty_name else link_owner(link)
                     if owner is not None:
