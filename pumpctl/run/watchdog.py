@@ -66,8 +66,3 @@ def plan_watchdog(url_safe_s: int | None, *, driver: PumpDriver,
 
 
 EMBEDDED = WatchdogPlan(None, "embedded", "simulator inside this process: it ends with it")
-
-
-def wanted_seconds(url_safe_s: int | None) -> int:
-    """The safe-mode seconds to open a real pump with for a run (before the driver exists)."""
-    return DEFAULT_WATCHDOG_S if url_safe_s is None else url_safe_s

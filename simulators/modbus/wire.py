@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerRTU, FramerSocket
-from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu import DecodePDU, ModbusPDU
 
 MAX_RTU_FRAME = 256  # unit id + PDU (at most 253 bytes) + CRC
 MAX_MBAP_LENGTH = 254  # the MBAP length field: unit id + PDU
@@ -73,10 +73,6 @@ def decode_request(pdu: bytes) -> ModbusPDU | int:
     except ModbusException:
         decoded = None
     return 3 if decoded is None else decoded
-
-
-def exception_pdu(function_code: int, code: int) -> ExceptionResponse:
-    return ExceptionResponse(function_code, code)
 
 
 def frame_reply(request: Request, reply: ModbusPDU) -> bytes:
